@@ -1,0 +1,62 @@
+"""On-policy distillation: the student writes the tokens, the teacher grades each one.
+
+    A_t = -kl_coef * (log q_student(x_t) - log p_teacher(x_t))   (+ reward_coef * group-centred reward)
+
+and the update is the importance-sampling policy gradient ``-pi/q * A`` shared with RL.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from mentor.data.prompts import EncodedExample
+from mentor.rollout import RolloutBatch
+from mentor.sample.base import Sampler, to_rollout_batch
+from mentor.score.base import Teacher, score_with_teacher
+from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
+
+Grader = Callable[[str, object], float]
+
+
+class OnPolicyDistillation:
+    name = "opd"
+
+    def __init__(self, sampler: Sampler, teacher: Teacher, tokenizer, *, group_size: int, temperature: float,
+                 kl_coef: float = 1.0, kl_discount: float = 0.0, loss: str = "importance_sampling",
+                 reward_coef: float = 0.0, grader: Grader | None = None):
+        self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
+        self.group_size, self.temperature = group_size, temperature
+        self.kl_coef, self.kl_discount, self.loss = kl_coef, kl_discount, loss
+        self.reward_coef, self.grader = reward_coef, grader
+
+    def collect(self, examples: list[EncodedExample]) -> tuple[RolloutBatch, dict[str, float]]:
+        repeated = [e for e in examples for _ in range(self.group_size)]
+        group_ids = [i for i in range(len(examples)) for _ in range(self.group_size)]
+        t0 = time.perf_counter()
+        sampled = self.sampler.sample([e.prompt_ids for e in repeated])
+        batch = to_rollout_batch(sampled, group_ids, self.tokenizer.pad_token_id, self.tokenizer,
+                                 [e.text for e in repeated])
+        t1 = time.perf_counter()
+        batch.teacher_logprobs = score_with_teacher(self.teacher, batch)
+        t2 = time.perf_counter()
+        mask = batch.loss_mask
+        batch.advantages = distillation_advantages(batch.sampler_logprobs, batch.teacher_logprobs, mask,
+                                                   self.kl_coef, self.kl_discount)
+        metrics = {}
+        if self.grader is not None:
+            batch.rewards = torch.tensor([self.grader(c, e.reference) for c, e in zip(batch.completions, repeated)])
+            metrics["reward"] = float(batch.rewards.mean())
+            if self.reward_coef:
+                batch.advantages += self.reward_coef * group_baseline_advantages(batch.rewards, batch.group_ids, mask)
+        num_tokens = max(float(mask.sum()), 1.0)
+        metrics.update(
+            reverse_kl=float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs, mask).sum()) / num_tokens,
+            teacher_logprob=float((batch.teacher_logprobs * mask).sum()) / num_tokens,
+            student_logprob=float((batch.sampler_logprobs * mask).sum()) / num_tokens,
+            completion_length=float(mask.sum(1).mean()),
+            truncated_fraction=float(batch.truncated.float().mean()),
+            time_sample=t1 - t0, time_score=t2 - t1)
+        return batch, metrics

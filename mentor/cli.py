@@ -1,0 +1,92 @@
+"""``mentor``: one command, a subcommand per recipe. Problems the user can fix print one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mentor.config import DistillConfig, SFTConfig, add_config_flags, build_config
+from mentor.errors import MentorError
+
+
+def _distill(args) -> None:
+    from mentor.recipes.distill import run_distill
+
+    trainer, history = run_distill(build_config(DistillConfig, args))
+    _print_done(trainer, history)
+
+
+def _sft(args) -> None:
+    from mentor.recipes.sft import run_sft
+
+    trainer, history = run_sft(build_config(SFTConfig, args))
+    _print_done(trainer, history)
+
+
+def _print_done(trainer, history) -> None:
+    from mentor.train.progress import console
+
+    last = history[-1] if history else {}
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k in ("accuracy", "reverse_kl", "loss")
+                      and isinstance(v, float))
+    console.print(f"done: {trainer.step} steps{', ' + shown if shown else ''}; run directory {trainer.run.path}")
+
+
+def _eval(args) -> None:
+    from mentor.evaluation.cli import run_eval
+
+    run_eval(args)
+
+
+def _demo(args) -> None:
+    from mentor.recipes.demo import run_demo
+
+    run_demo(out=args.out, quick=args.quick, opd_steps=args.steps, retrain_teacher=args.retrain_teacher)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mentor", description="Post-train small expert language models cheaply.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="train a tiny teacher/student on arithmetic and show OPD improving the student")
+    demo.add_argument("--out", default="runs/demo", help="run directory")
+    demo.add_argument("--quick", action="store_true", help="smaller and faster (under 2 minutes)")
+    demo.add_argument("--steps", type=int, default=None, help="OPD steps (default: 100, or 30 with --quick)")
+    demo.add_argument("--retrain-teacher", action="store_true", help="train the teacher instead of loading the shipped one")
+    demo.set_defaults(func=_demo)
+
+    distill = sub.add_parser("distill", help="on-policy distillation of --student from --teacher on --prompts")
+    add_config_flags(distill, DistillConfig)
+    distill.set_defaults(func=_distill)
+
+    sft = sub.add_parser("sft", help="supervised fine-tuning on prompt+completion data")
+    add_config_flags(sft, SFTConfig)
+    sft.set_defaults(func=_sft)
+
+    ev = sub.add_parser("eval", help="accuracy of a model (or a run directory's final model) on a task")
+    ev.add_argument("model", help="model directory, hub id, or run directory")
+    ev.add_argument("--task", default="arithmetic")
+    ev.add_argument("--size", type=int, default=200, help="held-out problems")
+    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--samples", type=int, default=1, help="k for pass@k (sampled); 1 = greedy")
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--show", type=int, default=3, help="print this many completions")
+    ev.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MentorError as exc:
+        print(f"mentor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mentor: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Typed, flat configs (dataclasses): defaults < YAML file < command-line flags, validated at the boundary."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mentor.errors import MentorError
+from mentor.update.losses import LOSSES
+from mentor.update.optim import SCHEDULES
+
+
+@dataclass
+class TrainConfig:
+    """What every recipe shares: run directory, batch shape, optimizer, LoRA, precision, cadence."""
+
+    output_dir: str = "runs/mentor"
+    seed: int = 0
+    steps: int = 100
+    batch_size: int = 16  # prompts per step (groups); each contributes group_size sequences
+    group_size: int = 4
+    micro_batch_size: int = 64  # sequences per forward/backward; gradients are accumulated
+    num_substeps: int = 1  # optimizer steps per batch (the batch is split in this many parts)
+    learning_rate: float = 1e-4
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_rank: int = 0  # 0 = full fine-tuning
+    lora_alpha: float = 32.0
+    lora_target_modules: str = "all-linear"  # or a comma list, e.g. q_proj,v_proj
+    dtype: str = "float32"  # float32 | bfloat16 (log-probs are float32 either way)
+    save_every: int = 0  # checkpoint every N steps (0: only the final model)
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # evaluate every N steps (0: only before and after)
+    log_with: str = ""  # comma list of trackers: tensorboard, wandb, trackio
+    max_bad_steps: int = 5  # stop after this many consecutive non-finite steps
+    overwrite: bool = False  # allow reusing a run directory made with a different config
+    quiet: bool = False  # no progress bar
+
+    def validate(self) -> None:
+        positive = ("steps", "batch_size", "group_size", "micro_batch_size", "num_substeps", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise MentorError(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
+        if not self.learning_rate > 0:
+            raise MentorError(f"--learning-rate must be positive (got {self.learning_rate})")
+        if self.lr_schedule not in SCHEDULES:
+            raise MentorError(f"--lr-schedule {self.lr_schedule!r} is unknown: use {', '.join(SCHEDULES)}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            raise MentorError("--adam-beta1 and --adam-beta2 must lie in [0, 1)")
+        if self.lora_rank < 0:
+            raise MentorError(f"--lora-rank must be 0 (full fine-tuning) or positive (got {self.lora_rank})")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise MentorError(f"--dtype {self.dtype!r} is unknown: use float32 or bfloat16")
+        if self.batch_size * self.group_size < self.num_substeps:
+            raise MentorError("--num-substeps cannot exceed the number of sequences per step")
+        for name in ("warmup_steps", "save_every", "eval_every", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise MentorError(f"--{_flag(name)} cannot be negative")
+
+    @property
+    def lora_targets(self) -> list[str] | str:
+        t = self.lora_target_modules
+        return t if t == "all-linear" else [m.strip() for m in t.split(",") if m.strip()]
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off, so the recorded log-probs are those of the full tempered softmax
+    top_p: float = 1.0
+    max_prompt_tokens: int = 0  # 0: the model's context minus max_new_tokens
+    long_prompts: str = "skip"  # skip (and count) or fail
+
+    def validate_sampling(self) -> None:
+        if self.max_new_tokens < 1:
+            raise MentorError("--max-new-tokens must be at least 1")
+        if not self.temperature > 0:
+            raise MentorError("--temperature must be positive")
+        if self.long_prompts not in ("skip", "fail"):
+            raise MentorError("--long-prompts must be 'skip' or 'fail'")
+
+
+@dataclass
+class DistillConfig(TrainConfig, SamplingConfig):
+    """On-policy distillation (tinker-cookbook's defaults, tuned for stability on small models)."""
+
+    student: str = ""
+    teacher: str = ""
+    prompts: str = ""  # JSONL with `prompt` or `messages`
+    task: str = ""  # a built-in task for prompts/eval instead of a file (e.g. arithmetic)
+    eval_size: int = 200
+    chat_template: bool = False  # apply the tokenizer's chat template to plain `prompt` records
+    kl_coef: float = 1.0
+    kl_discount: float = 0.0
+    reward_coef: float = 0.0  # add this times the (group-centred) task reward to every token's advantage
+    loss: str = "importance_sampling"
+    clip_ratio: float = 0.0  # > 0: PPO-style clipping of the importance ratio
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_sampling()
+        if not self.student or not self.teacher:
+            raise MentorError("distillation needs --student and --teacher (a model directory or hub id each)")
+        if not self.prompts and not self.task:
+            raise MentorError("distillation needs --prompts FILE.jsonl (or a built-in --task)")
+        if self.loss not in LOSSES or self.loss == "cross_entropy":
+            raise MentorError(f"--loss {self.loss!r} is unknown for distillation: use importance_sampling or ppo")
+        if self.clip_ratio < 0 or not 0 <= self.kl_discount <= 1:
+            raise MentorError("--clip-ratio must be >= 0 and --kl-discount in [0, 1]")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _field_type(cls, f: dataclasses.Field):
+    hint = typing.get_type_hints(cls)[f.name]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in args if a is not type(None))
+    return hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--field-name`` flag per config field. Unset flags stay absent so YAML values survive."""
+    parser.add_argument("--config", help="YAML file with config fields (flags override it)")
+    for f in dataclasses.fields(cls):
+        kind = _field_type(cls, f)
+        names = [f"--{_flag(f.name)}"]
+        if kind is bool:
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(*names, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                                metavar=kind.__name__.upper())
+
+
+def build_config(cls, args: argparse.Namespace | None = None, yaml_path: str | None = None, **overrides):
+    """Defaults < YAML < parsed flags < keyword overrides; unknown YAML keys are an error."""
+    values: dict = {}
+    yaml_path = yaml_path or (getattr(args, "config", None) if args is not None else None)
+    if yaml_path:
+        path = Path(yaml_path)
+        if not path.exists():
+            raise MentorError(f"config file {yaml_path!r} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise MentorError(f"config file {yaml_path!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise MentorError(f"config file {yaml_path!r} must hold a mapping of field: value")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    if args is not None:
+        values.update({k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(cls)}})
+    values.update(overrides)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise MentorError(f"unknown config field(s) {', '.join(unknown)} for {cls.__name__}")
+    for name, value in list(values.items()):
+        kind = _field_type(cls, known[name])
+        if value is not None and kind in (int, float) and not isinstance(value, bool):
+            try:
+                values[name] = kind(value)
+            except (TypeError, ValueError):
+                raise MentorError(f"config field {name} must be a number (got {value!r})") from None
+    config = cls(**values)
+    config.validate()
+    return config
+
+
+def config_to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+# Fields that change nothing about the result: a run directory may be resumed with different values.
+NON_SEMANTIC_FIELDS = {"overwrite", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every"}
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning / off-policy distillation on prompt+completion data."""
+
+    model: str = ""
+    data: str = ""  # JSONL: prompt+completion, or messages ending with an assistant turn
+    task: str = ""  # or a built-in task's reference solutions
+    train_size: int = 20000  # problems drawn from --task
+    eval_size: int = 200
+    max_new_tokens: int = 64  # for evaluation
+    chat_template: bool = False
+    max_prompt_tokens: int = 0
+    long_prompts: str = "skip"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model:
+            raise MentorError("sft needs --model (a model directory or hub id)")
+        if not self.data and not self.task:
+            raise MentorError("sft needs --data FILE.jsonl (or a built-in --task)")

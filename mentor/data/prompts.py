@@ -1,0 +1,169 @@
+"""JSONL prompts (``prompt`` text or chat ``messages``) and SFT examples, encoded with the user's tokenizer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mentor.errors import MentorError
+
+
+@dataclass
+class Example:
+    """One training item: a prompt, optionally a target completion, optionally a reference answer."""
+
+    prompt: str | None = None
+    messages: list[dict] | None = None
+    completion: str | None = None
+    answer: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise MentorError(f"data file {str(path)!r} does not exist")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MentorError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+            if not isinstance(record, dict):
+                raise MentorError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    if not records:
+        raise MentorError(f"{path} holds no records: write one JSON object per line")
+    return records
+
+
+def _check_messages(messages, where: str) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise MentorError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise MentorError(f"{where}: every message needs string 'role' and 'content' fields")
+    return messages
+
+
+def parse_example(record: dict, where: str, need_completion: bool = False) -> Example:
+    """A record in any of the accepted schemas: prompt[/completion], messages, question/answer (GSM8K)."""
+    answer = record.get("answer")
+    if "messages" in record:
+        messages = _check_messages(record["messages"], where)
+        completion = None
+        if messages[-1]["role"] == "assistant":
+            completion = messages[-1]["content"]
+            if need_completion:
+                messages = messages[:-1]
+        example = Example(messages=messages, completion=completion, answer=answer)
+    elif "prompt" in record:
+        prompt = record["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise MentorError(f"{where}: 'prompt' must be a non-empty string")
+        completion = record.get("completion", record.get("response"))
+        example = Example(prompt=prompt, completion=completion, answer=answer)
+    elif "question" in record:
+        example = Example(prompt=str(record["question"]), answer=answer)
+    else:
+        raise MentorError(f"{where}: a record needs a 'prompt' (text) or 'messages' (chat) field")
+    if need_completion and not isinstance(example.completion, str):
+        raise MentorError(f"{where}: SFT needs a 'completion' field or a final assistant message")
+    example.meta = {k: v for k, v in record.items() if k not in ("prompt", "messages", "completion", "response")}
+    return example
+
+
+def load_examples(path: str | Path, need_completion: bool = False) -> list[Example]:
+    return [parse_example(r, f"{path}:{i + 1}", need_completion) for i, r in enumerate(read_jsonl(path))]
+
+
+def encode_prompt(tokenizer, example: Example, use_chat_template: bool | None = None) -> list[int]:
+    """Token ids of the prompt. Chat messages always use the chat template; plain text uses it if asked."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if example.messages is not None or use_chat_template:
+        if not has_template:
+            raise MentorError("this data needs a chat template but the tokenizer has none: "
+                              "use plain 'prompt' records or a tokenizer with a chat_template")
+        messages = example.messages or [{"role": "user", "content": example.prompt}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+    return list(tokenizer(example.prompt, add_special_tokens=True)["input_ids"])
+
+
+def encode_completion(tokenizer, completion: str) -> list[int]:
+    ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    return ids + [tokenizer.eos_token_id]
+
+
+class ExampleStream:
+    """Batches of examples, reshuffled each epoch from ``seed``; its position can be saved and restored."""
+
+    def __init__(self, examples: list, batch_size: int, seed: int = 0, shuffle: bool = True):
+        if not examples:
+            raise MentorError("no training examples")
+        self.examples, self.batch_size, self.seed, self.shuffle = examples, batch_size, seed, shuffle
+        self.epoch, self.index = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(len(self.examples)))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.examples), generator=g).tolist()
+
+    def next_batch(self) -> list:
+        batch = []
+        while len(batch) < self.batch_size:
+            if self.index >= len(self._order):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._permutation()
+            batch.append(self.examples[self._order[self.index]])
+            self.index += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = state["epoch"], state["index"]
+        self._order = self._permutation()
+
+
+@dataclass
+class EncodedExample:
+    """What the pipeline consumes: prompt token ids, an optional target completion, and what grades it."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int] | None = None
+    text: str = ""
+    reference: object = None  # a tasks.Problem, or the raw answer string, for graders
+
+
+def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bool = False,
+                    max_prompt_tokens: int | None = None, long_prompts: str = "skip",
+                    need_completion: bool = False) -> tuple[list[EncodedExample], int]:
+    """Encode examples; prompts longer than ``max_prompt_tokens`` are skipped (counted) or fail."""
+    encoded, skipped = [], 0
+    for i, example in enumerate(examples):
+        ids = encode_prompt(tokenizer, example, use_chat_template)
+        if max_prompt_tokens and len(ids) > max_prompt_tokens:
+            if long_prompts == "fail":
+                raise MentorError(f"example {i + 1}: prompt has {len(ids)} tokens, over the limit of "
+                                  f"{max_prompt_tokens}: shorten it or pass --long-prompts skip")
+            skipped += 1
+            continue
+        completion = encode_completion(tokenizer, example.completion) if need_completion else None
+        text = example.prompt if example.prompt is not None else example.messages[-1]["content"]
+        encoded.append(EncodedExample(ids, completion, text, example.answer))
+    if not encoded:
+        raise MentorError(f"all {skipped} prompts are longer than {max_prompt_tokens} tokens: raise "
+                          "--max-prompt-tokens or use a model with a longer context")
+    return encoded, skipped

@@ -1,0 +1,40 @@
+"""Greedy (or sampled) accuracy of a model on graded problems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mentor.sample.hf import HFSampler
+from mentor.tasks.base import Problem, Task
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    completions: list[str]
+    correct: list[bool]
+
+
+def evaluate(model: nn.Module, tokenizer, task: Task, problems: list[Problem], max_new_tokens: int,
+             batch_size: int = 128, greedy: bool = True, temperature: float = 1.0) -> EvalResult:
+    sampler = HFSampler(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
+                        batch_size=batch_size)
+    prompt_ids = [tokenizer(p.prompt)["input_ids"] for p in problems]
+    with torch.random.fork_rng():  # evaluation must not shift the training run's random stream
+        sampled = sampler.sample(prompt_ids, greedy=greedy)
+    completions = tokenizer.batch_decode(sampled.completion_ids, skip_special_tokens=True)
+    correct = [task.grade(c, p) > 0 for c, p in zip(completions, problems)]
+    return EvalResult(sum(correct) / max(len(problems), 1), completions, correct)
+
+
+def task_evaluator(task: Task, tokenizer, num_problems: int, max_new_tokens: int, batch_size: int = 128):
+    """A callback for the trainer: ``model -> {"accuracy": ...}`` on a fixed held-out set."""
+    problems = task.test_problems(num_problems)
+
+    def run(model: nn.Module) -> dict:
+        return {"accuracy": evaluate(model, tokenizer, task, problems, max_new_tokens, batch_size).accuracy}
+
+    return run

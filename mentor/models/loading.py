@@ -1,0 +1,115 @@
+"""Load any ``AutoModelForCausalLM`` + tokenizer, check vocabularies, wrap with LoRA, save for reuse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mentor.errors import MentorError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise MentorError(f"unknown dtype {name!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _check_exists(path: str, what: str) -> None:
+    looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]
+    if looks_local and not Path(path).expanduser().exists():
+        raise MentorError(f"{what} {path!r} does not exist: pass a model directory or a hub id")
+
+
+def load_tokenizer(path: str, what: str = "model"):
+    from transformers import AutoTokenizer
+
+    _check_exists(path, what)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise MentorError(f"cannot load the {what} tokenizer from {path!r}: {str(exc).splitlines()[0]}") from exc
+    if tokenizer.pad_token_id is None:
+        # generation and batching need a pad id; EOS is the common choice and is masked out anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, dtype: str = "float32", device: str | torch.device = "cpu",
+               what: str = "model") -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    _check_exists(path, what)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    except (OSError, ValueError) as exc:
+        raise MentorError(f"cannot load the {what} from {path!r}: {str(exc).splitlines()[0]}") from exc
+    return model.to(device)
+
+
+def check_same_vocabulary(student_tokenizer, teacher_tokenizer, student_model=None, teacher_model=None) -> None:
+    """Token-level distillation compares log-probs of the same token ids: the vocabularies must match."""
+    s_vocab, t_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+    if s_vocab != t_vocab:
+        differing = len(set(s_vocab.items()) ^ set(t_vocab.items()))
+        raise MentorError(
+            f"teacher and student tokenizers differ ({len(t_vocab)} vs {len(s_vocab)} tokens, {differing} "
+            "entries differ): token-level distillation needs one vocabulary, so pick a teacher from the "
+            "student's model family")
+    if student_model is not None and teacher_model is not None:
+        s_rows = student_model.get_output_embeddings().weight.shape[0]
+        t_rows = teacher_model.get_output_embeddings().weight.shape[0]
+        if s_rows < len(s_vocab) or t_rows < len(t_vocab):
+            raise MentorError(f"a model's output layer ({s_rows} or {t_rows} rows) is smaller than its "
+                              f"tokenizer ({len(s_vocab)} tokens): the checkpoint and tokenizer do not belong together")
+
+
+def context_length(model: nn.Module) -> int | None:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def apply_lora(model: nn.Module, rank: int, alpha: float, target_modules: list[str] | str,
+               dropout: float = 0.0) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_pretrained(model: nn.Module, tokenizer, path: str | Path, merge_lora: bool = True) -> Path:
+    """Save so that ``AutoModelForCausalLM.from_pretrained(path)`` (and vLLM) load it.
+
+    A LoRA model writes its adapter to ``path/adapter`` and a merged full model to ``path``.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if is_peft(model):
+        model.save_pretrained(path / "adapter")
+        if merge_lora:
+            import copy
+
+            merged = copy.deepcopy(model).merge_and_unload()
+            merged.save_pretrained(path, safe_serialization=True)
+    else:
+        model.save_pretrained(path, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,1 @@
+"""Recipes: a short function per method that wires config -> models -> algorithm -> trainer."""

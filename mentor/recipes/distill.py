@@ -1,0 +1,58 @@
+"""On-policy distillation recipe: load student and teacher, check vocabularies, build the loop, train."""
+
+from __future__ import annotations
+
+from mentor.algorithms.opd import OnPolicyDistillation
+from mentor.config import DistillConfig
+from mentor.data.prompts import ExampleStream, encode_examples, load_examples
+from mentor.evaluation.accuracy import task_evaluator
+from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
+from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
+from mentor.sample.hf import HFSampler
+from mentor.score.local import LocalTeacher
+from mentor.tasks.base import get_task
+from mentor.train.progress import console
+from mentor.train.trainer import Trainer
+
+PROGRESS_KEYS = ("reverse_kl", "accuracy", "entropy", "completion_length", "grad_norm")
+
+
+def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=None, teacher_tokenizer=None,
+                examples=None) -> tuple[Trainer, list[dict]]:
+    quiet_transformers()
+    # the cheap checks first: a vocabulary mismatch must fail before any model weights load
+    tokenizer = tokenizer or load_tokenizer(config.student, "student")
+    if teacher is None or teacher_tokenizer is None:
+        teacher_tokenizer = teacher_tokenizer or load_tokenizer(config.teacher, "teacher")
+    check_same_vocabulary(tokenizer, teacher_tokenizer)
+    student = student or load_model(config.student, config.dtype, what="student")
+    teacher = teacher or load_model(config.teacher, config.dtype, what="teacher")
+    check_same_vocabulary(tokenizer, teacher_tokenizer, student, teacher)
+    teacher = teacher.to(student.device)
+
+    task = get_task(config.task) if config.task else None
+    skipped = 0
+    if examples is None:
+        if config.prompts:
+            limit = prompt_limit(student, config.max_prompt_tokens, config.max_new_tokens)
+            examples, skipped = encode_examples(tokenizer, load_examples(config.prompts),
+                                                use_chat_template=config.chat_template, max_prompt_tokens=limit,
+                                                long_prompts=config.long_prompts)
+        else:
+            examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False)
+    sampler = HFSampler(student, tokenizer, config.max_new_tokens, config.temperature, config.top_k,
+                        config.top_p, batch_size=config.micro_batch_size)
+    algorithm = OnPolicyDistillation(
+        sampler, LocalTeacher(teacher, tokenizer.pad_token_id, config.micro_batch_size), tokenizer,
+        group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
+        kl_discount=config.kl_discount, loss=config.loss, reward_coef=config.reward_coef,
+        grader=task.grade if task else None)
+    evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
+    stream = ExampleStream(examples, config.batch_size, seed=config.seed)
+    trainer = Trainer(config, student, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS)
+    if skipped:
+        console.print(f"[yellow]skipped {skipped} prompts longer than the context allows "
+                      f"(--max-prompt-tokens / --long-prompts fail to change this)[/]")
+    history = trainer.train(algorithm)
+    trainer.save_final()
+    return trainer, history

@@ -1,0 +1,68 @@
+"""The one data type that flows through the pipeline: a batch of token sequences.
+
+Every per-token tensor is aligned with ``input_ids``: entry ``[b, t]`` is about token ``input_ids[b, t]``
+as predicted from the prefix ``input_ids[b, :t]``. Sequences are right-padded, so position ids are
+simply ``0..T-1`` and a prompt starts at index 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+
+
+@dataclass
+class RolloutBatch:
+    input_ids: torch.Tensor  # [B, T] long, right-padded prompt + completion
+    attention_mask: torch.Tensor  # [B, T] 1 on real tokens
+    loss_mask: torch.Tensor  # [B, T] float, 1 on the tokens we train on (completion tokens)
+    sampler_logprobs: torch.Tensor  # [B, T] float32 log q(x_t) of the sampling policy, 0 elsewhere
+    advantages: torch.Tensor  # [B, T] float32 per-token weight, filled in by the weigh stage
+    prompt_lengths: torch.Tensor  # [B] long
+    group_ids: torch.Tensor  # [B] long, samples of the same prompt share an id
+    teacher_logprobs: torch.Tensor | None = None  # [B, T] float32, filled in by the score stage
+    rewards: torch.Tensor | None = None  # [B] float32 sequence-level rewards, if a grader ran
+    truncated: torch.Tensor | None = None  # [B] bool, completion hit max_new_tokens without EOS
+    completions: list[str] = field(default_factory=list)  # decoded, for graders and logs
+    prompts: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_loss_tokens(self) -> int:
+        return int(self.loss_mask.sum().item())
+
+    def select(self, index: torch.Tensor | slice) -> "RolloutBatch":
+        """Rows of the batch (for substeps and micro-batches)."""
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                out[f.name] = value[index]
+            elif isinstance(value, list) and value:
+                out[f.name] = [value[i] for i in index.tolist()]
+            else:
+                out[f.name] = value
+        return replace(self, **out)
+
+    def to(self, device: torch.device | str) -> "RolloutBatch":
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in out.items():
+            if isinstance(value, torch.Tensor):
+                out[name] = value.to(device)
+        return replace(self, **out)
+
+
+def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into ``(input_ids, attention_mask)``."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[i, : len(seq)] = 1
+    return input_ids, attention_mask

@@ -1,0 +1,46 @@
+"""The sampler interface: prompts in, completions and the log-prob of every sampled token out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from mentor.rollout import RolloutBatch, right_pad
+
+
+@dataclass
+class SampledBatch:
+    """Completions as token lists (no padding), with the sampling policy's log-prob of each token."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]  # includes the EOS token when the model emitted one
+    completion_logprobs: list[list[float]]
+    truncated: list[bool]  # True when max_new_tokens cut the completion before EOS
+
+
+class Sampler(Protocol):
+    def sample(self, prompt_ids: list[list[int]]) -> SampledBatch:
+        """One completion per prompt (repeat a prompt to get a group)."""
+
+
+def to_rollout_batch(sampled: SampledBatch, group_ids: list[int], pad_id: int, tokenizer=None,
+                     prompts: list[str] | None = None) -> RolloutBatch:
+    """Prompt + completion, right-padded; loss mask and sampler log-probs on the completion tokens."""
+    sequences = [p + c for p, c in zip(sampled.prompt_ids, sampled.completion_ids)]
+    input_ids, attention_mask = right_pad(sequences, pad_id)
+    loss_mask = torch.zeros(input_ids.shape, dtype=torch.float32)
+    sampler_logprobs = torch.zeros(input_ids.shape, dtype=torch.float32)
+    for i, (p, c, lp) in enumerate(zip(sampled.prompt_ids, sampled.completion_ids, sampled.completion_logprobs)):
+        loss_mask[i, len(p): len(p) + len(c)] = 1.0
+        sampler_logprobs[i, len(p): len(p) + len(c)] = torch.tensor(lp, dtype=torch.float32)
+    completions = []
+    if tokenizer is not None:
+        completions = tokenizer.batch_decode(sampled.completion_ids, skip_special_tokens=True)
+    return RolloutBatch(
+        input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask,
+        sampler_logprobs=sampler_logprobs, advantages=torch.zeros_like(sampler_logprobs),
+        prompt_lengths=torch.tensor([len(p) for p in sampled.prompt_ids]),
+        group_ids=torch.tensor(group_ids), truncated=torch.tensor(sampled.truncated),
+        completions=completions, prompts=prompts or [])

@@ -1,0 +1,27 @@
+"""The teacher interface: one method, so a teacher can live in-process, on a server, or anywhere."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from mentor.rollout import RolloutBatch
+
+
+class Teacher(Protocol):
+    def compute_logprobs(self, sequences: list[list[int]]) -> list[torch.Tensor]:
+        """For each token sequence, float32 ``[len(seq)]``: log p(x_t | x_<t); entry 0 is 0."""
+
+
+def score_with_teacher(teacher: Teacher, batch: RolloutBatch) -> torch.Tensor:
+    """Teacher log-probs aligned with ``batch.input_ids`` (``[B, T]``, 0 outside real tokens)."""
+    lengths = batch.attention_mask.sum(1).tolist()
+    sequences = [batch.input_ids[i, :n].tolist() for i, n in enumerate(lengths)]
+    scored = teacher.compute_logprobs(sequences)
+    out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+    for i, (n, logprobs) in enumerate(zip(lengths, scored)):
+        if logprobs.shape[0] != n:
+            raise RuntimeError(f"teacher returned {logprobs.shape[0]} log-probs for a {n}-token sequence")
+        out[i, :n] = logprobs.float().cpu()
+    return out

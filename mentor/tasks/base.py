@@ -1,0 +1,45 @@
+"""What a task is: a source of problems (prompt, reference solution, answer) and a grader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from mentor.errors import MentorError
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    answer: str
+    solution: str = ""  # a reference completion (chain of thought + answer), for SFT
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Task(Protocol):
+    name: str
+
+    def train_problems(self, n: int, seed: int) -> list[Problem]: ...
+
+    def test_problems(self, n: int) -> list[Problem]: ...
+
+    def grade(self, completion: str, problem: Problem) -> float: ...
+
+
+_REGISTRY: dict[str, Callable[[], Task]] = {}
+
+
+def register_task(name: str):
+    def wrap(factory):
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def get_task(name: str) -> Task:
+    import mentor.tasks.arithmetic  # noqa: F401  (registers the built-in task)
+
+    if name not in _REGISTRY:
+        raise MentorError(f"unknown task {name!r}: choose one of {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]()

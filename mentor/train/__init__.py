@@ -1,0 +1,1 @@
+"""The trainer that runs the one pipeline, and the run directory it writes."""

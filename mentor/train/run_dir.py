@@ -1,0 +1,140 @@
+"""A run directory: resolved config, metrics.jsonl, atomic checkpoints, the final model, a summary.
+
+It is enough to resume, evaluate or compare a run. Checkpoints are written to a temporary directory and
+renamed into place, so a crash mid-write never leaves a checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from mentor.config import NON_SEMANTIC_FIELDS, config_to_dict
+from mentor.errors import MentorError
+
+CHECKPOINT_PREFIX = "step_"
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+
+    # --- config ---------------------------------------------------------------------------------
+    def claim(self, config, overwrite: bool = False) -> bool:
+        """Write the config, or check it matches the one already there. Returns True if resuming is possible."""
+        resolved = config_to_dict(config)
+        config_file = self.path / "config.yaml"
+        if config_file.exists():
+            previous = yaml.safe_load(config_file.read_text()) or {}
+            changed = sorted(k for k in set(previous) | set(resolved)
+                             if k not in NON_SEMANTIC_FIELDS and previous.get(k) != resolved.get(k))
+            if changed and not overwrite:
+                raise MentorError(f"run directory {self.path} belongs to a different config (differs in "
+                                  f"{', '.join(changed[:4])}): choose another --output-dir or pass --overwrite")
+            if changed:
+                shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(config_file, yaml.safe_dump(resolved, sort_keys=True))
+        return self.latest_checkpoint() is not None
+
+    # --- metrics ----------------------------------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        with (self.path / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        file = self.path / "metrics.jsonl"
+        if not file.exists():
+            return []
+        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop records past a checkpoint we resume from (they will be recomputed identically)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
+        _atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def latest_checkpoint(self) -> Path | None:
+        if not self.checkpoints.exists():
+            return None
+        done = sorted(p for p in self.checkpoints.iterdir()
+                      if p.name.startswith(CHECKPOINT_PREFIX) and (p / "COMPLETE").exists())
+        return done[-1] if done else None
+
+    def save_checkpoint(self, step: int, model, optimizer, scheduler, extra_state: dict, keep: int) -> Path:
+        final = self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
+        tmp = self.checkpoints / f".tmp-{CHECKPOINT_PREFIX}{step:08d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            model.save_pretrained(tmp / "model", safe_serialization=True)
+            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": rng_state(), **extra_state}
+            torch.save(state, tmp / "trainer_state.pt")
+            (tmp / "COMPLETE").write_text(str(step))
+            _fsync_dir(tmp)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise MentorError(f"could not write checkpoint {final}: {exc.strerror or exc}; free disk space "
+                              "and resume (the previous checkpoint is intact)") from None
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_dir(self.checkpoints)
+        self._prune(keep)
+        return final
+
+    def _prune(self, keep: int) -> None:
+        done = sorted(p for p in self.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def write_summary(self, text: str) -> None:
+        _atomic_write_text(self.path / "summary.md", text)
+
+
+def load_trainer_state(checkpoint: Path) -> dict:
+    return torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=False)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

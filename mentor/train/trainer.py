@@ -1,0 +1,213 @@
+"""The trainer: owns model, optimizer, schedule, checkpoints and logging, and runs the one pipeline.
+
+    for step: examples -> algorithm.collect (sample, score, weigh) -> update (loss, optimizer) -> log/save
+
+An algorithm only says where tokens come from and how each is weighted (``mentor/algorithms``); the
+update below is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from mentor.config import TrainConfig, config_to_dict
+from mentor.data.prompts import ExampleStream
+from mentor.errors import MentorError
+from mentor.models.loading import apply_lora, is_peft, save_pretrained
+from mentor.rollout import RolloutBatch
+from mentor.train.progress import TrainingProgress
+from mentor.train.run_dir import RunDirectory, load_trainer_state, seed_everything, set_rng_state
+from mentor.update.logprobs import PolicyLogprobs
+from mentor.update.losses import cross_entropy_loss, importance_sampling_loss
+from mentor.update.optim import make_optimizer, make_scheduler
+
+
+class Algorithm(Protocol):
+    name: str
+    loss: str  # "importance_sampling" | "ppo" | "cross_entropy"
+    temperature: float  # the sampling temperature the policy log-probs must be computed at
+
+    def collect(self, examples: list) -> tuple[RolloutBatch, dict[str, float]]:
+        """Sample (or read) tokens, score them and fill in per-token advantages."""
+
+
+Evaluator = Callable[[nn.Module], dict]
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, model: nn.Module, tokenizer, stream: ExampleStream,
+                 evaluator: Evaluator | None = None, progress_keys: tuple[str, ...] = ("loss",)):
+        from accelerate import Accelerator
+
+        self.config, self.tokenizer, self.stream, self.evaluator = config, tokenizer, stream, evaluator
+        self.progress_keys = progress_keys
+        self.run = RunDirectory(config.output_dir)
+        trackers = [t.strip() for t in config.log_with.split(",") if t.strip()]
+        self.accelerator = Accelerator(log_with=trackers or None, project_dir=str(self.run.path))
+        seed_everything(config.seed)
+        if config.lora_rank > 0 and not is_peft(model):
+            model = apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets)
+        self.model = model
+        self.model.train()
+        optimizer = make_optimizer(model.parameters(), config.learning_rate,
+                                   (config.adam_beta1, config.adam_beta2), config.weight_decay)
+        self.scheduler = make_scheduler(optimizer, config.steps * config.num_substeps, config.lr_schedule,
+                                        config.warmup_steps, config.min_lr_ratio)
+        self.policy, self.optimizer = self.accelerator.prepare(PolicyLogprobs(model), optimizer)
+        self.step = 0
+        self.bad_steps_in_a_row = 0
+        self.skipped_steps = 0
+        if trackers:
+            flat = {k: v for k, v in config_to_dict(config).items() if isinstance(v, (int, float, str, bool))}
+            self.accelerator.init_trackers(Path(config.output_dir).name, config=flat)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def train(self, algorithm: Algorithm) -> list[dict]:
+        cfg = self.config
+        if self.run.claim(cfg, cfg.overwrite):
+            self._resume()
+        history = self.run.read_metrics()
+        if self.step == 0 and self.evaluator is not None:
+            record = {"step": 0, **self.evaluator(self.model)}
+            self._log(record)
+            history.append(record)
+        with TrainingProgress(cfg.steps, algorithm.name, self.progress_keys,
+                              enabled=not cfg.quiet and self.accelerator.is_main_process,
+                              completed=self.step) as bar:
+            while self.step < cfg.steps:
+                record = self.train_step(algorithm)
+                last = self.step == cfg.steps
+                if self.evaluator is not None and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+                    record.update(self.evaluator(self.model))
+                self._log(record)
+                history.append(record)
+                bar.update(record)
+                if cfg.save_every and (self.step % cfg.save_every == 0 or last):
+                    self.save_checkpoint()
+        self.accelerator.end_training()
+        return history
+
+    def train_step(self, algorithm: Algorithm) -> dict:
+        start = time.perf_counter()
+        examples = self.stream.next_batch()
+        batch, metrics = algorithm.collect(examples)
+        update_start = time.perf_counter()
+        metrics.update(self.update(batch, algorithm))
+        end = time.perf_counter()
+        self.step += 1
+        tokens = int(batch.attention_mask.sum())
+        metrics.update(step=self.step, time_update=end - update_start, time_step=end - start,
+                       tokens=tokens, tokens_per_second=tokens / max(end - start, 1e-9),
+                       lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps)
+        if self.bad_steps_in_a_row >= self.config.max_bad_steps:
+            raise MentorError(f"{self.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient; "
+                              "stopped (the last checkpoint is intact): lower --learning-rate or check the data")
+        return metrics
+
+    # --- the update: identical for SFT, RL and OPD -------------------------------------------------
+    def update(self, batch: RolloutBatch, algorithm: Algorithm) -> dict[str, float]:
+        cfg = self.config
+        rows = torch.arange(len(batch))
+        totals = {"loss": 0.0, "entropy": 0.0, "ratio_max": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
+        substeps = list(torch.tensor_split(rows, cfg.num_substeps))
+        for substep_rows in substeps:
+            minibatch = batch.select(substep_rows)
+            num_tokens = max(minibatch.num_loss_tokens, 1)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum, entropy_sum, ratio_sum, ratio_max = 0.0, 0.0, 0.0, 0.0
+            for micro_rows in torch.split(torch.arange(len(minibatch)), cfg.micro_batch_size):
+                micro = minibatch.select(micro_rows).to(self.accelerator.device)
+                logprobs, entropy = self.policy(micro.input_ids, micro.attention_mask,
+                                                positions=micro.loss_mask > 0,
+                                                temperature=algorithm.temperature, with_entropy=True)
+                loss, ratio = self._loss(algorithm.loss, logprobs, micro, num_tokens)
+                self.accelerator.backward(loss)
+                loss_sum += loss.item()
+                entropy_sum += float((entropy * micro.loss_mask).sum())
+                if ratio is not None:
+                    ratio_sum += float((ratio * micro.loss_mask).sum())
+                    ratio_max = max(ratio_max, float((ratio * micro.loss_mask).max()))
+            grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
+            grad_norm = float(grad_norm)
+            if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+                # a NaN/inf would poison the weights and Adam's moments: skip the step, count it
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skipped_steps += 1
+                self.bad_steps_in_a_row += 1
+                continue
+            self.bad_steps_in_a_row = 0
+            self.optimizer.step()
+            self.scheduler.step()
+            totals["loss"] += loss_sum / len(substeps)
+            totals["grad_norm"] = max(totals["grad_norm"], grad_norm)
+            totals["entropy"] += entropy_sum / num_tokens / len(substeps)
+            totals["ratio_mean"] += ratio_sum / num_tokens / len(substeps)
+            totals["ratio_max"] = max(totals["ratio_max"], ratio_max)
+        if algorithm.loss == "cross_entropy":
+            del totals["ratio_max"], totals["ratio_mean"]
+        return totals
+
+    def _loss(self, kind: str, logprobs, micro: RolloutBatch, num_tokens: int):
+        if kind == "cross_entropy":
+            return cross_entropy_loss(logprobs, micro.loss_mask, num_tokens), None
+        clip = getattr(self.config, "clip_ratio", 0.0) if kind == "ppo" else 0.0
+        return importance_sampling_loss(logprobs, micro.sampler_logprobs, micro.advantages, micro.loss_mask,
+                                        num_tokens, clip_ratio=clip or None)
+
+    # --- logging, checkpoints, resume --------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            self.run.append_metrics(record)
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        if self.accelerator.trackers:
+            self.accelerator.log(scalars, step=record["step"])
+
+    def save_checkpoint(self) -> Path | None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        return self.run.save_checkpoint(
+            self.step, self.accelerator.unwrap_model(self.policy).model, self.optimizer, self.scheduler,
+            {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps}, self.config.keep_checkpoints)
+
+    def _resume(self) -> None:
+        checkpoint = self.run.latest_checkpoint()
+        state = load_trainer_state(checkpoint)
+        _load_weights(self.model, checkpoint / "model")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        set_rng_state(state["rng"])
+        self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        self.run.truncate_metrics(self.step)
+
+    def save_final(self, path: str | Path | None = None) -> Path:
+        """The trained model, loadable by ``AutoModelForCausalLM.from_pretrained`` (LoRA merged)."""
+        path = Path(path or self.run.path / "final")
+        if self.accelerator.is_main_process:
+            save_pretrained(self.accelerator.unwrap_model(self.policy).model, self.tokenizer, path)
+        self.accelerator.wait_for_everyone()
+        return path
+
+
+def _load_weights(model: nn.Module, directory: Path) -> None:
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(directory / "adapter_model.safetensors"))
+        return
+    state = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if unexpected or any(k not in tied and "lm_head" not in k for k in missing):
+        raise MentorError(f"checkpoint {directory} does not match the model ({len(missing)} missing, "
+                          f"{len(unexpected)} unexpected tensors)")

@@ -1,0 +1,124 @@
+"""Log-probs of given tokens without materialising a (batch x seq x vocab) float32 tensor.
+
+The decoder runs once; the LM head, float32 log-softmax and the gather of the observed token run over
+chunks of positions. Under autograd each chunk is recomputed in backward (activation checkpointing), so
+peak memory is one chunk of logits instead of the whole sequence's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+# Budget for one chunk of float32 logits (bytes); 256 MiB keeps Qwen3's 151,936-token vocab at ~440 rows.
+CHUNK_BYTES = 256 * 2**20
+
+
+def _causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers CausalLM inside a peft wrapper (LoRA layers stay in place, so they still apply)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _head_fn(causal_lm: nn.Module, temperature: float):
+    config = causal_lm.config
+    head = causal_lm.get_output_embeddings()
+    softcap = getattr(config, "final_logit_softcapping", None)
+    scale = getattr(config, "logit_scale", None)  # Cohere multiplies its logits by a constant
+
+    def logits_of(hidden: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden).float()
+        if isinstance(scale, (int, float)):
+            logits = logits * scale
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits / temperature if temperature != 1.0 else logits
+
+    return logits_of
+
+
+def _chunk_logprobs(logits_of, hidden: torch.Tensor, targets: torch.Tensor, with_entropy: bool):
+    logprobs_all = F.log_softmax(logits_of(hidden), dim=-1)
+    token_logprobs = logprobs_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return token_logprobs, None
+    with torch.no_grad():  # a metric, never differentiated
+        entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)
+    return token_logprobs, entropy
+
+
+def token_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    positions: torch.Tensor | None = None,
+    with_entropy: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of every token ``input_ids[b, t]`` given its prefix, as float32 ``[B, T]`` (0 at t=0).
+
+    ``positions`` (bool ``[B, T]``) limits the work to the tokens that are needed (e.g. completions);
+    other entries are 0. ``with_entropy`` also returns the policy entropy at those positions.
+    """
+    causal_lm = _causal_lm(model)
+    hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
+    wanted = wanted.clone()
+    wanted[:, 0] = False  # the first token has no prefix to predict it from
+    # hidden state at t-1 predicts token t
+    rows, cols = wanted.nonzero(as_tuple=True)
+    flat_hidden = hidden[rows, cols - 1]
+    flat_targets = input_ids[rows, cols]
+    logits_of = _head_fn(causal_lm, temperature)
+    vocab = causal_lm.get_output_embeddings().weight.shape[0]
+    chunk = chunk_size or max(16, CHUNK_BYTES // (4 * vocab))
+    needs_grad = torch.is_grad_enabled() and flat_hidden.requires_grad
+    pieces, entropies = [], []
+    for start in range(0, flat_hidden.shape[0], chunk):
+        h, y = flat_hidden[start : start + chunk], flat_targets[start : start + chunk]
+        if needs_grad:
+            lp, ent = checkpoint(_chunk_logprobs, logits_of, h, y, with_entropy, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(logits_of, h, y, with_entropy)
+        pieces.append(lp)
+        entropies.append(ent)
+    out = hidden.new_zeros(input_ids.shape, dtype=torch.float32)
+    flat = torch.cat(pieces) if pieces else out.new_zeros(0)
+    out = out.index_put((rows, cols), flat)
+    entropy = None
+    if with_entropy:
+        entropy = out.new_zeros(input_ids.shape).detach()
+        if pieces:
+            entropy[rows, cols] = torch.cat(entropies)
+    return out, entropy
+
+
+def naive_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """Reference implementation: full logits, full float32 log-softmax. For tests and benchmarks."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float() / temperature
+    logprobs = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    out[:, 1:] = logprobs * attention_mask[:, 1:]
+    return out
+
+
+class PolicyLogprobs(nn.Module):
+    """Wraps a causal LM so that its forward returns token log-probs.
+
+    Distributed wrappers (DDP/FSDP via accelerate) wrap *this* module, so the chunked head runs inside
+    their forward and gradient sync/sharding see every parameter.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, positions=None, temperature: float = 1.0,
+                with_entropy: bool = False):
+        return token_logprobs(self.model, input_ids, attention_mask, temperature=temperature,
+                              positions=positions, with_entropy=with_entropy)

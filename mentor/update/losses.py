@@ -1,0 +1,34 @@
+"""Losses: how the per-token weights of the weigh stage become a gradient.
+
+All losses are token sums divided by ``num_tokens`` (the loss tokens of the whole optimizer step), so
+micro-batches can be accumulated and long and short sequences weigh each token equally.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LOSSES = ("importance_sampling", "ppo", "cross_entropy")
+
+
+def importance_sampling_loss(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
+                             advantages: torch.Tensor, loss_mask: torch.Tensor, num_tokens: int,
+                             clip_ratio: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``-sum(mask * pi/q * A) / num_tokens``; with ``clip_ratio`` the PPO-clip surrogate instead.
+
+    Returns the loss and the importance ratio ``pi/q`` (for metrics).
+    """
+    ratio = torch.exp(logprobs - sampler_logprobs)
+    surrogate = ratio * advantages
+    if clip_ratio is not None:
+        clipped = torch.clamp(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio) * advantages
+        surrogate = torch.minimum(surrogate, clipped)
+    loss = -(surrogate * loss_mask).sum() / max(num_tokens, 1)
+    return loss, ratio.detach()
+
+
+def cross_entropy_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor, num_tokens: int,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative log-likelihood of the target tokens (SFT, off-policy distillation)."""
+    per_token = -logprobs if weights is None else -logprobs * weights
+    return (per_token * loss_mask).sum() / max(num_tokens, 1)

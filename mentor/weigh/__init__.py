@@ -1,0 +1,1 @@
+"""Weigh stage: turn scores (teacher log-probs, rewards) into a per-token advantage."""

@@ -1,0 +1,45 @@
+"""Tiny real-architecture models built in code, saved and reloaded like a user's model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
+from mentor.recipes.common import quiet_transformers
+
+quiet_transformers()
+torch.set_num_threads(2)
+
+
+def make_model_dir(path, arch="qwen3", hidden=32, layers=2, heads=4, seed=0, alphabet=None):
+    tokenizer = build_char_tokenizer(alphabet) if alphabet else build_char_tokenizer()
+    config = tiny_config(arch, len(tokenizer), hidden, layers, heads, tokenizer=tokenizer, max_positions=64)
+    save_tiny(build_tiny_model(config, seed=seed), tokenizer, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """A trained-a-little teacher (so its distribution is peaked) and a random student, on disk."""
+    from mentor.config import SFTConfig
+    from mentor.recipes.sft import run_sft
+
+    root = tmp_path_factory.mktemp("models")
+    teacher_init = make_model_dir(root / "teacher_init", hidden=48, layers=2, seed=1)
+    config = SFTConfig(model=teacher_init, task="arithmetic", output_dir=str(root / "teacher_run"), steps=40,
+                       batch_size=32, group_size=1, learning_rate=3e-3, adam_beta2=0.99, eval_size=8,
+                       max_new_tokens=24, train_size=2000, quiet=True)
+    run_sft(config)
+    student = make_model_dir(root / "student", hidden=32, layers=2, seed=2)
+    return {"teacher": str(root / "teacher_run" / "final"), "student": student, "root": root}
+
+
+@pytest.fixture()
+def prompts_file(tmp_path):
+    import json
+
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": p} for p in ["12+34*5=", "7*8+9=", "45+6+7=", "81*3-20=", "5+5*5=", "60*2+1="]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
