@@ -44,6 +44,17 @@ def _demo(args) -> None:
     run_demo(out=args.out, quick=args.quick, opd_steps=args.steps, retrain_teacher=args.retrain_teacher)
 
 
+def _serve_teacher(args) -> None:
+    import os
+
+    from mentor.serve import serve_teacher
+
+    serve_teacher(args.model, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("MENTOR_API_KEY"),
+                  dtype=args.dtype, device=args.device, served_model_name=args.served_model_name,
+                  max_batch_tokens=args.max_batch_tokens, max_request_tokens=args.max_request_tokens,
+                  max_request_bytes=args.max_request_mb * 2**20, verbose=args.verbose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mentor", description="Post-train small expert language models cheaply.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=1.0)
     ev.add_argument("--show", type=int, default=3, help="print this many completions")
     ev.set_defaults(func=_eval)
+
+    serve = sub.add_parser("serve-teacher", help="serve a model's token log-probs over HTTP (OpenAI completions protocol)")
+    serve.add_argument("model", help="model directory or hub id")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs --api-key)")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
+    serve.add_argument("--api-key", default="", help="require 'Authorization: Bearer KEY' (or $MENTOR_API_KEY)")
+    serve.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    serve.add_argument("--served-model-name", default="", help="the model name clients send (default: MODEL)")
+    serve.add_argument("--max-batch-tokens", type=int, default=16384, help="padded tokens per forward pass")
+    serve.add_argument("--max-request-tokens", type=int, default=262_144, help="larger requests get HTTP 413")
+    serve.add_argument("--max-request-mb", type=int, default=32, help="larger request bodies get HTTP 413")
+    serve.add_argument("--verbose", action="store_true", help="log every request")
+    serve.set_defaults(func=_serve_teacher)
     return parser
 
 

@@ -107,6 +107,12 @@ class DistillConfig(TrainConfig, SamplingConfig):
     reward_coef: float = 0.0  # add this times the (group-centred) task reward to every token's advantage
     loss: str = "importance_sampling"
     clip_ratio: float = 0.0  # > 0: PPO-style clipping of the importance ratio
+    # --teacher may be a URL (http://host:port/v1): an OpenAI-compatible server (vLLM, SGLang, serve-teacher)
+    teacher_tokenizer: str = ""  # remote teacher: its tokenizer (directory or hub id); default: ask the server
+    teacher_api_key: str = ""  # remote teacher: bearer key (or $MENTOR_TEACHER_API_KEY); never written to disk
+    teacher_timeout: float = 120.0  # remote teacher: seconds per request before a retry
+    sampler: str = "hf"  # hf (transformers generate) | vllm (colocated engine, needs a GPU and mentor[vllm])
+    vllm_gpu_memory_utilization: float = 0.3  # share of the GPU the colocated vLLM engine may take
 
     def validate(self) -> None:
         super().validate()
@@ -119,6 +125,10 @@ class DistillConfig(TrainConfig, SamplingConfig):
             raise MentorError(f"--loss {self.loss!r} is unknown for distillation: use importance_sampling or ppo")
         if self.clip_ratio < 0 or not 0 <= self.kl_discount <= 1:
             raise MentorError("--clip-ratio must be >= 0 and --kl-discount in [0, 1]")
+        if self.sampler not in ("hf", "vllm"):
+            raise MentorError(f"--sampler {self.sampler!r} is unknown: use hf or vllm")
+        if not self.teacher_timeout > 0:
+            raise MentorError("--teacher-timeout must be positive (seconds)")
 
 
 def _flag(name: str) -> str:
@@ -182,11 +192,19 @@ def build_config(cls, args: argparse.Namespace | None = None, yaml_path: str | N
 
 
 def config_to_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    """The config as plain data, secrets redacted (it is written to the run directory and to trackers)."""
+    values = dataclasses.asdict(config)
+    for name in SECRET_FIELDS & set(values):
+        values[name] = "<redacted>" if values[name] else ""
+    return values
+
+
+SECRET_FIELDS = {"teacher_api_key"}
 
 
 # Fields that change nothing about the result: a run directory may be resumed with different values.
-NON_SEMANTIC_FIELDS = {"overwrite", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every"}
+NON_SEMANTIC_FIELDS = {"overwrite", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every",
+                       "teacher_api_key", "teacher_timeout"}
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from mentor.algorithms.opd import OnPolicyDistillation
 from mentor.config import DistillConfig
 from mentor.data.prompts import ExampleStream, encode_examples, load_examples
@@ -9,11 +11,13 @@ from mentor.evaluation.accuracy import task_evaluator
 from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
 from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
+from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
 from mentor.score.local import LocalTeacher
 from mentor.tasks.base import get_task
 from mentor.train.progress import console
 from mentor.train.trainer import Trainer
 
+API_KEY_ENV = "MENTOR_TEACHER_API_KEY"
 PROGRESS_KEYS = ("reverse_kl", "accuracy", "entropy", "completion_length", "grad_norm")
 
 
@@ -22,13 +26,20 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     quiet_transformers()
     # the cheap checks first: a vocabulary mismatch must fail before any model weights load
     tokenizer = tokenizer or load_tokenizer(config.student, "student")
-    if teacher is None or teacher_tokenizer is None:
-        teacher_tokenizer = teacher_tokenizer or load_tokenizer(config.teacher, "teacher")
-    check_same_vocabulary(tokenizer, teacher_tokenizer)
-    student = student or load_model(config.student, config.dtype, what="student")
-    teacher = teacher or load_model(config.teacher, config.dtype, what="teacher")
-    check_same_vocabulary(tokenizer, teacher_tokenizer, student, teacher)
-    teacher = teacher.to(student.device)
+    if teacher is None and is_url(config.teacher):
+        scorer = HTTPTeacher(config.teacher, api_key=config.teacher_api_key or os.environ.get(API_KEY_ENV),
+                             timeout=config.teacher_timeout, batch_size=config.micro_batch_size)
+        teacher_tokenizer = teacher_tokenizer or remote_teacher_tokenizer(scorer, config.teacher_tokenizer)
+        check_same_vocabulary(tokenizer, teacher_tokenizer)
+        student = student or load_model(config.student, config.dtype, what="student")
+    else:
+        if teacher is None or teacher_tokenizer is None:
+            teacher_tokenizer = teacher_tokenizer or load_tokenizer(config.teacher, "teacher")
+        check_same_vocabulary(tokenizer, teacher_tokenizer)
+        student = student or load_model(config.student, config.dtype, what="student")
+        teacher = teacher or load_model(config.teacher, config.dtype, what="teacher")
+        check_same_vocabulary(tokenizer, teacher_tokenizer, student, teacher)
+        scorer = LocalTeacher(teacher.to(student.device), tokenizer.pad_token_id, config.micro_batch_size)
 
     task = get_task(config.task) if config.task else None
     skipped = 0
@@ -40,10 +51,8 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
                                                 long_prompts=config.long_prompts)
         else:
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False)
-    sampler = HFSampler(student, tokenizer, config.max_new_tokens, config.temperature, config.top_k,
-                        config.top_p, batch_size=config.micro_batch_size)
     algorithm = OnPolicyDistillation(
-        sampler, LocalTeacher(teacher, tokenizer.pad_token_id, config.micro_batch_size), tokenizer,
+        _sampler(config, student, tokenizer), scorer, tokenizer,
         group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
         kl_discount=config.kl_discount, loss=config.loss, reward_coef=config.reward_coef,
         grader=task.grade if task else None)
@@ -56,3 +65,14 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     history = trainer.train(algorithm)
     trainer.save_final()
     return trainer, history
+
+
+def _sampler(config: DistillConfig, student, tokenizer):
+    if config.sampler == "vllm":
+        from mentor.sample.vllm import VLLMSampler
+
+        return VLLMSampler(student, tokenizer, config.student, config.max_new_tokens, config.temperature,
+                           config.top_k, config.top_p, dtype=config.dtype, seed=config.seed,
+                           gpu_memory_utilization=config.vllm_gpu_memory_utilization)
+    return HFSampler(student, tokenizer, config.max_new_tokens, config.temperature, config.top_k, config.top_p,
+                     batch_size=config.micro_batch_size)

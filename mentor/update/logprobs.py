@@ -16,13 +16,14 @@ from torch.utils.checkpoint import checkpoint
 CHUNK_BYTES = 256 * 2**20
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def causal_lm_of(model: nn.Module) -> nn.Module:
     """The transformers CausalLM inside a peft wrapper (LoRA layers stay in place, so they still apply)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 
 
-def _head_fn(causal_lm: nn.Module, temperature: float):
+def head_fn(causal_lm: nn.Module, temperature: float):
+    """``hidden -> float32 logits / temperature``, with the model's logit scale and soft-capping applied."""
     config = causal_lm.config
     head = causal_lm.get_output_embeddings()
     softcap = getattr(config, "final_logit_softcapping", None)
@@ -64,16 +65,29 @@ def token_logprobs(
     ``positions`` (bool ``[B, T]``) limits the work to the tokens that are needed (e.g. completions);
     other entries are 0. ``with_entropy`` also returns the policy entropy at those positions.
     """
-    causal_lm = _causal_lm(model)
-    hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = last_hidden_states(model, input_ids, attention_mask)
     wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
-    wanted = wanted.clone()
+    return logprobs_from_hidden(model, hidden, input_ids, wanted, temperature=temperature,
+                                with_entropy=with_entropy, chunk_size=chunk_size)
+
+
+def last_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's final hidden states ``[B, T, H]`` (the LM head is applied later, in chunks)."""
+    return causal_lm_of(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor, wanted: torch.Tensor, *,
+                         temperature: float = 1.0, with_entropy: bool = False,
+                         chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``token_logprobs`` from precomputed hidden states, at the bool ``[B, T]`` positions ``wanted``."""
+    causal_lm = causal_lm_of(model)
+    wanted = wanted.bool().clone()
     wanted[:, 0] = False  # the first token has no prefix to predict it from
     # hidden state at t-1 predicts token t
     rows, cols = wanted.nonzero(as_tuple=True)
     flat_hidden = hidden[rows, cols - 1]
     flat_targets = input_ids[rows, cols]
-    logits_of = _head_fn(causal_lm, temperature)
+    logits_of = head_fn(causal_lm, temperature)
     vocab = causal_lm.get_output_embeddings().weight.shape[0]
     chunk = chunk_size or max(16, CHUNK_BYTES // (4 * vocab))
     needs_grad = torch.is_grad_enabled() and flat_hidden.requires_grad

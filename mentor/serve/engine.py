@@ -1,0 +1,123 @@
+"""The scoring engine behind ``mentor serve-teacher``: one worker thread, dynamic batching.
+
+HTTP handler threads submit token sequences and wait; the worker takes whatever is queued (up to
+``max_batch_tokens`` padded tokens), runs the model once per length-sorted micro-batch and answers each
+request. One thread owns the model, so torch never runs two forwards at once on the same weights.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mentor.rollout import right_pad
+from mentor.update.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
+
+
+@dataclass
+class Scored:
+    """One sequence's teacher log-probs, plus the greedy next token (for ``max_tokens: 1``)."""
+
+    logprobs: list[float]  # log p(x_t | x_<t); entry 0 is 0 (nothing predicts the first token)
+    next_token: int
+    next_logprob: float
+
+
+@dataclass
+class _Job:
+    sequences: list[list[int]]
+    future: Future
+
+
+class ScoringEngine:
+    def __init__(self, model: nn.Module, pad_id: int, max_batch_tokens: int = 16384):
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.pad_id, self.max_batch_tokens = pad_id, max_batch_tokens
+        self.device = next(model.parameters()).device
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name="mentor-scoring", daemon=True)
+        self._worker.start()
+
+    def submit(self, sequences: list[list[int]]) -> Future:
+        future: Future = Future()
+        self._queue.put(_Job(sequences, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=10)
+
+    # --- the worker -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job] + self._drain(budget=self.max_batch_tokens - _tokens(job))
+            try:
+                scored = self.score([s for j in jobs for s in j.sequences])
+            except Exception as exc:  # answer every waiting request; the server reports a 500
+                for j in jobs:
+                    j.future.set_exception(exc)
+                continue
+            start = 0
+            for j in jobs:
+                j.future.set_result(scored[start: start + len(j.sequences)])
+                start += len(j.sequences)
+
+    def _drain(self, budget: int) -> list[_Job]:
+        """Requests already waiting, while they fit the token budget: batching across clients."""
+        taken = []
+        while budget > 0:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # keep the shutdown signal for the main loop
+                self._queue.put(None)
+                break
+            taken.append(job)
+            budget -= _tokens(job)
+        return taken
+
+    @torch.no_grad()
+    def score(self, sequences: list[list[int]]) -> list[Scored]:
+        """Score in length-sorted micro-batches of at most ``max_batch_tokens`` padded tokens."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        out: list[Scored | None] = [None] * len(sequences)
+        batch: list[int] = []
+        for index in order:
+            width = len(sequences[index])  # sorted, so the newest is the widest
+            if batch and (len(batch) + 1) * width > self.max_batch_tokens:
+                self._score_batch(sequences, batch, out)
+                batch = []
+            batch.append(index)
+        if batch:
+            self._score_batch(sequences, batch, out)
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, sequences: list[list[int]], rows: list[int], out: list) -> None:
+        chunk = [sequences[i] for i in rows]
+        input_ids, attention_mask = right_pad(chunk, self.pad_id)
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        hidden = last_hidden_states(self.model, input_ids, attention_mask)
+        logprobs, _ = logprobs_from_hidden(self.model, hidden, input_ids, attention_mask.bool())
+        lengths = attention_mask.sum(1)
+        # the last real position's hidden state predicts the next token: one row of logits per sequence
+        last = hidden[torch.arange(len(chunk), device=hidden.device), lengths - 1]
+        next_logprobs = torch.log_softmax(head_fn(causal_lm_of(self.model), 1.0)(last), dim=-1)
+        next_best, next_tokens = next_logprobs.max(-1)
+        for row, index in enumerate(rows):
+            n = len(sequences[index])
+            out[index] = Scored(logprobs[row, :n].tolist(), int(next_tokens[row]), float(next_best[row]))
+
+
+def _tokens(job: _Job) -> int:
+    return sum(len(s) for s in job.sequences)

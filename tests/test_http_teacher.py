@@ -1,0 +1,176 @@
+"""The teacher over HTTP: `mentor serve-teacher` on loopback, the client's batching, retries and errors."""
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from mentor.config import DistillConfig
+from mentor.errors import MentorError
+from mentor.models.loading import load_model, load_tokenizer
+from mentor.recipes.distill import run_distill
+from mentor.score.http import HTTPTeacher
+from mentor.score.local import LocalTeacher
+from mentor.serve import TeacherServer
+from tests.conftest import make_model_dir
+
+SEQUENCES = [[1, 5, 6, 7, 8], [1, 9], [1, 10, 11, 12, 13, 14, 15, 16, 17], [1, 4, 4, 4]]
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_dirs):
+    return load_model(tiny_dirs["teacher"]), load_tokenizer(tiny_dirs["teacher"])
+
+
+@pytest.fixture()
+def server(teacher):
+    model, tokenizer = teacher
+    with TeacherServer(model, tokenizer, model_name="tiny-teacher", port=0, api_key="sesame") as running:
+        yield running
+
+
+def _local(teacher, sequences):
+    model, tokenizer = teacher
+    return LocalTeacher(model, tokenizer.pad_token_id).compute_logprobs(sequences)
+
+
+def test_served_logprobs_match_the_in_process_teacher(server, teacher):
+    client = HTTPTeacher(server.url, api_key="sesame", batch_size=3, max_concurrency=2)
+    remote, local = client.compute_logprobs(SEQUENCES), _local(teacher, SEQUENCES)
+    for r, l, seq in zip(remote, local, SEQUENCES):
+        assert r.shape == (len(seq),) and r[0] == 0
+        assert torch.allclose(r, l, atol=1e-5)
+    assert client.model == "tiny-teacher"
+
+
+def test_vllm_style_prompt_logprobs_and_one_generated_token(server, teacher):
+    body = {"model": "tiny-teacher", "prompt": SEQUENCES[:2], "max_tokens": 1, "echo": True, "logprobs": 0,
+            "prompt_logprobs": 0}
+    request = urllib.request.Request(server.url + "/completions", json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": "Bearer sesame", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    local = _local(teacher, SEQUENCES[:2])
+    for choice, seq, expected in zip(answer["choices"], SEQUENCES, local):
+        assert choice["prompt_logprobs"][0] is None
+        from_vllm_form = [entry[str(t)]["logprob"] for t, entry in zip(seq[1:], choice["prompt_logprobs"][1:])]
+        assert torch.allclose(torch.tensor(from_vllm_form), expected[1:], atol=1e-5)
+        assert len(choice["logprobs"]["token_logprobs"]) == len(seq) + 1  # echo + one greedy token
+    assert answer["usage"]["completion_tokens"] == 2
+
+
+def test_opd_through_the_server_matches_the_in_process_teacher(tiny_dirs, teacher, tmp_path, monkeypatch,
+                                                               prompts_file):
+    model, tokenizer = teacher
+    common = dict(student=tiny_dirs["student"], prompts=prompts_file, steps=2, batch_size=2, group_size=2,
+                  max_new_tokens=8, learning_rate=1e-3, quiet=True, seed=3)
+    _, local_history = run_distill(DistillConfig(teacher=tiny_dirs["teacher"], output_dir=str(tmp_path / "local"),
+                                                 **common))
+    monkeypatch.setenv("MENTOR_TEACHER_API_KEY", "sesame")
+    with TeacherServer(model, tokenizer, port=0, api_key="sesame") as running:
+        trainer, http_history = run_distill(DistillConfig(teacher=running.url, output_dir=str(tmp_path / "http"),
+                                                          **common))
+    steps = [(l, h) for l, h in zip(local_history, http_history) if "loss" in l]
+    assert len(steps) == 2
+    for local_step, http_step in steps:
+        for key in ("teacher_logprob", "reverse_kl", "loss", "student_logprob"):
+            assert http_step[key] == pytest.approx(local_step[key], abs=1e-4), key
+    assert "sesame" not in (trainer.run.path / "config.yaml").read_text()  # secrets stay off disk
+
+
+def test_a_remote_teacher_with_another_vocabulary_fails_before_training(tiny_dirs, tmp_path):
+    other = make_model_dir(tmp_path / "other", alphabet="0123456789+*=abc")
+    with TeacherServer(load_model(other), load_tokenizer(other), port=0) as running:
+        config = DistillConfig(student=tiny_dirs["student"], teacher=running.url, task="arithmetic",
+                               output_dir=str(tmp_path / "run"), steps=1, quiet=True)
+        with pytest.raises(MentorError, match="one vocabulary"):
+            run_distill(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_key_bad_request_and_size_limits_are_clear(server, teacher):
+    with pytest.raises(MentorError, match="API key"):
+        HTTPTeacher(server.url, api_key="wrong").compute_logprobs(SEQUENCES)
+    # a request over the server's token limit is split in halves until it fits, with the same answer
+    server.max_request_tokens = 10
+    split = HTTPTeacher(server.url, api_key="sesame", batch_size=4).compute_logprobs(SEQUENCES[:2] + SEQUENCES[3:])
+    for r, l in zip(split, _local(teacher, SEQUENCES[:2] + SEQUENCES[3:])):
+        assert torch.allclose(r, l, atol=1e-5)
+    with pytest.raises(MentorError, match="too large"):
+        HTTPTeacher(server.url, api_key="sesame").compute_logprobs([list(range(1, 12))])
+    server.max_request_tokens = 262_144
+    with pytest.raises(MentorError, match="token ids must lie"):
+        HTTPTeacher(server.url, api_key="sesame").compute_logprobs([[1, 10_000]])
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 503, then a truncated body, then forwards to the real server: the client must get through."""
+
+    protocol_version = "HTTP/1.1"
+    failures: list = []
+    target: TeacherServer
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        failure = self.failures.pop(0) if self.failures else None
+        data = json.dumps(self.target.completions(body)).encode()
+        status = 503 if failure == "503" else 200
+        if failure == "truncated":
+            data = data[: len(data) // 2]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_retries_with_backoff_then_one_clear_error(server, teacher):
+    _Flaky.target, _Flaky.failures = server, ["503", "truncated"]
+    flaky = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=flaky.serve_forever, daemon=True).start()
+    try:
+        client = HTTPTeacher(f"http://127.0.0.1:{flaky.server_address[1]}/v1", model="tiny-teacher",
+                             max_retries=3, backoff=0.01)
+        recovered = client.compute_logprobs(SEQUENCES[:1])
+        assert torch.allclose(recovered[0], _local(teacher, SEQUENCES[:1])[0], atol=1e-5)
+        assert _Flaky.failures == []
+        _Flaky.failures = ["503"] * 3
+        with pytest.raises(MentorError, match=r"failed 3 times \(last: HTTP 503"):
+            HTTPTeacher(client.base_url, model="tiny-teacher", max_retries=2, backoff=0.01).compute_logprobs(
+                SEQUENCES[:1])
+    finally:
+        flaky.shutdown()
+        flaky.server_close()
+    port = flaky.server_address[1]  # now closed: connection refused, retried, then one line
+    with pytest.raises(MentorError, match="failed 2 times .*ConnectionRefused|failed 2 times .*URLError"):
+        HTTPTeacher(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01).compute_logprobs([[1, 2]])
+
+
+def test_serve_teacher_command_prints_its_url_and_serves(tiny_dirs):
+    process = subprocess.Popen([sys.executable, "-m", "mentor", "serve-teacher", tiny_dirs["teacher"], "--port", "0",
+                                "--served-model-name", "t"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    watchdog = threading.Timer(60, process.kill)  # a hung server must not hang the suite
+    watchdog.start()
+    try:
+        line = process.stdout.readline()  # bounded: the process prints its URL or dies
+        assert "serving t at http://127.0.0.1:" in line, line
+        url = line.split(" at ")[1].strip()
+        assert HTTPTeacher(url).model == "t"
+    finally:
+        watchdog.cancel()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serving_on_a_public_address_needs_a_key(tiny_dirs):
+    from mentor.cli import main
+
+    assert main(["serve-teacher", tiny_dirs["teacher"], "--host", "0.0.0.0"]) == 2
