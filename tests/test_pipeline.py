@@ -111,8 +111,9 @@ def test_importance_ratio_is_one_on_the_first_substep(tiny_dirs, tmp_path):
 def test_opd_reduces_reverse_kl_on_fixed_prompts(tiny_dirs, tmp_path):
     config = _opd_config(tiny_dirs, tmp_path, steps=25, batch_size=4, group_size=4, learning_rate=3e-3,
                          eval_size=4)
-    examples = None  # the task's training stream: fixed by the seed
-    trainer, history = run_distill(config, examples=examples)
+    tokenizer = load_tokenizer(tiny_dirs["student"])
+    fixed = [EncodedExample(tokenizer(p)["input_ids"], text=p) for p in PROMPTS]  # a fixed prompt set
+    trainer, history = run_distill(config, examples=fixed)
     kls = [r["reverse_kl"] for r in history if "reverse_kl" in r]
     first, last = sum(kls[:5]) / 5, sum(kls[-5:]) / 5
     assert last < 0.7 * first, (first, last)

@@ -56,7 +56,7 @@ def train_teacher(out: Path, steps: int = 3000, quiet: bool = False) -> Path:
     tokenizer = build_char_tokenizer()
     arch = dict(TEACHER_ARCH)
     model = build_tiny_model(tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer, max_positions=64,
-                                         **arch), seed=1)
+                                         **arch), seed=0)
     config = SFTConfig(model="(built in)", task="arithmetic", output_dir=str(out / "teacher_sft"), steps=steps,
                        batch_size=64, group_size=1, learning_rate=2e-3, lr_schedule="cosine", warmup_steps=50,
                        adam_beta2=0.99, eval_size=200, max_new_tokens=MAX_NEW_TOKENS, train_size=200_000,
