@@ -8,6 +8,7 @@ update below is the same for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -50,7 +51,9 @@ class Trainer:
         self.progress_keys = progress_keys
         self.run = RunDirectory(config.output_dir)
         trackers = [t.strip() for t in config.log_with.split(",") if t.strip()]
-        self.accelerator = Accelerator(log_with=trackers or None, project_dir=str(self.run.path))
+        # cpu=True on a machine without an accelerator lets torchrun/accelerate launch run gloo processes
+        self.accelerator = Accelerator(log_with=trackers or None, project_dir=str(self.run.path),
+                                       cpu=not torch.accelerator.is_available())
         seed_everything(config.seed)
         if config.lora_rank > 0 and not is_peft(model):
             model = apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets)
@@ -61,6 +64,12 @@ class Trainer:
         self.scheduler = make_scheduler(optimizer, config.steps * config.num_substeps, config.lr_schedule,
                                         config.warmup_steps, config.min_lr_ratio)
         self.policy, self.optimizer = self.accelerator.prepare(PolicyLogprobs(model), optimizer)
+        self.world_size, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        if self.world_size > 1:
+            if config.batch_size % self.world_size:
+                raise MentorError(f"--batch-size {config.batch_size} must be a multiple of the {self.world_size} "
+                                  "processes: each one samples an equal share of the prompts")
+            seed_everything(config.seed + self.rank)  # same weights everywhere, different samples per rank
         self.step = 0
         self.bad_steps_in_a_row = 0
         self.skipped_steps = 0
@@ -71,6 +80,10 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------------
     def train(self, algorithm: Algorithm) -> list[dict]:
         cfg = self.config
+        # the main process writes (or checks) the run directory first; the others then find it in place
+        if self.accelerator.is_main_process:
+            self.run.claim(cfg, cfg.overwrite)
+        self.accelerator.wait_for_everyone()
         if self.run.claim(cfg, cfg.overwrite):
             self._resume()
         history = self.run.read_metrics()
@@ -91,18 +104,20 @@ class Trainer:
                 bar.update(record)
                 if cfg.save_every and (self.step % cfg.save_every == 0 or last):
                     self.save_checkpoint()
-        self.accelerator.end_training()
+        for tracker in self.accelerator.trackers:  # not end_training(): save_final still needs the process group
+            tracker.finish()
         return history
 
     def train_step(self, algorithm: Algorithm) -> dict:
         start = time.perf_counter()
-        examples = self.stream.next_batch()
+        examples = self.stream.next_batch()[self.rank:: self.world_size]  # this process's share of the prompts
         batch, metrics = algorithm.collect(examples)
+        metrics = self._reduce_metrics(metrics)
         update_start = time.perf_counter()
         metrics.update(self.update(batch, algorithm))
         end = time.perf_counter()
         self.step += 1
-        tokens = int(batch.attention_mask.sum())
+        tokens = int(self._all_reduce([float(batch.attention_mask.sum())])[0])
         metrics.update(step=self.step, time_update=end - update_start, time_step=end - start,
                        tokens=tokens, tokens_per_second=tokens / max(end - start, 1e-9),
                        lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps)
@@ -119,21 +134,28 @@ class Trainer:
         substeps = list(torch.tensor_split(rows, cfg.num_substeps))
         for substep_rows in substeps:
             minibatch = batch.select(substep_rows)
-            num_tokens = max(minibatch.num_loss_tokens, 1)
+            # normalise by the loss tokens of ALL processes: the gradient equals a single-process run's
+            num_tokens = max(int(self._all_reduce([float(minibatch.num_loss_tokens)])[0]), 1)
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, entropy_sum, ratio_sum, ratio_max = 0.0, 0.0, 0.0, 0.0
-            for micro_rows in torch.split(torch.arange(len(minibatch)), cfg.micro_batch_size):
+            micro_batches = torch.split(torch.arange(len(minibatch)), cfg.micro_batch_size)
+            for index, micro_rows in enumerate(micro_batches):
                 micro = minibatch.select(micro_rows).to(self.accelerator.device)
-                logprobs, entropy = self.policy(micro.input_ids, micro.attention_mask,
-                                                positions=micro.loss_mask > 0,
-                                                temperature=algorithm.temperature, with_entropy=True)
-                loss, ratio = self._loss(algorithm.loss, logprobs, micro, num_tokens)
-                self.accelerator.backward(loss)
+                last = index == len(micro_batches) - 1  # gradients are all-reduced once, after the last one
+                with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
+                    logprobs, entropy = self.policy(micro.input_ids, micro.attention_mask,
+                                                    positions=micro.loss_mask > 0,
+                                                    temperature=algorithm.temperature, with_entropy=True)
+                    loss, ratio = self._loss(algorithm.loss, logprobs, micro, num_tokens)
+                    # DDP averages gradients over processes; scaling by their number turns that into a sum
+                    self.accelerator.backward(loss * self.world_size)
                 loss_sum += loss.item()
                 entropy_sum += float((entropy * micro.loss_mask).sum())
                 if ratio is not None:
                     ratio_sum += float((ratio * micro.loss_mask).sum())
                     ratio_max = max(ratio_max, float((ratio * micro.loss_mask).max()))
+            loss_sum, entropy_sum, ratio_sum = self._all_reduce([loss_sum, entropy_sum, ratio_sum])
+            ratio_max = self._all_reduce([ratio_max], op="max")[0]
             grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
             grad_norm = float(grad_norm)
             if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
@@ -153,6 +175,29 @@ class Trainer:
         if algorithm.loss == "cross_entropy":
             del totals["ratio_max"], totals["ratio_mean"]
         return totals
+
+    # --- multi-process: every rank holds a share of the batch ----------------------------------------
+    def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
+        """Sum (or max) of per-process numbers; the numbers themselves when there is one process."""
+        if self.world_size == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+        torch.distributed.all_reduce(tensor, op=reduce_op)
+        return tensor.tolist()
+
+    def _reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Per-process sampling metrics -> one record: times are the slowest rank's, the rest are means."""
+        if self.world_size == 1:
+            return metrics
+        names = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+        timed = [k for k in names if k.startswith("time_")]
+        averaged = [k for k in names if not k.startswith("time_")]
+        reduced = dict(metrics)
+        reduced.update(zip(timed, self._all_reduce([float(metrics[k]) for k in timed], op="max")))
+        sums = self._all_reduce([float(metrics[k]) for k in averaged])
+        reduced.update({k: v / self.world_size for k, v in zip(averaged, sums)})
+        return reduced
 
     def _loss(self, kind: str, logprobs, micro: RolloutBatch, num_tokens: int):
         if kind == "cross_entropy":
