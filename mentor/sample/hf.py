@@ -6,6 +6,8 @@ top-p only if asked (they are off by default so the recorded q(x) is the full te
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,16 +22,13 @@ class HFSampler:
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.top_k, self.top_p, self.batch_size = top_k, top_p, batch_size
 
-    def _generation_config(self, greedy: bool):
+    def _generation_config(self):
         from transformers import GenerationConfig
 
-        common = dict(max_new_tokens=self.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
-                      pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                      return_dict_in_generate=True, output_scores=not greedy)
-        if greedy:
-            return GenerationConfig(do_sample=False, **common)
-        return GenerationConfig(do_sample=True, temperature=self.temperature, top_k=self.top_k,
-                                top_p=self.top_p, **common)
+        # always greedy over the scores: when sampling, SampleAndRecord has already drawn the token
+        return GenerationConfig(do_sample=False, max_new_tokens=self.max_new_tokens,
+                                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                                use_cache=True, return_dict_in_generate=True)
 
     @torch.no_grad()
     def sample(self, prompt_ids: list[list[int]], greedy: bool = False) -> SampledBatch:
@@ -51,17 +50,19 @@ class HFSampler:
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p):] = torch.tensor(p)
             attention_mask[i, width - len(p):] = 1
+        from transformers import LogitsProcessorList
+
+        recorder = None if greedy else SampleAndRecord(self.temperature, self.top_k, self.top_p)
         result = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                generation_config=self._generation_config(greedy))
+                                generation_config=self._generation_config(),
+                                logits_processor=LogitsProcessorList([recorder] if recorder else []))
         if was_training:
             model.train()
         generated = result.sequences[:, width:].cpu()
         if greedy:
             logprobs = torch.zeros(generated.shape)
         else:
-            scores = torch.stack(result.scores, dim=1).float()  # [N, L, V] processed = sampling distribution
-            logprobs = F.log_softmax(scores, dim=-1).gather(-1, generated.unsqueeze(-1).to(scores.device))
-            logprobs = logprobs.squeeze(-1).cpu()
+            logprobs = torch.stack(recorder.logprobs, dim=1).cpu()[:, : generated.shape[1]]
         eos = self.tokenizer.eos_token_id
         for i, prompt in enumerate(prompts):
             tokens = generated[i].tolist()
@@ -70,3 +71,33 @@ class HFSampler:
             out.completion_ids.append(tokens[:end])
             out.completion_logprobs.append(logprobs[i, :end].tolist())
             out.truncated.append(eos not in tokens[:end])
+
+
+class SampleAndRecord:
+    """A logits processor that draws the next token itself and records its log-prob.
+
+    It returns scores that are -inf except at the drawn token, so ``generate`` runs its cheap greedy path.
+    Why not ``do_sample=True`` + ``output_scores``: at a 150k vocabulary, CPU ``torch.multinomial`` costs
+    ~4x the inverse-CDF draw below, and ``output_scores`` keeps (steps x batch x vocab) float scores alive
+    only to read one entry per row; here one (batch x vocab) row block lives at a time.
+    """
+
+    def __init__(self, temperature: float, top_k: int = 0, top_p: float = 1.0):
+        from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+        self.temperature = temperature
+        self.warpers = ([TopKLogitsWarper(top_k)] if top_k > 0 else []) + \
+                       ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+        self.logprobs: list[torch.Tensor] = []  # [B] per step: log q(token) under the sampling distribution
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        logprobs = F.log_softmax(scores, dim=-1)
+        cdf = logprobs.double().exp().cumsum(-1)
+        # u in (0, total]: the left search lands on the first token whose mass covers u, never a 0-mass one
+        u = (1.0 - torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device)) * cdf[:, -1:]
+        tokens = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)
+        self.logprobs.append(logprobs.gather(-1, tokens).squeeze(-1))
+        return torch.full_like(scores, -math.inf).scatter_(-1, tokens, 0.0)
