@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mentor.config import DistillConfig, SFTConfig, add_config_flags, build_config
+from mentor.config import DistillConfig, RLConfig, SFTConfig, add_config_flags, build_config
 from mentor.errors import MentorError
 
 
@@ -23,6 +23,13 @@ def _sft(args) -> None:
     _print_done(trainer, history)
 
 
+def _rl(args) -> None:
+    from mentor.recipes.rl import run_rl
+
+    trainer, history = run_rl(build_config(RLConfig, args))
+    _print_done(trainer, history)
+
+
 def _print_done(trainer, history) -> None:
     from mentor.train.progress import console
 
@@ -30,6 +37,9 @@ def _print_done(trainer, history) -> None:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k in ("accuracy", "reverse_kl", "loss")
                       and isinstance(v, float))
     console.print(f"done: {trainer.step} steps{', ' + shown if shown else ''}; run directory {trainer.run.path}")
+    flops = trainer.ledger.snapshot()
+    console.print(f"compute: teacher {flops['flops_teacher']:.3g} FLOPs, student {flops['flops_student']:.3g} FLOPs "
+                  f"(summary.md has the split by sampling / scoring / training)")
 
 
 def _eval(args) -> None:
@@ -73,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     sft = sub.add_parser("sft", help="supervised fine-tuning on prompt+completion data")
     add_config_flags(sft, SFTConfig)
     sft.set_defaults(func=_sft)
+
+    rl = sub.add_parser("rl", help="on-policy RL with a grader's reward (group baseline, GRPO, PPO clip, KL)")
+    add_config_flags(rl, RLConfig)
+    rl.set_defaults(func=_rl)
 
     ev = sub.add_parser("eval", help="accuracy of a model (or a run directory's final model) on a task")
     ev.add_argument("model", help="model directory, hub id, or run directory")

@@ -227,3 +227,37 @@ class SFTConfig(TrainConfig):
             raise MentorError("sft needs --model (a model directory or hub id)")
         if not self.data and not self.task:
             raise MentorError("sft needs --data FILE.jsonl (or a built-in --task)")
+
+
+@dataclass
+class RLConfig(TrainConfig, SamplingConfig):
+    """On-policy RL with a grader's sequence reward (group baseline; GRPO with --normalize-std)."""
+
+    model: str = ""
+    prompts: str = ""  # JSONL with `prompt`/`messages` and an `answer` (or a loader's schema) for the grader
+    task: str = ""  # a built-in task: prompts, grader and evaluation
+    grader: str = ""  # exact | numeric | math | code | ifeval (default: the task's own)
+    eval_size: int = 200
+    chat_template: bool = False
+    normalize_std: bool = False  # divide the group-centred reward by the group's std (GRPO)
+    drop_constant_groups: bool = True  # groups whose samples all got the same reward carry no signal
+    loss: str = "importance_sampling"
+    clip_ratio: float = 0.2  # used with --loss ppo
+    kl_coef: float = 0.0  # > 0: per-token KL penalty to --reference
+    reference: str = ""  # reference model for the KL penalty (default: the initial --model)
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_sampling()
+        if not self.model:
+            raise MentorError("rl needs --model (a model directory or hub id)")
+        if not self.prompts and not self.task:
+            raise MentorError("rl needs --prompts FILE.jsonl with answers (or a built-in --task)")
+        if self.prompts and not self.task and not self.grader:
+            raise MentorError("rl on --prompts needs --grader (exact, numeric, math, code or ifeval)")
+        if self.loss not in ("importance_sampling", "ppo"):
+            raise MentorError(f"--loss {self.loss!r} is unknown for rl: use importance_sampling or ppo")
+        if self.clip_ratio < 0 or self.kl_coef < 0:
+            raise MentorError("--clip-ratio and --kl-coef cannot be negative")
+        if self.group_size < 2:
+            raise MentorError("rl needs --group-size of at least 2 (the group mean is the baseline)")

@@ -46,7 +46,7 @@ class OnPolicyDistillation:
         batch.advantages = distillation_advantages(batch.sampler_logprobs, batch.teacher_logprobs, mask,
                                                    self.kl_coef, self.kl_discount)
         metrics = {}
-        if self.grader is not None:
+        if self.grader is not None and all(e.reference is not None for e in repeated):  # prompts may lack answers
             batch.rewards = torch.tensor([self.grader(c, e.reference) for c, e in zip(batch.completions, repeated)])
             metrics["reward"] = float(batch.rewards.mean())
             if self.reward_coef:
@@ -57,6 +57,7 @@ class OnPolicyDistillation:
             teacher_logprob=float((batch.teacher_logprobs * mask).sum()) / num_tokens,
             student_logprob=float((batch.sampler_logprobs * mask).sum()) / num_tokens,
             completion_length=float(mask.sum(1).mean()),
+            sampled_tokens=float(batch.attention_mask.sum()), teacher_tokens=float(batch.attention_mask.sum()),
             truncated_fraction=float(batch.truncated.float().mean()),
             time_sample=t1 - t0, time_score=t2 - t1)
         return batch, metrics

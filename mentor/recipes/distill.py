@@ -8,6 +8,7 @@ from mentor.algorithms.opd import OnPolicyDistillation
 from mentor.config import DistillConfig
 from mentor.data.prompts import ExampleStream, encode_examples, load_examples
 from mentor.evaluation.accuracy import task_evaluator
+from mentor.evaluation.flops import ComputeLedger, MatmulParams
 from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
 from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
@@ -58,7 +59,9 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         grader=task.grade if task else None)
     evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
-    trainer = Trainer(config, student, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS)
+    # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
+    ledger = ComputeLedger(teacher_params=MatmulParams.of(teacher).total if teacher is not None else None)
+    trainer = Trainer(config, student, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
     if skipped:
         console.print(f"[yellow]skipped {skipped} prompts longer than the context allows "
                       f"(--max-prompt-tokens / --long-prompts fail to change this)[/]")

@@ -21,6 +21,7 @@ from torch import nn
 from mentor.config import TrainConfig, config_to_dict
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
+from mentor.evaluation.flops import ComputeLedger, summary_table
 from mentor.models.loading import apply_lora, is_peft, save_pretrained
 from mentor.rollout import RolloutBatch
 from mentor.train.progress import TrainingProgress
@@ -44,11 +45,13 @@ Evaluator = Callable[[nn.Module], dict]
 
 class Trainer:
     def __init__(self, config: TrainConfig, model: nn.Module, tokenizer, stream: ExampleStream,
-                 evaluator: Evaluator | None = None, progress_keys: tuple[str, ...] = ("loss",)):
+                 evaluator: Evaluator | None = None, progress_keys: tuple[str, ...] = ("loss",),
+                 ledger: ComputeLedger | None = None):
         from accelerate import Accelerator
 
         self.config, self.tokenizer, self.stream, self.evaluator = config, tokenizer, stream, evaluator
         self.progress_keys = progress_keys
+        self.ledger = ledger  # FLOPs of teacher/student; it measures the student after LoRA is applied below
         self.run = RunDirectory(config.output_dir)
         trackers = [t.strip() for t in config.log_with.split(",") if t.strip()]
         # cpu=True on a machine without an accelerator lets torchrun/accelerate launch run gloo processes
@@ -59,6 +62,8 @@ class Trainer:
             model = apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets)
         self.model = model
         self.model.train()
+        self.ledger = self.ledger or ComputeLedger()
+        self.ledger.bind_student(model)
         optimizer = make_optimizer(model.parameters(), config.learning_rate,
                                    (config.adam_beta1, config.adam_beta2), config.weight_decay)
         self.scheduler = make_scheduler(optimizer, config.steps * config.num_substeps, config.lr_schedule,
@@ -87,6 +92,8 @@ class Trainer:
         if self.run.claim(cfg, cfg.overwrite):
             self._resume()
         history = self.run.read_metrics()
+        if history:
+            self.ledger.restore(history[-1])
         if self.step == 0 and self.evaluator is not None:
             record = {"step": 0, **self.evaluator(self.model)}
             self._log(record)
@@ -106,6 +113,10 @@ class Trainer:
                     self.save_checkpoint()
         for tracker in self.accelerator.trackers:  # not end_training(): save_final still needs the process group
             tracker.finish()
+        if self.accelerator.is_main_process:
+            self.run.write_summary(f"# {algorithm.name}: {self.step} steps\n\nFLOPs spent (forward 2N, backward 4N "
+                                   f"per token; see mentor/evaluation/flops.py)\n\n"
+                                   f"{summary_table(self.ledger.snapshot())}\n")
         return history
 
     def train_step(self, algorithm: Algorithm) -> dict:
@@ -118,6 +129,7 @@ class Trainer:
         end = time.perf_counter()
         self.step += 1
         tokens = int(self._all_reduce([float(batch.attention_mask.sum())])[0])
+        metrics.update(self.ledger.record_step(tokens, metrics, self.world_size))
         metrics.update(step=self.step, time_update=end - update_start, time_step=end - start,
                        tokens=tokens, tokens_per_second=tokens / max(end - start, 1e-9),
                        lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps)

@@ -1,0 +1,124 @@
+"""Compute accounting: FLOPs spent by teacher and student on sampling, scoring and training.
+
+The standard estimate (Kaplan et al. 2020): a forward pass costs ``2 * N`` FLOPs per token and a backward
+pass ``4 * N``, where N counts the parameters that take part in matrix multiplies. Here N is the weights of
+every ``nn.Linear`` (attention, MLP and the output head: its matmul runs whether or not it is tied to the
+embedding); embedding lookups are free. The attention score term (``~2 * layers * context * width``) is
+left out, as in the paper's accounting; it is small at the sequence lengths used here.
+
+LoRA: the forward runs the frozen base and the adapters (``2 * (N_base + N_lora)``). The backward still
+propagates activation gradients through every layer (``2 * N_total``) but computes weight gradients only
+for the adapters (``2 * N_trainable``), so a LoRA backward costs ``2 * N_total + 2 * N_trainable``, not
+``4 * N_total``.
+
+The ledger's names are ``flops_<who>_<what>``: who = student | teacher | reference, what = sample |
+score | train. ``metrics.jsonl`` holds the cumulative value of each after every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MatmulParams:
+    total: int  # weights in matrix multiplies (frozen and trainable)
+    trainable: int  # of those, the ones that get weight gradients
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "MatmulParams":
+        total = trainable = 0
+        seen: set[int] = set()
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                for p in (module.weight, module.bias):
+                    if p is None:
+                        continue
+                    total += p.numel()  # a tied head still costs a matmul, even if its tensor was seen
+                    if p.requires_grad and id(p) not in seen:
+                        trainable += p.numel()
+                    seen.add(id(p))
+        return cls(total, trainable)
+
+
+def forward_flops(params: MatmulParams | int, tokens: int) -> float:
+    n = params.total if isinstance(params, MatmulParams) else params
+    return 2.0 * n * tokens
+
+
+def backward_flops(params: MatmulParams, tokens: int) -> float:
+    """Activation gradients through every layer plus weight gradients for the trainable ones."""
+    return 2.0 * (params.total + params.trainable) * tokens
+
+
+def training_flops(params: MatmulParams, tokens: int) -> float:
+    return forward_flops(params, tokens) + backward_flops(params, tokens)
+
+
+# metric names the algorithms report (tokens pushed through a model in ``collect``) -> ledger entry
+TOKEN_METRICS = {"sampled_tokens": ("student", "sample"), "teacher_tokens": ("teacher", "score"),
+                 "reference_tokens": ("reference", "score")}
+
+
+class ComputeLedger:
+    """Cumulative FLOPs of one run. The trainer calls :meth:`record_step` once per optimizer batch."""
+
+    def __init__(self, teacher_params: int | None = None, reference_params: int | None = None,
+                 offline: dict[str, float] | None = None):
+        self.student = MatmulParams(0, 0)
+        self.params = {"student": 0, "teacher": teacher_params, "reference": reference_params}
+        self.totals: dict[str, float] = {"flops_student_train": 0.0}
+        # costs paid before training, e.g. the teacher sampling an SFT data set (cached, paid once)
+        self.totals.update(offline or {})
+        self.tokens_trained = 0
+
+    def bind_student(self, model: nn.Module) -> None:
+        """Measure the student as it is trained (after LoRA is applied: that fixes the trainable set)."""
+        self.student = MatmulParams.of(model)
+        self.params["student"] = self.student.total
+
+    def record_step(self, trained_tokens: int, collect_metrics: dict, world_size: int = 1) -> dict[str, float]:
+        """Add one step's FLOPs; returns the cumulative ledger (for ``metrics.jsonl``)."""
+        self.totals["flops_student_train"] += training_flops(self.student, trained_tokens)
+        self.tokens_trained += trained_tokens
+        for metric, (who, what) in TOKEN_METRICS.items():
+            tokens = collect_metrics.get(metric)
+            if tokens is None:
+                continue
+            params = self.params[who]
+            if params is None:  # e.g. a remote teacher of unknown size: tokens are still logged
+                continue
+            key = f"flops_{who}_{what}"
+            # the trainer averages per-process metrics: times world_size gives the sum over processes
+            self.totals[key] = self.totals.get(key, 0.0) + forward_flops(params, tokens * world_size)
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, float]:
+        out = dict(self.totals)
+        out["flops_teacher"] = sum(v for k, v in self.totals.items() if k.startswith("flops_teacher_"))
+        out["flops_student"] = sum(v for k, v in self.totals.items() if k.startswith("flops_student_"))
+        out["flops_total"] = sum(v for k, v in self.totals.items() if k.startswith("flops_") and
+                                 k.count("_") == 2)
+        return out
+
+    def restore(self, last_record: dict) -> None:
+        """Resume: continue the cumulative counts from the last logged step."""
+        for key, value in last_record.items():
+            if key.startswith("flops_") and key.count("_") == 2:
+                self.totals[key] = float(value)
+
+
+def summary_table(record: dict) -> str:
+    """The paper's compute table for one run (markdown)."""
+    rows = [("teacher", "flops_teacher_sample", "flops_teacher_score", None),
+            ("student", "flops_student_sample", None, "flops_student_train"),
+            ("reference", None, "flops_reference_score", None)]
+    lines = ["| model | sampling | scoring | training | total |", "|---|---|---|---|---|"]
+    for who, sample, score, train in rows:
+        values = [record.get(k, 0.0) if k else 0.0 for k in (sample, score, train)]
+        if who == "reference" and not any(values):
+            continue
+        lines.append(f"| {who} | " + " | ".join(f"{v:.3g}" for v in values) + f" | {sum(values):.3g} |")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""RL recipe: the student samples groups, a grader rewards each answer, group-baseline policy gradient."""
+
+from __future__ import annotations
+
+from mentor.algorithms.rl import ReinforcementLearning
+from mentor.config import RLConfig
+from mentor.data.prompts import ExampleStream, encode_examples, load_examples
+from mentor.evaluation.accuracy import task_evaluator
+from mentor.evaluation.flops import ComputeLedger, MatmulParams
+from mentor.models.loading import load_model, load_tokenizer
+from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
+from mentor.sample.hf import HFSampler
+from mentor.score.local import LocalTeacher
+from mentor.tasks.base import get_task
+from mentor.tasks.graders import get_grader
+from mentor.train.trainer import Trainer
+
+PROGRESS_KEYS = ("reward", "accuracy", "constant_reward_groups", "completion_length", "grad_norm")
+
+
+def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple[Trainer, list[dict]]:
+    quiet_transformers()
+    tokenizer = tokenizer or load_tokenizer(config.model)
+    model = model or load_model(config.model, config.dtype)
+    task = get_task(config.task) if config.task else None
+    grader = get_grader(config.grader) if config.grader else task.grade
+    if examples is None:
+        if config.prompts:
+            limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
+            examples, _ = encode_examples(tokenizer, load_examples(config.prompts),
+                                          use_chat_template=config.chat_template, max_prompt_tokens=limit,
+                                          long_prompts=config.long_prompts)
+        else:
+            examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False)
+    reference = None
+    if config.kl_coef:
+        # the reference is frozen: a copy of the starting weights unless another model is named
+        reference = load_model(config.reference or config.model, config.dtype, what="reference")
+    algorithm = ReinforcementLearning(
+        HFSampler(model, tokenizer, config.max_new_tokens, config.temperature, config.top_k, config.top_p,
+                  batch_size=config.micro_batch_size),
+        tokenizer, grader, group_size=config.group_size, temperature=config.temperature,
+        normalize_std=config.normalize_std, loss=config.loss, kl_coef=config.kl_coef,
+        reference=LocalTeacher(reference, tokenizer.pad_token_id, config.micro_batch_size) if reference else None,
+        drop_constant_groups=config.drop_constant_groups)
+    evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
+    ledger = ComputeLedger(reference_params=MatmulParams.of(reference).total if reference else None)
+    stream = ExampleStream(examples, config.batch_size, seed=config.seed)
+    trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
+    history = trainer.train(algorithm)
+    trainer.save_final()
+    return trainer, history
