@@ -169,7 +169,7 @@ class Trainer:
             loss_sum, entropy_sum, ratio_sum = self._all_reduce([loss_sum, entropy_sum, ratio_sum])
             ratio_max = self._all_reduce([ratio_max], op="max")[0]
             grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
-            grad_norm = float(grad_norm)
+            grad_norm = float(grad_norm) if grad_norm is not None else 0.0  # DeepSpeed clips inside its step
             if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
                 # a NaN/inf would poison the weights and Adam's moments: skip the step, count it
                 self.optimizer.zero_grad(set_to_none=True)
