@@ -220,11 +220,18 @@ class SFTConfig(TrainConfig):
     chat_template: bool = False
     max_prompt_tokens: int = 0
     long_prompts: str = "skip"
+    # off-policy distillation: completions sampled from this teacher (cached in the run directory, paid once)
+    from_teacher: str = ""
+    teacher_samples: int = 1  # completions per prompt
+    teacher_temperature: float = 1.0
+    teacher_prompts: int = 0  # prompts to sample for (0: all of --data, or --train-size from --task)
 
     def validate(self) -> None:
         super().validate()
         if not self.model:
             raise MentorError("sft needs --model (a model directory or hub id)")
+        if self.from_teacher and (self.teacher_samples < 1 or not self.teacher_temperature > 0):
+            raise MentorError("--teacher-samples must be at least 1 and --teacher-temperature positive")
         if not self.data and not self.task:
             raise MentorError("sft needs --data FILE.jsonl (or a built-in --task)")
 

@@ -67,3 +67,23 @@ def test_distill_run_logs_cumulative_flops(tiny_dirs, tmp_path):
     assert last["flops_teacher_score"] == 2 * teacher_n * tokens
     assert steps[0]["flops_total"] < last["flops_total"]
     assert "| teacher |" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_sft_from_teacher_samples_once_and_counts_the_teacher(tiny_dirs, tmp_path):
+    from mentor.cli import main
+
+    out = tmp_path / "sft"
+    args = ["sft", "--model", tiny_dirs["student"], "--from-teacher", tiny_dirs["teacher"], "--task", "arithmetic",
+            "--teacher-prompts", "6", "--teacher-samples", "2", "--max-new-tokens", "12", "--output-dir", str(out),
+            "--batch-size", "4", "--group-size", "1", "--eval-size", "4", "--quiet"]
+    assert main(args + ["--steps", "1"]) == 0
+    cache = (out / "teacher_samples.jsonl").read_text().splitlines()
+    assert len(cache) == 1 + 12  # header + 6 prompts x 2 samples
+    rows = [json.loads(line) for line in cache[1:]]
+    teacher_n = json.loads(cache[0])["teacher_params"]
+    expected = 2 * teacher_n * sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows)
+    first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert first["flops_teacher_sample"] == expected and first["flops_teacher"] == expected
+    mtime = (out / "teacher_samples.jsonl").stat().st_mtime_ns
+    assert main(args + ["--steps", "2"]) == 0  # a longer run in the same directory reuses the samples
+    assert (out / "teacher_samples.jsonl").stat().st_mtime_ns == mtime

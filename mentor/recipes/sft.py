@@ -1,15 +1,23 @@
-"""SFT recipe: tokens from data, cross-entropy on completion tokens."""
+"""SFT recipe: tokens from data (or sampled once from a teacher), cross-entropy on completion tokens."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from mentor.algorithms.sft import SupervisedFineTuning
 from mentor.config import SFTConfig
-from mentor.data.prompts import ExampleStream, encode_examples, load_examples
+from mentor.data.prompts import EncodedExample, ExampleStream, encode_examples, load_examples
 from mentor.evaluation.accuracy import task_evaluator
-from mentor.models.loading import load_model, load_tokenizer
+from mentor.evaluation.flops import ComputeLedger, MatmulParams, forward_flops
+from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
 from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
 from mentor.tasks.base import get_task
+from mentor.train.progress import console
 from mentor.train.trainer import Trainer
+
+TEACHER_CACHE = "teacher_samples.jsonl"
 
 
 def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tuple[Trainer, list[dict]]:
@@ -17,8 +25,11 @@ def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tup
     tokenizer = tokenizer or load_tokenizer(config.model)
     model = model or load_model(config.model, config.dtype)
     task = get_task(config.task) if config.task else None
+    offline: dict[str, float] = {}
     if examples is None:
-        if config.data:
+        if config.from_teacher:
+            examples, offline = teacher_examples(config, tokenizer, model, task)
+        elif config.data:
             raw = load_examples(config.data, need_completion=True)
             limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
             examples, _ = encode_examples(tokenizer, raw, use_chat_template=config.chat_template,
@@ -28,7 +39,85 @@ def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tup
             examples = task_examples(task, tokenizer, config.train_size, config.seed)
     evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
-    trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=("loss", "accuracy"))
+    trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=("loss", "accuracy"),
+                      ledger=ComputeLedger(offline=offline))
     history = trainer.train(SupervisedFineTuning(tokenizer.pad_token_id))
     trainer.save_final()
     return trainer, history
+
+
+# --- off-policy distillation: the teacher writes the data once --------------------------------------
+def teacher_examples(config: SFTConfig, tokenizer, student, task) -> tuple[list[EncodedExample], dict[str, float]]:
+    """``--teacher-samples`` completions per prompt from ``--from-teacher``, cached in the run directory.
+
+    Returns the examples and the teacher's sampling FLOPs, which the run's ledger counts from step 0
+    whether the samples were drawn now or read from the cache (the cost was paid for this run either way).
+    """
+    prompts = _teacher_prompts(config, tokenizer, student, task)
+    cache = Path(config.output_dir) / TEACHER_CACHE
+    key = _cache_key(config, prompts)
+    records = _read_cache(cache, key)
+    if records is None:
+        records = _sample_teacher(config, tokenizer, prompts)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with cache.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"key": key, "teacher_params": records[0]["teacher_params"]}) + "\n")
+            for r in records:
+                handle.write(json.dumps(r) + "\n")
+    else:
+        console.print(f"teacher samples: {len(records)} read from {cache} (not re-sampled)")
+    by_text = {p.text: p for p in prompts}
+    examples = [EncodedExample(r["prompt_ids"], r["completion_ids"], r["prompt"], by_text[r["prompt"]].reference)
+                for r in records]
+    tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in records)
+    return examples, {"flops_teacher_sample": forward_flops(records[0]["teacher_params"], tokens)}
+
+
+def _teacher_prompts(config: SFTConfig, tokenizer, student, task) -> list[EncodedExample]:
+    if config.data:
+        limit = prompt_limit(student, config.max_prompt_tokens, config.max_new_tokens)
+        prompts, _ = encode_examples(tokenizer, load_examples(config.data), use_chat_template=config.chat_template,
+                                     max_prompt_tokens=limit, long_prompts=config.long_prompts)
+    else:
+        prompts = task_examples(task, tokenizer, config.teacher_prompts or config.train_size, config.seed,
+                                with_solution=False)
+    return prompts[: config.teacher_prompts] if config.teacher_prompts else prompts
+
+
+def _cache_key(config: SFTConfig, prompts: list[EncodedExample]) -> str:
+    what = [config.from_teacher, config.teacher_samples, config.teacher_temperature, config.max_new_tokens,
+            config.seed, [p.prompt_ids for p in prompts]]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path, key: str) -> list[dict] | None:
+    if not path.exists():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0]) if lines else {}
+    if header.get("key") != key:
+        return None
+    return [dict(json.loads(line), teacher_params=header["teacher_params"]) for line in lines[1:]]
+
+
+def _sample_teacher(config: SFTConfig, tokenizer, prompts: list[EncodedExample]) -> list[dict]:
+    import torch
+
+    from mentor.sample.hf import HFSampler
+
+    teacher_tokenizer = load_tokenizer(config.from_teacher, "teacher")
+    check_same_vocabulary(tokenizer, teacher_tokenizer)
+    teacher = load_model(config.from_teacher, config.dtype, what="teacher")
+    params = MatmulParams.of(teacher).total
+    sampler = HFSampler(teacher, tokenizer, config.max_new_tokens, config.teacher_temperature,
+                        batch_size=config.micro_batch_size)
+    repeated = [p for p in prompts for _ in range(config.teacher_samples)]
+    console.print(f"teacher samples: drawing {len(repeated)} completions ({config.teacher_samples} per prompt) "
+                  f"from {config.from_teacher}")
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        sampled = sampler.sample([p.prompt_ids for p in repeated])
+    eos = tokenizer.eos_token_id
+    # a completion cut by max_new_tokens has no EOS: trained on as is (the student learns to go on)
+    return [{"prompt": p.text, "prompt_ids": p.prompt_ids, "completion_ids": c, "truncated": c[-1:] != [eos],
+             "teacher_params": params} for p, c in zip(repeated, sampled.completion_ids)]
