@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except MentorError as exc:
         print(f"mentor: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 2: bad input; 128 + signal: stopped on SIGINT/SIGTERM, resumable
     except KeyboardInterrupt:
         print("mentor: interrupted", file=sys.stderr)
         return 130

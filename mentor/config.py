@@ -45,6 +45,7 @@ class TrainConfig:
     log_with: str = ""  # comma list of trackers: tensorboard, wandb, trackio
     max_bad_steps: int = 5  # stop after this many consecutive non-finite steps
     overwrite: bool = False  # allow reusing a run directory made with a different config
+    resume: bool = False  # continue the run in output_dir (an error if it has no checkpoint)
     quiet: bool = False  # no progress bar
 
     def validate(self) -> None:
@@ -203,7 +204,7 @@ SECRET_FIELDS = {"teacher_api_key"}
 
 
 # Fields that change nothing about the result: a run directory may be resumed with different values.
-NON_SEMANTIC_FIELDS = {"overwrite", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every",
+NON_SEMANTIC_FIELDS = {"overwrite", "resume", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every",
                        "teacher_api_key", "teacher_timeout"}
 
 

@@ -24,6 +24,7 @@ class RolloutBatch:
     teacher_logprobs: torch.Tensor | None = None  # [B, T] float32, filled in by the score stage
     rewards: torch.Tensor | None = None  # [B] float32 sequence-level rewards, if a grader ran
     truncated: torch.Tensor | None = None  # [B] bool, completion hit max_new_tokens without EOS
+    categories: torch.Tensor | None = None  # [B] long, each sequence's data category (CoE routing labels)
     completions: list[str] = field(default_factory=list)  # decoded, for graders and logs
     prompts: list[str] = field(default_factory=list)
 

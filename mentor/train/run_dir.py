@@ -28,10 +28,12 @@ class RunDirectory:
         self.checkpoints = self.path / "checkpoints"
 
     # --- config ---------------------------------------------------------------------------------
-    def claim(self, config, overwrite: bool = False) -> bool:
-        """Write the config, or check it matches the one already there. Returns True if resuming is possible."""
+    def claim(self, config, overwrite: bool = False, resume: bool = False) -> bool:
+        """Write the config, or check it matches the one already there. Returns True if there is a
+        checkpoint to resume from. Every check runs before anything is written."""
         resolved = config_to_dict(config)
         config_file = self.path / "config.yaml"
+        changed = []
         if config_file.exists():
             previous = yaml.safe_load(config_file.read_text()) or {}
             changed = sorted(k for k in set(previous) | set(resolved)
@@ -39,11 +41,18 @@ class RunDirectory:
             if changed and not overwrite:
                 raise MentorError(f"run directory {self.path} belongs to a different config (differs in "
                                   f"{', '.join(changed[:4])}): choose another --output-dir or pass --overwrite")
-            if changed:
-                shutil.rmtree(self.path)
+        if resume and (changed or self.latest_checkpoint() is None):
+            raise MentorError(f"--resume: {self.path} holds no checkpoint to resume from: drop --resume to start "
+                              "the run (or pass the --output-dir of the run to continue)")
+        if changed:
+            shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(config_file, yaml.safe_dump(resolved, sort_keys=True))
-        return self.latest_checkpoint() is not None
+        self._remove_partial_checkpoints()
+        if self.latest_checkpoint() is None:
+            self.truncate_metrics(-1)  # a run killed before its first checkpoint starts over from step 0
+            return False
+        return True
 
     # --- metrics ----------------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
@@ -54,10 +63,19 @@ class RunDirectory:
         file = self.path / "metrics.jsonl"
         if not file.exists():
             return []
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        records = []
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write; resuming rewrites it
+        return records
 
     def truncate_metrics(self, last_step: int) -> None:
         """Drop records past a checkpoint we resume from (they will be recomputed identically)."""
+        file = self.path / "metrics.jsonl"
+        if not file.exists():
+            return
         kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
         _atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
@@ -79,6 +97,9 @@ class RunDirectory:
             state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rng_state(), **extra_state}
             torch.save(state, tmp / "trainer_state.pt")
+            for file in tmp.rglob("*"):  # on disk before the rename makes the checkpoint visible
+                if file.is_file():
+                    _fsync_file(file)
             (tmp / "COMPLETE").write_text(str(step))
             _fsync_dir(tmp)
         except OSError as exc:
@@ -90,6 +111,12 @@ class RunDirectory:
         _fsync_dir(self.checkpoints)
         self._prune(keep)
         return final
+
+    def _remove_partial_checkpoints(self) -> None:
+        """Temporary directories of checkpoints whose writing was cut short: never resumed from."""
+        if self.checkpoints.exists():
+            for partial in self.checkpoints.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
+                shutil.rmtree(partial, ignore_errors=True)
 
     def _prune(self, keep: int) -> None:
         done = sorted(p for p in self.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
@@ -127,6 +154,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

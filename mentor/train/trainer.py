@@ -24,6 +24,7 @@ from mentor.errors import MentorError
 from mentor.evaluation.flops import ComputeLedger, summary_table
 from mentor.models.loading import apply_lora, is_peft, save_pretrained
 from mentor.rollout import RolloutBatch
+from mentor.train.interrupt import StopOnSignal, TrainingInterrupted
 from mentor.train.progress import TrainingProgress
 from mentor.train.run_dir import RunDirectory, load_trainer_state, seed_everything, set_rng_state
 from mentor.update.logprobs import PolicyLogprobs
@@ -87,9 +88,9 @@ class Trainer:
         cfg = self.config
         # the main process writes (or checks) the run directory first; the others then find it in place
         if self.accelerator.is_main_process:
-            self.run.claim(cfg, cfg.overwrite)
+            self.run.claim(cfg, cfg.overwrite, cfg.resume)
         self.accelerator.wait_for_everyone()
-        if self.run.claim(cfg, cfg.overwrite):
+        if self.run.latest_checkpoint() is not None:
             self._resume()
         history = self.run.read_metrics()
         if history:
@@ -100,7 +101,7 @@ class Trainer:
             history.append(record)
         with TrainingProgress(cfg.steps, algorithm.name, self.progress_keys,
                               enabled=not cfg.quiet and self.accelerator.is_main_process,
-                              completed=self.step) as bar:
+                              completed=self.step) as bar, StopOnSignal() as stop:
             while self.step < cfg.steps:
                 record = self.train_step(algorithm)
                 last = self.step == cfg.steps
@@ -109,8 +110,11 @@ class Trainer:
                 self._log(record)
                 history.append(record)
                 bar.update(record)
-                if cfg.save_every and (self.step % cfg.save_every == 0 or last):
+                saved = cfg.save_every and (self.step % cfg.save_every == 0 or last)
+                if saved:
                     self.save_checkpoint()
+                if self._all_reduce([float(stop.received or 0)], op="max")[0] and not last:
+                    self._stop_on_signal(stop, already_saved=bool(saved))
         for tracker in self.accelerator.trackers:  # not end_training(): save_final still needs the process group
             tracker.finish()
         if self.accelerator.is_main_process:
@@ -226,13 +230,21 @@ class Trainer:
         if self.accelerator.trackers:
             self.accelerator.log(scalars, step=record["step"])
 
+    def _stop_on_signal(self, stop: StopOnSignal, already_saved: bool) -> None:
+        if not already_saved:
+            self.save_checkpoint()
+        raise TrainingInterrupted(f"interrupted by {stop.name or 'a signal'} at step {self.step}/{self.config.steps}; "
+                                  f"checkpoint saved in {self.run.checkpoints}: run the same command again "
+                                  "(or add --resume) to continue", stop.received or 15)
+
     def save_checkpoint(self) -> Path | None:
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return None
         return self.run.save_checkpoint(
             self.step, self.accelerator.unwrap_model(self.policy).model, self.optimizer, self.scheduler,
-            {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps}, self.config.keep_checkpoints)
+            {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps,
+             "bad_steps_in_a_row": self.bad_steps_in_a_row}, self.config.keep_checkpoints)
 
     def _resume(self) -> None:
         checkpoint = self.run.latest_checkpoint()
@@ -243,6 +255,7 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         set_rng_state(state["rng"])
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        self.bad_steps_in_a_row = state.get("bad_steps_in_a_row", 0)
         self.run.truncate_metrics(self.step)
 
     def save_final(self, path: str | Path | None = None) -> Path:
