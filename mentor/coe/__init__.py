@@ -1,0 +1,1 @@
+"""Collaborative and Semantic Experts (CoE): label data, train FFN experts, assemble a routed MoE, train routing."""

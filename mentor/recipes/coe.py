@@ -1,0 +1,220 @@
+"""Collaborative and Semantic Experts (CoE): label -> FFN experts -> MoE assembly -> expert utilisation.
+
+Every step is a function here and a ``mentor coe <step>`` subcommand; ``run_coe`` runs them all into one
+directory:
+
+    out/labels/<category>.jsonl, labels.json, labels.png     step 1
+    out/experts/<category>/final                             step 2 (SFT, only FFN weights train)
+    out/moe                                                  step 3 (Mixtral / Qwen3-MoE, untrained routers)
+    out/stage2/final                                         step 4 (SFT + routing loss, expert MLPs frozen)
+    out/inspect/routing.png, routing.html, usage.json        step 6
+    out/resources.json                                       params / trainable / training-state memory
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mentor.coe.assemble import assemble_moe, save_moe
+from mentor.coe.freezing import STAGE2_VARIANTS, freeze_for_expert_training, freeze_for_stage2
+from mentor.coe.inspect import expert_usage, plot_routing, resource_row, routing_html, routing_trace
+from mentor.coe.labeling import label_records, make_labeler
+from mentor.coe.routing import ROUTER_LOSSES, CoEExpertUtilization
+from mentor.config import SFTConfig, TrainConfig
+from mentor.data.prompts import Example, ExampleStream, encode_examples, read_jsonl
+from mentor.errors import MentorError
+from mentor.models.loading import load_model, load_tokenizer
+from mentor.recipes.common import quiet_transformers
+from mentor.recipes.sft import run_sft
+from mentor.train.trainer import Trainer
+
+
+@dataclass
+class CoEConfig(TrainConfig):
+    """CoE defaults: ``steps`` is stage 2; ``expert_steps`` each expert's FFN-only SFT."""
+
+    base: str = ""
+    data: str = ""  # JSONL of prompt+completion records (optionally with `category`), or use --builtin
+    builtin: bool = False  # the built-in general/math/coding data (mentor.tasks.coe_tasks)
+    train_size: int = 3000  # per category, with --builtin
+    categories: str = "general,math,coding"
+    labeler: str = "field"  # field | keyword | llm
+    labeler_model: str = ""  # local model dir, or http://host:port[/v1]#model-name for --labeler llm
+    expert_steps: int = 100
+    expert_learning_rate: float = 0.0  # 0: same as --learning-rate
+    top_k: int = 2
+    num_experts: int = 0  # only with --expert-init copies (default: one per category)
+    expert_init: str = "trained"  # trained | copies (the MoE-from-copies ablation)
+    train: str = "non-ffn"  # what stage 2 trains: non-ffn | full | router
+    router_loss: str = "margin"  # margin | ce | none
+    router_loss_coef: float = 1.0
+    group_size: int = 1
+    batch_size: int = 32
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.base:
+            raise MentorError("coe needs --base (a Llama/Mistral/Qwen3 model directory or hub id)")
+        if not self.data and not self.builtin:
+            raise MentorError("coe needs --data FILE.jsonl (prompt, completion[, category]) or --builtin")
+        if self.train not in STAGE2_VARIANTS:
+            raise MentorError(f"--train {self.train!r} is unknown: use {', '.join(STAGE2_VARIANTS)}")
+        if self.router_loss not in ROUTER_LOSSES:
+            raise MentorError(f"--router-loss {self.router_loss!r} is unknown: use {', '.join(ROUTER_LOSSES)}")
+        if self.expert_init not in ("trained", "copies"):
+            raise MentorError("--expert-init must be 'trained' or 'copies'")
+        if self.expert_init == "trained" and self.num_experts not in (0, len(self.category_list)):
+            raise MentorError("--num-experts differs from the number of categories: use --expert-init copies")
+
+    @property
+    def category_list(self) -> list[str]:
+        return [c.strip() for c in self.categories.split(",") if c.strip()]
+
+    @property
+    def expert_count(self) -> int:
+        return self.num_experts or len(self.category_list)
+
+
+# --- step 1 -------------------------------------------------------------------------------------------
+def builtin_records(train_size: int, seed: int) -> list[dict]:
+    from mentor.tasks.coe_tasks import CATEGORY_TASKS
+    from mentor.tasks.base import get_task
+
+    records = []
+    for category, task_name in CATEGORY_TASKS.items():
+        for p in get_task(task_name).train_problems(train_size, seed):
+            records.append({"prompt": p.prompt, "completion": p.solution, "category": category, "source": category})
+    return records
+
+
+def label_step(config: CoEConfig) -> Path:
+    records = builtin_records(config.train_size, config.seed) if config.builtin else read_jsonl(config.data)
+    labeler = make_labeler("field" if config.builtin else config.labeler, config.category_list,
+                           config.labeler_model)
+    out = Path(config.output_dir) / "labels"
+    label_records(records, labeler, out, config.category_list)
+    return out
+
+
+def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], only: str | None = None):
+    """Encoded prompt+completion examples; ``reference`` holds the category index (the routing label)."""
+    examples = []
+    for index, category in enumerate(categories):
+        if only is not None and category != only:
+            continue
+        raw = [Example(prompt=r["prompt"], completion=r["completion"]) for r in read_jsonl(labels_dir / f"{category}.jsonl")]
+        encoded, _ = encode_examples(tokenizer, raw, need_completion=True)
+        for e in encoded:
+            e.reference = index
+        examples += encoded
+    return examples
+
+
+# --- step 2 -------------------------------------------------------------------------------------------
+def train_expert(config: CoEConfig, category: str, new_token_ids: list[int] | None = None) -> Path:
+    """SFT of the base on one category with only FFN weights (and new tokens' embedding rows) trainable."""
+    quiet_transformers()
+    tokenizer = load_tokenizer(config.base)
+    model = load_model(config.base, config.dtype)
+    freeze_for_expert_training(model, new_token_ids)
+    examples = load_category_examples(tokenizer, Path(config.output_dir) / "labels", config.category_list, category)
+    sft = _sft_config(config, Path(config.output_dir) / "experts" / category, config.expert_steps,
+                      config.expert_learning_rate or config.learning_rate)
+    trainer, _ = run_sft(sft, model, tokenizer, examples)
+    _record_resources(config, f"expert {category}", model)
+    return trainer.run.path / "final"
+
+
+def _sft_config(config: CoEConfig, out: Path, steps: int, lr: float) -> SFTConfig:
+    shared = {f: getattr(config, f) for f in TrainConfig.__dataclass_fields__}
+    shared.update(output_dir=str(out), steps=steps, learning_rate=lr)
+    return SFTConfig(model=config.base, data="(coe labels)", **shared)
+
+
+# --- step 3 -------------------------------------------------------------------------------------------
+def assemble_step(config: CoEConfig) -> Path:
+    quiet_transformers()
+    tokenizer = load_tokenizer(config.base)
+    base = load_model(config.base, config.dtype)
+    experts = None
+    if config.expert_init == "trained":
+        experts = [load_model(str(Path(config.output_dir) / "experts" / c / "final"), config.dtype)
+                   for c in config.category_list]
+    moe = assemble_moe(base, experts, num_experts=config.expert_count, top_k=config.top_k, seed=config.seed)
+    return save_moe(moe, tokenizer, Path(config.output_dir) / "moe")
+
+
+# --- step 4 -------------------------------------------------------------------------------------------
+def train_router_step(config: CoEConfig) -> Path:
+    """SFT of the MoE on all categories (expert MLPs frozen unless --train full) plus the routing loss."""
+    quiet_transformers()
+    out = Path(config.output_dir)
+    tokenizer = load_tokenizer(str(out / "moe"))
+    model = load_model(str(out / "moe"), config.dtype)
+    freeze_for_stage2(model, config.train)
+    examples = load_category_examples(tokenizer, out / "labels", config.category_list)
+    if config.expert_count < len(config.category_list):  # fewer experts than categories: labels wrap around
+        for e in examples:
+            e.reference %= config.expert_count
+    stage2 = _sft_config(config, out / "stage2", config.steps, config.learning_rate)
+    trainer = Trainer(stage2, model, tokenizer, ExampleStream(examples, config.batch_size, seed=config.seed),
+                      progress_keys=("loss", "router_loss"))
+    algorithm = CoEExpertUtilization(tokenizer.pad_token_id, model, config.top_k, config.router_loss,
+                                     config.router_loss_coef)
+    try:
+        trainer.train(algorithm)
+    finally:
+        algorithm.recorder.remove()
+    _record_resources(config, f"CoE stage 2 ({config.train})", model)
+    return trainer.save_final()
+
+
+# --- step 6 -------------------------------------------------------------------------------------------
+def inspect_step(model_path: str, out_dir: str | Path, prompts: dict[str, list[str]], expert_names: list[str],
+                 max_new_tokens: int = 32) -> dict:
+    """Routing PNG + HTML for one prompt per category and expert usage over all given prompts."""
+    quiet_transformers()
+    tokenizer, model = load_tokenizer(model_path), load_model(model_path)
+    if not hasattr(model.config, "num_experts_per_tok"):
+        raise MentorError(f"{model_path} is not an MoE model: inspect the output of mentor coe (stage2/final)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    traces = [{**routing_trace(model, tokenizer, p, max_new_tokens), "category": c}
+              for c, ps in prompts.items() for p in ps]
+    shown = [next(t for t in traces if t["category"] == c) for c in prompts]
+    names = expert_names if len(expert_names) == model.config.num_local_experts \
+        else [f"e{i}" for i in range(model.config.num_local_experts)]
+    usage = expert_usage(traces, len(names))
+    (out / "usage.json").write_text(json.dumps({"experts": names, "usage": usage}, indent=1))
+    return {"png": str(plot_routing(shown, names, out / "routing.png")),
+            "html": str(routing_html(shown, names, out / "routing.html")), "usage": usage, "experts": names}
+
+
+def _record_resources(config: CoEConfig, stage: str, model) -> None:
+    path = Path(config.output_dir) / "resources.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in rows if r["stage"] != stage] + [resource_row(stage, model)]
+    path.write_text(json.dumps(rows, indent=1))
+
+
+def run_coe(config: CoEConfig) -> Path:
+    """All steps; returns the trained MoE directory (loads with AutoModelForCausalLM, no custom code)."""
+    label_step(config)
+    if config.expert_init == "trained":
+        for category in config.category_list:
+            train_expert(config, category)
+    assemble_step(config)
+    final = train_router_step(config)
+    from mentor.tasks.coe_tasks import CATEGORY_TASKS
+    from mentor.tasks.base import get_task
+
+    if config.builtin:
+        prompts = {c: [p.prompt for p in get_task(t).test_problems(8)] for c, t in CATEGORY_TASKS.items()}
+    else:
+        prompts = {c: [r["prompt"] for r in read_jsonl(Path(config.output_dir) / "labels" / f"{c}.jsonl")[:8]]
+                   for c in config.category_list}
+        prompts = {c: p for c, p in prompts.items() if p}
+    inspect_step(str(final), Path(config.output_dir) / "inspect", prompts, config.category_list)
+    return final

@@ -1,0 +1,199 @@
+"""CoE: assembly into standard MoE checkpoints, the routing loss, what trains in each stage, the benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from mentor.coe.assemble import assemble_moe, save_moe
+from mentor.coe.freezing import freeze_for_expert_training, freeze_for_stage2
+from mentor.coe.routing import CoEExpertUtilization, router_class, routing_loss, routing_loss_per_token
+from mentor.errors import MentorError
+from mentor.models.tiny import build_char_tokenizer, build_tiny_model, tiny_config
+
+TOKENIZER = build_char_tokenizer()
+
+
+def _base_and_experts(arch: str, num_experts: int = 3):
+    """A random base and experts that differ from it only in their MLPs (as FFN-only training leaves them)."""
+    base = build_tiny_model(tiny_config(arch, len(TOKENIZER), 32, 2, 4, tokenizer=TOKENIZER, max_positions=64))
+    experts = []
+    for i in range(num_experts):
+        expert = build_tiny_model(base.config)
+        expert.load_state_dict(base.state_dict())
+        torch.manual_seed(100 + i)
+        with torch.no_grad():
+            for name, param in expert.named_parameters():
+                if ".mlp." in name:
+                    param.add_(0.5 * torch.randn_like(param))
+        experts.append(expert)
+    return base, experts
+
+
+def _force_routing(moe, expert: int):
+    """Route every token of every layer to ``expert`` in BOTH top-2 slots, weights 0.5 + 0.5 (sum 1, as after
+    renormalisation). Any other choice for the second slot would mix in another expert's output."""
+    def hook(module, args, output):
+        logits = output[0]
+        n, k = logits.shape[0], module.top_k
+        return logits, torch.full((n, k), 1.0 / k), torch.full((n, k), expert, dtype=torch.long)
+
+    return [m.register_forward_hook(hook) for m in moe.modules() if isinstance(m, router_class(moe))]
+
+
+@pytest.mark.parametrize("arch,moe_class", [("qwen3", "Qwen3MoeForCausalLM"), ("llama", "MixtralForCausalLM")])
+def test_forced_routing_reproduces_each_expert(arch, moe_class):
+    base, experts = _base_and_experts(arch)
+    moe = assemble_moe(base, experts, top_k=2).eval()
+    assert type(moe).__name__ == moe_class
+    ids = torch.tensor([TOKENIZER("12+34*5=58;x=3")["input_ids"]])
+    for c, expert in enumerate(experts):
+        handles = _force_routing(moe, c)
+        with torch.no_grad():
+            difference = (moe(ids).logits - expert.eval()(ids).logits).abs().max().item()
+        for h in handles:
+            h.remove()
+        assert difference < 1e-5, (c, difference)
+    # and the experts really differ, so the check above could fail
+    with torch.no_grad():
+        assert (experts[0](ids).logits - experts[1](ids).logits).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("arch,expert_key", [("qwen3", "mlp.experts.2.gate_proj.weight"),
+                                             ("llama", "block_sparse_moe.experts.2.w1.weight")])
+def test_saved_moe_is_a_standard_checkpoint(tmp_path, arch, expert_key):
+    from transformers import AutoModelForCausalLM
+
+    base, experts = _base_and_experts(arch)
+    moe = assemble_moe(base, experts, top_k=2).eval()
+    path = save_moe(moe, TOKENIZER, tmp_path / "moe")
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert f"model.layers.1.{expert_key}" in keys  # per-expert layout: what vLLM's loaders read
+    assert not any("gate_up_proj" in k for k in keys)
+    config = json.loads((path / "config.json").read_text())
+    assert config["num_experts_per_tok"] == 2 and config["tie_word_embeddings"] is True
+    reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
+    ids = torch.tensor([TOKENIZER("7*8+9=")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, moe(ids).logits, atol=1e-6)
+    generated = reloaded.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=TOKENIZER.pad_token_id)
+    assert generated.shape[1] > ids.shape[1]
+
+
+def test_assembly_refuses_unknown_bases_and_experts_that_moved_attention():
+    qwen2 = build_tiny_model(tiny_config("qwen2", len(TOKENIZER), 32, 1, 4, tokenizer=TOKENIZER))
+    with pytest.raises(MentorError, match="cannot build a CoE MoE from a 'qwen2' base"):
+        assemble_moe(qwen2, None, num_experts=2)
+    base, experts = _base_and_experts("qwen3", 2)
+    with torch.no_grad():
+        experts[1].model.layers[0].self_attn.q_proj.weight.add_(1.0)
+    with pytest.raises(MentorError, match="expert 1 differs from the base in model.layers.0.self_attn.q_proj"):
+        assemble_moe(base, experts)
+
+
+def test_margin_loss_matches_hand_computed_values():
+    logits = torch.tensor([[3.0, 1.0, 2.0],   # label 1, k=2: 2nd largest 2.0, labelled 1.0 -> 1.0
+                           [1.0, 3.0, 2.0],   # label 2 already in the top-2 -> 0
+                           [2.0, 2.0, 1.0],   # label 1 ties the 2nd largest -> 0
+                           [5.0, 0.5, -1.0]])  # label 2: 0.5 - (-1.0) -> 1.5
+    labels = torch.tensor([1, 2, 1, 2])
+    assert routing_loss_per_token(logits, labels, 2, "margin").tolist() == [1.0, 0.0, 0.0, 1.5]
+    # k=1: the labelled logit must be the largest; a tie with the largest costs nothing
+    assert routing_loss_per_token(logits, labels, 1, "margin").tolist() == [2.0, 1.0, 0.0, 6.0]
+    # per layer over masked tokens, then averaged over layers: sequences of 2 tokens, one label per sequence
+    layer_a = logits.view(2, 2, 3)
+    layer_b = torch.zeros(2, 2, 3)  # all tied: zero loss in this layer
+    seq_labels = torch.tensor([1, 2])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # layer a, token labels [1, 1, 2, 2]: losses 1.0, (masked), 2.0 - 1.0 = 1.0, 1.5
+    expected_a = (1.0 + 1.0 + 1.5) / 3
+    loss = routing_loss([layer_a.reshape(4, 3), layer_b.reshape(4, 3)], seq_labels, mask, 2, "margin")
+    assert loss.item() == pytest.approx((expected_a + 0.0) / 2)
+    ce = routing_loss([layer_a.reshape(4, 3)], seq_labels, mask, 2, "ce")
+    token_labels = torch.tensor([1, 1, 2, 2])
+    by_hand = -torch.log_softmax(logits, -1)[torch.arange(4), token_labels]
+    assert ce.item() == pytest.approx(float((by_hand * mask.flatten()).sum() / 3))
+
+
+def _stage2_trainer(tmp_path, moe, variant: str, router_loss: str = "margin"):
+    from mentor.config import TrainConfig
+    from mentor.data.prompts import EncodedExample, ExampleStream, encode_completion
+    from mentor.train.trainer import Trainer
+
+    freeze_for_stage2(moe, variant)
+    data = [("color of bilo?", "red", 0), ("12+3*4=", "3*4=12;12+12=24", 1), ("a=5;b=a;print(b)", "a=5;b=5;5", 2)]
+    examples = [EncodedExample(TOKENIZER(p)["input_ids"], encode_completion(TOKENIZER, c), p, cat)
+                for p, c, cat in data]
+    config = TrainConfig(output_dir=str(tmp_path / variant), steps=2, batch_size=3, group_size=1,
+                         learning_rate=1e-2, quiet=True)
+    trainer = Trainer(config, moe, TOKENIZER, ExampleStream(examples, 3))
+    algorithm = CoEExpertUtilization(TOKENIZER.pad_token_id, moe, top_k=2, router_loss=router_loss)
+    return trainer, algorithm
+
+
+@pytest.mark.parametrize("variant", ["non-ffn", "router"])
+def test_stage2_trains_only_what_the_variant_allows(tmp_path, variant):
+    base, experts = _base_and_experts("qwen3")
+    moe = assemble_moe(base, experts, top_k=2)
+    before = {n: p.detach().clone() for n, p in moe.named_parameters()}
+    trainer, algorithm = _stage2_trainer(tmp_path, moe, variant)
+    history = trainer.train(algorithm)
+    assert history[-1]["router_loss"] >= 0.0
+    for name, param in moe.named_parameters():
+        changed = not torch.equal(param, before[name])
+        if ".mlp.experts." in name or (variant == "router" and ".mlp.gate." not in name):
+            assert not changed, f"{name} is frozen in stage 2 ({variant}) but changed"
+        elif ".mlp.gate." in name or "q_proj" in name:
+            assert changed, f"{name} should train in stage 2 ({variant})"
+
+
+def test_routing_loss_alone_moves_the_labelled_expert_into_the_top_k(tmp_path):
+    base, experts = _base_and_experts("qwen3")
+    moe = assemble_moe(base, experts, top_k=1)
+    trainer, algorithm = _stage2_trainer(tmp_path, moe, "router")
+    batch, _ = algorithm.collect(trainer.stream.next_batch())
+    def margin_now():
+        with torch.no_grad():
+            trainer.policy(batch.input_ids, batch.attention_mask, positions=batch.loss_mask > 0)
+            return algorithm.auxiliary_loss(batch, batch.num_loss_tokens)[1]["router_loss"]
+    start = margin_now()
+    algorithm.coef = 100.0  # the CE term barely moves routers; the routing loss must do the work
+    for _ in range(15):
+        trainer.update(batch, algorithm)
+    assert start > 0 and margin_now() < 0.5 * start
+
+
+def test_expert_training_moves_only_mlps_and_new_token_rows(tmp_path):
+    from mentor.config import SFTConfig
+    from mentor.data.prompts import EncodedExample, encode_completion
+    from mentor.recipes.sft import run_sft
+
+    base, _ = _base_and_experts("llama", 0)
+    new_token = TOKENIZER.convert_tokens_to_ids("<|assistant|>")
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    freeze_for_expert_training(base, [new_token])
+    examples = [EncodedExample(TOKENIZER("<|assistant|>1+2=")["input_ids"], encode_completion(TOKENIZER, "3"))]
+    config = SFTConfig(model="(in memory)", data="(in memory)", output_dir=str(tmp_path / "expert"), steps=2,
+                       batch_size=1, group_size=1, learning_rate=1e-2, quiet=True)
+    run_sft(config, base, TOKENIZER, examples)
+    for name, param in base.named_parameters():
+        if "embed_tokens" in name:
+            moved = (param != before[name]).any(dim=1).nonzero().flatten().tolist()
+            assert moved == [new_token]
+        else:
+            assert torch.equal(param, before[name]) != (".mlp." in name), name
+
+
+def test_bench_coe_quick(tmp_path):
+    from mentor.cli import main
+
+    assert main(["bench", "coe", "--quick", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "results.md").read_text()
+    for row in ("mixed SFT", "expert math", "CoE-3E2A", "MoE-2E2A from base-FFN copies"):
+        assert f"| {row} |" in table
+    assert (tmp_path / "routing.png").stat().st_size > 0 and "<table>" in (tmp_path / "routing.html").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["usage"]
