@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,11 +166,14 @@ def build_config(cls, args: argparse.Namespace | None = None, yaml_path: str | N
     if yaml_path:
         path = Path(yaml_path)
         if not path.exists():
-            raise MentorError(f"config file {yaml_path!r} does not exist")
+            raise MentorError(f"config file {yaml_path!r} does not exist: check the --config path")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise MentorError(f"config file {yaml_path!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            raise MentorError(f"config file {yaml_path!r} is not valid YAML ({where}"
+                              f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}): fix the syntax there") from None
         if not isinstance(loaded, dict):
             raise MentorError(f"config file {yaml_path!r} must hold a mapping of field: value")
         values.update({k.replace("-", "_"): v for k, v in loaded.items()})
@@ -179,7 +183,9 @@ def build_config(cls, args: argparse.Namespace | None = None, yaml_path: str | N
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise MentorError(f"unknown config field(s) {', '.join(unknown)} for {cls.__name__}")
+        hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+                 for name in unknown]
+        raise MentorError(f"unknown config field(s) {', '.join(hints)} for {cls.__name__}: `--help` lists the fields")
     for name, value in list(values.items()):
         kind = _field_type(cls, known[name])
         if value is not None and kind in (int, float) and not isinstance(value, bool):

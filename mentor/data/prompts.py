@@ -25,21 +25,37 @@ class Example:
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
-        raise MentorError(f"data file {str(path)!r} does not exist")
+        raise MentorError(f"data file {str(path)!r} does not exist: check the path (a JSONL file, one record a line)")
+    if not path.is_file():
+        raise MentorError(f"data file {str(path)!r} is not a file: pass a .jsonl file")
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise MentorError(f"cannot read data file {str(path)!r}: {exc.strerror}") from None
+    return parse_jsonl(lines, str(path))
+
+
+def parse_jsonl(lines: list[bytes], where: str) -> list[dict]:
+    """One JSON object per line; blank lines are skipped; any other line names its number in the error."""
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MentorError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(record, dict):
-                raise MentorError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MentorError(f"{where}:{number}: not UTF-8 text (byte {exc.start}): save the file as UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = getattr(exc, "msg", "nested too deeply")
+            raise MentorError(f"{where}:{number}: not valid JSON ({reason}); each line must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise MentorError(f"{where}:{number}: expected a JSON object such as {{\"prompt\": \"...\"}}, "
+                              f"got {type(record).__name__}")
+        records.append(record)
     if not records:
-        raise MentorError(f"{path} holds no records: write one JSON object per line")
+        raise MentorError(f"{where} holds no records: write one JSON object per line")
     return records
 
 
@@ -62,6 +78,8 @@ def parse_example(record: dict, where: str, need_completion: bool = False) -> Ex
             completion = messages[-1]["content"]
             if need_completion:
                 messages = messages[:-1]
+                if not messages:
+                    raise MentorError(f"{where}: the assistant message needs a user message before it")
         example = Example(messages=messages, completion=completion, answer=answer)
     elif "prompt" in record:
         prompt = record["prompt"]
@@ -70,7 +88,10 @@ def parse_example(record: dict, where: str, need_completion: bool = False) -> Ex
         completion = record.get("completion", record.get("response"))
         example = Example(prompt=prompt, completion=completion, answer=answer)
     elif "question" in record:
-        example = Example(prompt=str(record["question"]), answer=answer)
+        question = record["question"]
+        if not isinstance(question, (str, int, float)) or not str(question).strip():
+            raise MentorError(f"{where}: 'question' must be a non-empty string")
+        example = Example(prompt=str(question), answer=answer)
     else:
         raise MentorError(f"{where}: a record needs a 'prompt' (text) or 'messages' (chat) field")
     if need_completion and not isinstance(example.completion, str):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from mentor.config import NON_SEMANTIC_FIELDS, config_to_dict
 from mentor.errors import MentorError
@@ -102,10 +103,11 @@ class RunDirectory:
                     _fsync_file(file)
             (tmp / "COMPLETE").write_text(str(step))
             _fsync_dir(tmp)
-        except OSError as exc:
+        except (OSError, RuntimeError, SafetensorError) as exc:  # torch and safetensors wrap failed writes
             shutil.rmtree(tmp, ignore_errors=True)
-            raise MentorError(f"could not write checkpoint {final}: {exc.strerror or exc}; free disk space "
-                              "and resume (the previous checkpoint is intact)") from None
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+            raise MentorError(f"could not write checkpoint {final} ({reason}): free disk space and run the same "
+                              "command again to resume (the previous checkpoint is intact)") from None
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _fsync_dir(self.checkpoints)
