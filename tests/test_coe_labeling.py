@@ -112,3 +112,19 @@ def test_collaboration_task_programs_compute_their_answers():
         assert str(env[shown.rstrip(")")]) == problem.answer
         assert task.grade(problem.solution, problem) == 1.0
         assert task.grade(problem.solution + "1", problem) == 0.0
+
+
+def test_mentor_coe_label_cli_writes_one_file_per_category(tmp_path):
+    from mentor.cli import main
+
+    data = tmp_path / "sft.jsonl"
+    rows = [{"prompt": "3+4*2=", "completion": "4*2=8;3+8=11"}, {"prompt": "a=1;print(a)", "completion": "a=1;1"},
+            {"prompt": "city of bilo?", "completion": "oslo"}, {"prompt": "9-2=", "completion": "7"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "coe"
+    assert main(["coe", "label", "--base", "unused-by-this-step", "--data", str(data), "--labeler", "keyword",
+                 "--output-dir", str(out)]) == 0
+    counts = json.loads((out / "labels" / "labels.json").read_text())["counts"]
+    assert counts == {"general": 1, "math": 2, "coding": 1}
+    assert main(["coe", "label", "--base", "b", "--data", str(data), "--train", "ffn-only",
+                 "--output-dir", str(out)]) == 2  # a bad flag value: one line, exit 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ class BenchScale:
     train_size: int  # per category
 
 
-FULL = BenchScale(hidden=64, layers=4, base_steps=150, expert_steps=150, stage2_steps=100, batch_size=32,
+FULL = BenchScale(hidden=64, layers=4, base_steps=400, expert_steps=150, stage2_steps=100, batch_size=32,
                   eval_size=100, train_size=3000)
 QUICK = BenchScale(hidden=32, layers=2, base_steps=4, expert_steps=3, stage2_steps=3, batch_size=8,
                    eval_size=6, train_size=60)
@@ -67,7 +68,8 @@ def run_bench(out: str = "benchmarks/coe", quick: bool = False) -> dict:
     scale = QUICK if quick else FULL
     root = Path(out)
     work = root / "runs"
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # a benchmark starts from scratch: no run directory is resumed
+    work.mkdir(parents=True)
     started = time.perf_counter()
     tokenizer = build_char_tokenizer()
     base = _make_base(work, tokenizer, scale)
