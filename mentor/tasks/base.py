@@ -39,7 +39,11 @@ def register_task(name: str):
 
 def get_task(name: str) -> Task:
     import mentor.tasks.arithmetic  # noqa: F401  (registers the built-in task)
+    from mentor.data.loaders import task_from_spec
 
+    file_task = task_from_spec(name)  # SCHEMA:PATH, e.g. gsm8k:data/test.jsonl
+    if file_task is not None:
+        return file_task
     if name not in _REGISTRY:
         raise MentorError(f"unknown task {name!r}: choose one of {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]()

@@ -1,0 +1,121 @@
+"""Local benchmark files in their public schemas, as tasks (problems + grader) for eval, RL and OPD.
+
+    gsm8k      {"question", "answer": "... #### 72"}                       graded by the final number
+    math       {"problem", "solution": "... \\boxed{...}", "level", "type"}  graded by math-verify
+    humaneval  {"task_id", "prompt", "canonical_solution", "test", "entry_point"}  graded by running tests
+    ifeval     {"key", "prompt", "instruction_id_list", "kwargs"}          graded by instruction checks
+
+Files are JSONL (one record per line) or a JSON list. Use one as ``--task SCHEMA:PATH``, e.g.
+``mentor eval run_dir --task gsm8k:data/gsm8k_test.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Callable
+
+from mentor.data.prompts import read_jsonl
+from mentor.errors import MentorError
+from mentor.tasks.base import Problem
+from mentor.tasks.graders import code_passes, instructions_followed, math_match, numeric_match
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` (braces balanced), as MATH writes its answers."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for i in range(begin, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            if depth == 0:
+                return text[begin:i]
+            depth -= 1
+    return None
+
+
+def _gsm8k(record: dict) -> Problem:
+    answer = str(record["answer"])
+    final = answer.split("####")[-1].strip().replace(",", "")
+    return Problem(prompt=record["question"], answer=final, solution=answer)
+
+
+def _math(record: dict) -> Problem:
+    answer = last_boxed(record["solution"])
+    if answer is None:
+        raise ValueError("the solution has no \\boxed{} answer")
+    return Problem(prompt=record["problem"], answer=answer, solution=record["solution"],
+                   meta={k: record[k] for k in ("level", "type") if k in record})
+
+
+def _humaneval(record: dict) -> Problem:
+    meta = {k: record[k] for k in ("task_id", "prompt", "test", "entry_point")}
+    return Problem(prompt=record["prompt"], answer="", solution=record.get("canonical_solution", ""), meta=meta)
+
+
+def _ifeval(record: dict) -> Problem:
+    meta = {"key": record.get("key"), "instruction_id_list": record["instruction_id_list"], "kwargs": record["kwargs"]}
+    return Problem(prompt=record["prompt"], answer="", meta=meta)
+
+
+# schema -> (record -> Problem, required fields, grader)
+SCHEMAS: dict[str, tuple[Callable[[dict], Problem], tuple[str, ...], Callable]] = {
+    "gsm8k": (_gsm8k, ("question", "answer"), numeric_match),
+    "math": (_math, ("problem", "solution"), math_match),
+    "humaneval": (_humaneval, ("prompt", "test", "entry_point"), code_passes),
+    "ifeval": (_ifeval, ("prompt", "instruction_id_list", "kwargs"), instructions_followed),
+}
+
+
+def load_problems(schema: str, path: str | Path) -> list[Problem]:
+    """Every record of ``path`` as a Problem; a record missing a field fails with its line number."""
+    if schema not in SCHEMAS:
+        raise MentorError(f"unknown data schema {schema!r}: choose one of {', '.join(SCHEMAS)}")
+    convert, required, _ = SCHEMAS[schema]
+    path = Path(path)
+    records = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else read_jsonl(path)
+    problems = []
+    for number, record in enumerate(records, 1):
+        missing = [f for f in required if f not in record]
+        if missing:
+            raise MentorError(f"{path}:{number}: a {schema} record needs {', '.join(missing)}")
+        try:
+            problems.append(convert(record))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MentorError(f"{path}:{number}: not a valid {schema} record ({exc})") from None
+    return problems
+
+
+class FileTask:
+    """A task backed by a local file: the file is the problem set; the schema picks the grader."""
+
+    def __init__(self, schema: str, path: str | Path):
+        self.problems = load_problems(schema, path)
+        self.name = f"{schema}:{Path(path).name}"
+        self._grader = SCHEMAS[schema][2]
+
+    def test_problems(self, n: int) -> list[Problem]:
+        return self.problems[:n]
+
+    def train_problems(self, n: int, seed: int) -> list[Problem]:
+        """The file's problems in a seeded order, repeated to ``n`` (a file is one split: pass the train file)."""
+        order = list(self.problems)
+        random.Random(seed).shuffle(order)
+        return [order[i % len(order)] for i in range(n)]
+
+    def grade(self, completion: str, problem: Problem) -> float:
+        return self._grader(completion, problem)
+
+
+def task_from_spec(spec: str) -> FileTask | None:
+    """``SCHEMA:PATH`` -> a FileTask; anything else -> None (a built-in task name)."""
+    schema, sep, path = spec.partition(":")
+    if not sep or schema not in SCHEMAS:
+        return None
+    if not Path(path).exists():
+        raise MentorError(f"data file {path!r} does not exist")
+    return FileTask(schema, path)
