@@ -90,10 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="accuracy of a model (or a run directory's final model) on a task")
     ev.add_argument("model", help="model directory, hub id, or run directory")
-    ev.add_argument("--task", default="arithmetic")
+    ev.add_argument("--task", default="arithmetic",
+                    help="a built-in task, or SCHEMA:FILE for a local gsm8k, math, humaneval or ifeval file")
     ev.add_argument("--size", type=int, default=200, help="held-out problems")
     ev.add_argument("--max-new-tokens", type=int, default=64)
-    ev.add_argument("--samples", type=int, default=1, help="k for pass@k (sampled); 1 = greedy")
+    ev.add_argument("--samples", type=int, default=1, help="samples per problem (n); 1 = greedy")
+    ev.add_argument("--k", type=int, default=0, help="report unbiased pass@k from the n samples (default k = n)")
+    ev.add_argument("--grader", default="", help="override the task's grader: exact, numeric, math, code, ifeval")
     ev.add_argument("--temperature", type=float, default=1.0)
     ev.add_argument("--show", type=int, default=3, help="print this many completions")
     ev.set_defaults(func=_eval)

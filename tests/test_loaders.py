@@ -56,3 +56,20 @@ def test_bad_records_fail_with_the_line(tmp_path):
         load_problems("gsm8k", bad)
     with pytest.raises(MentorError, match="unknown data schema"):
         load_problems("mmlu", bad)
+
+
+def test_pass_at_k_by_hand():
+    from mentor.evaluation.cli import pass_at_k
+
+    assert pass_at_k(4, 0, 2) == 0.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(4, 3, 2) == 1.0
+
+
+def test_eval_a_file_task_with_pass_at_k(tiny_dirs, tmp_path):
+    from mentor.cli import main
+
+    code = main(["eval", tiny_dirs["student"], "--task", f"gsm8k:{DATA / 'gsm8k_sample.jsonl'}", "--size", "2",
+                 "--max-new-tokens", "4", "--samples", "3", "--k", "2", "--show", "0"])
+    assert code == 0
