@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+# glibc raises its mmap threshold after big frees, after which freed tensors stay in the heap and the
+# resident size stops tracking live memory. A fixed threshold keeps big tensors mmapped (returned on free),
+# so the sampled peak is the live peak. The same setting applies to every variant.
+FIXED_MMAP_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
 
 STUDENT = dict(hidden_size=64, num_layers=4, num_heads=4)
 TEACHER = dict(hidden_size=128, num_layers=4, num_heads=4)
@@ -178,7 +184,7 @@ def main() -> None:
                 command = [sys.executable, __file__, "--child", which, "--paths", json.dumps(paths)]
                 command += [f"--steps={args.steps}", f"--batch-size={args.batch_size}",
                             f"--max-new-tokens={args.max_new_tokens}", f"--learning-rate={args.learning_rate}"]
-                done = subprocess.run(command, capture_output=True, text=True)
+                done = subprocess.run(command, capture_output=True, text=True, env=FIXED_MMAP_ENV)
                 lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
                 if done.returncode or not lines:
                     sys.exit(f"{which} run failed:\n{done.stderr[-4000:]}")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mentor.update.logprobs import CHUNK_BYTES, causal_lm_of, head_fn, last_hidden_states
+from mentor.update.logprobs import causal_lm_of, chunk_rows, head_fn, last_hidden_states
 
 
 def _chunk_reverse_kl(student_logits_of, teacher_logits_of, student_hidden: torch.Tensor,
@@ -76,7 +76,7 @@ def reverse_kl(
     student_logits_of = _truncated(head_fn(causal_lm_of(student), temperature), vocab)
     teacher_logits_of = _truncated(head_fn(causal_lm_of(teacher), temperature), vocab)
     # three float32 (chunk x vocab) tensors are alive at once: the student's, the teacher's, their product
-    chunk = chunk_size or max(16, CHUNK_BYTES // (3 * 4 * vocab))
+    chunk = chunk_size or chunk_rows(vocab, student_hidden.device, tensors=3)
     needs_grad = torch.is_grad_enabled() and student_flat.requires_grad
     pieces = []
     for start in range(0, student_flat.shape[0], chunk):

@@ -12,8 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# Budget for one chunk of float32 logits (bytes); 256 MiB keeps Qwen3's 151,936-token vocab at ~440 rows.
+# Budget for one chunk of float32 logits (bytes). On a GPU 256 MiB (~440 rows of Qwen3's 151,936-token
+# vocabulary) amortises re-reading the LM head weight for every chunk; on a CPU there is nothing to amortise
+# and the RAM is shared, so chunks are 8x smaller.
 CHUNK_BYTES = 256 * 2**20
+CPU_CHUNK_BYTES = 32 * 2**20
+
+
+def chunk_rows(vocab: int, device: torch.device, tensors: int = 1) -> int:
+    """Positions per chunk so that ``tensors`` float32 (rows x vocab) tensors fit the device's budget."""
+    budget = CHUNK_BYTES if device.type != "cpu" else CPU_CHUNK_BYTES
+    return max(16, budget // (tensors * 4 * vocab))
 
 
 def causal_lm_of(model: nn.Module) -> nn.Module:
@@ -89,7 +98,7 @@ def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torc
     flat_targets = input_ids[rows, cols]
     logits_of = head_fn(causal_lm, temperature)
     vocab = causal_lm.get_output_embeddings().weight.shape[0]
-    chunk = chunk_size or max(16, CHUNK_BYTES // (4 * vocab))
+    chunk = chunk_size or chunk_rows(vocab, hidden.device)
     needs_grad = torch.is_grad_enabled() and flat_hidden.requires_grad
     pieces, entropies = [], []
     for start in range(0, flat_hidden.shape[0], chunk):
