@@ -174,3 +174,18 @@ def test_serving_on_a_public_address_needs_a_key(tiny_dirs):
     from mentor.cli import main
 
     assert main(["serve-teacher", tiny_dirs["teacher"], "--host", "0.0.0.0"]) == 2
+
+
+def test_both_response_shapes_parse_to_the_same_logprobs():
+    from mentor.score.http import _prompt_logprobs
+
+    sequence = [1, 7, 9]
+    openai_echo = {"logprobs": {"token_logprobs": [None, -0.5, -1.25, -0.1]}}  # + the one generated token
+    vllm_prompt = {"logprobs": None, "prompt_logprobs": [None, {"7": {"logprob": -0.5, "rank": 2},
+                                                               "3": {"logprob": -0.2, "rank": 1}},
+                                                         {"9": {"logprob": -1.25, "rank": 1}}]}
+    expected = torch.tensor([0.0, -0.5, -1.25])
+    assert torch.equal(_prompt_logprobs(openai_echo, sequence), expected)
+    assert torch.equal(_prompt_logprobs(vllm_prompt, sequence), expected)
+    with pytest.raises(MentorError, match="echo=true"):
+        _prompt_logprobs({"logprobs": {"token_logprobs": [None]}}, sequence)
