@@ -87,3 +87,23 @@ def test_sft_from_teacher_samples_once_and_counts_the_teacher(tiny_dirs, tmp_pat
     mtime = (out / "teacher_samples.jsonl").stat().st_mtime_ns
     assert main(args + ["--steps", "2"]) == 0  # a longer run in the same directory reuses the samples
     assert (out / "teacher_samples.jsonl").stat().st_mtime_ns == mtime
+
+
+def test_multi_teacher_scores_each_data_set_with_its_teacher(tiny_dirs, tmp_path):
+    """tinker-cookbook's multi-teacher recipe: --teacher a=T1,b=T2 --prompts a=F1,b=F2, in one run."""
+    from mentor.cli import main
+
+    (tmp_path / "a.jsonl").write_text('{"prompt": "12+3="}\n{"prompt": "4*5+1="}\n')
+    (tmp_path / "b.jsonl").write_text('{"prompt": "7+8+9="}\n')
+    out = tmp_path / "multi"
+    other = make_model_dir(tmp_path / "other_teacher", hidden=16, layers=1, heads=2, seed=9)
+    code = main(["distill", "--student", tiny_dirs["student"], "--teacher", f"a={tiny_dirs['teacher']},b={other}",
+                 "--prompts", f"a={tmp_path / 'a.jsonl'},b={tmp_path / 'b.jsonl'}", "--output-dir", str(out),
+                 "--steps", "1", "--batch-size", "3", "--group-size", "2", "--max-new-tokens", "6", "--quiet"])
+    assert code == 0
+    record = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    big = MatmulParams.of(AutoModelForCausalLM.from_pretrained(tiny_dirs["teacher"])).total
+    small = MatmulParams.of(AutoModelForCausalLM.from_pretrained(other)).total
+    assert big > small
+    # the three prompts (2 from a, 1 from b) x 2 samples: each scored by its own teacher's size
+    assert 2 * small * record["tokens"] < record["flops_teacher_score"] < 2 * big * record["tokens"]

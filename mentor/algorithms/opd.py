@@ -21,10 +21,35 @@ from mentor.weigh.advantages import distillation_advantages, group_baseline_adva
 Grader = Callable[[str, object], float]
 
 
+class TeacherPerSource:
+    """tinker-cookbook's multi-teacher distillation: one teacher per data set, in one run.
+
+    Each prompt carries its data set's name (``EncodedExample.source``); its rollouts are scored by that
+    data set's teacher. The student, the loss and the advantage are unchanged: only who grades differs.
+    """
+
+    def __init__(self, teachers: dict[str, Teacher], params: dict[str, int] | None = None):
+        self.teachers, self.params = teachers, params or {}
+
+    def score(self, batch: RolloutBatch, sources: list[str]) -> tuple[torch.Tensor, float]:
+        """Teacher log-probs for every row, and the FLOPs the teachers spent (teachers differ in size)."""
+        out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        flops = 0.0
+        for source in sorted(set(sources)):
+            if source not in self.teachers:
+                raise KeyError(f"no teacher for data set {source!r} (teachers: {', '.join(self.teachers)})")
+            rows = torch.tensor([i for i, s in enumerate(sources) if s == source])
+            subset = batch.select(rows)
+            out[rows] = score_with_teacher(self.teachers[source], subset)
+            flops += 2.0 * self.params.get(source, 0) * float(subset.attention_mask.sum())
+        return out, flops
+
+
 class OnPolicyDistillation:
     name = "opd"
 
-    def __init__(self, sampler: Sampler, teacher: Teacher, tokenizer, *, group_size: int, temperature: float,
+    def __init__(self, sampler: Sampler, teacher: Teacher | TeacherPerSource, tokenizer, *, group_size: int,
+                 temperature: float,
                  kl_coef: float = 1.0, kl_discount: float = 0.0, loss: str = "importance_sampling",
                  reward_coef: float = 0.0, grader: Grader | None = None):
         self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
@@ -40,12 +65,15 @@ class OnPolicyDistillation:
         batch = to_rollout_batch(sampled, group_ids, self.tokenizer.pad_token_id, self.tokenizer,
                                  [e.text for e in repeated])
         t1 = time.perf_counter()
-        batch.teacher_logprobs = score_with_teacher(self.teacher, batch)
+        metrics = {}
+        if isinstance(self.teacher, TeacherPerSource):
+            batch.teacher_logprobs, metrics["teacher_flops"] = self.teacher.score(batch, [e.source for e in repeated])
+        else:
+            batch.teacher_logprobs = score_with_teacher(self.teacher, batch)
         t2 = time.perf_counter()
         mask = batch.loss_mask
         batch.advantages = distillation_advantages(batch.sampler_logprobs, batch.teacher_logprobs, mask,
                                                    self.kl_coef, self.kl_discount)
-        metrics = {}
         if self.grader is not None and all(e.reference is not None for e in repeated):  # prompts may lack answers
             batch.rewards = torch.tensor([self.grader(c, e.reference) for c, e in zip(batch.completions, repeated)])
             metrics["reward"] = float(batch.rewards.mean())

@@ -166,6 +166,7 @@ class EncodedExample:
     completion_ids: list[int] | None = None
     text: str = ""
     reference: object = None  # a tasks.Problem, or the raw answer string, for graders
+    source: str = ""  # the data set it came from (multi-teacher distillation picks the teacher by it)
 
 
 def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bool = False,

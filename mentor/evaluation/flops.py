@@ -83,7 +83,12 @@ class ComputeLedger:
         """Add one step's FLOPs; returns the cumulative ledger (for ``metrics.jsonl``)."""
         self.totals["flops_student_train"] += training_flops(self.student, trained_tokens)
         self.tokens_trained += trained_tokens
+        if "teacher_flops" in collect_metrics:  # several teachers of different sizes: they count for themselves
+            self.totals["flops_teacher_score"] = (self.totals.get("flops_teacher_score", 0.0)
+                                                  + collect_metrics["teacher_flops"] * world_size)
         for metric, (who, what) in TOKEN_METRICS.items():
+            if metric == "teacher_tokens" and "teacher_flops" in collect_metrics:
+                continue
             tokens = collect_metrics.get(metric)
             if tokens is None:
                 continue

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import replace
 
-from mentor.algorithms.opd import OnPolicyDistillation
+from mentor.algorithms.opd import OnPolicyDistillation, TeacherPerSource
 from mentor.config import DistillConfig
 from mentor.data.prompts import ExampleStream, encode_examples, load_examples
+from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import ComputeLedger, MatmulParams
 from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
@@ -25,9 +28,15 @@ PROGRESS_KEYS = ("reverse_kl", "accuracy", "entropy", "completion_length", "grad
 def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=None, teacher_tokenizer=None,
                 examples=None) -> tuple[Trainer, list[dict]]:
     quiet_transformers()
+    teachers = named_paths(config.teacher)
+    if teachers is not None and teacher is None:
+        return _run_multi_teacher(config, teachers, student, tokenizer)
     # the cheap checks first: a vocabulary mismatch must fail before any model weights load
     tokenizer = tokenizer or load_tokenizer(config.student, "student")
-    if teacher is None and is_url(config.teacher):
+    if isinstance(teacher, TeacherPerSource):  # checked and loaded by _run_multi_teacher
+        scorer = teacher
+        student = student or load_model(config.student, config.dtype, what="student")
+    elif teacher is None and is_url(config.teacher):
         scorer = HTTPTeacher(config.teacher, api_key=config.teacher_api_key or os.environ.get(API_KEY_ENV),
                              timeout=config.teacher_timeout, batch_size=config.micro_batch_size)
         teacher_tokenizer = teacher_tokenizer or remote_teacher_tokenizer(scorer, config.teacher_tokenizer)
@@ -60,7 +69,8 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
-    ledger = ComputeLedger(teacher_params=MatmulParams.of(teacher).total if teacher is not None else None)
+    single_local = teacher is not None and not isinstance(teacher, TeacherPerSource)
+    ledger = ComputeLedger(teacher_params=MatmulParams.of(teacher).total if single_local else None)
     trainer = Trainer(config, student, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
     if skipped:
         console.print(f"[yellow]skipped {skipped} prompts longer than the context allows "
@@ -68,6 +78,38 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     history = trainer.train(algorithm)
     trainer.save_final()
     return trainer, history
+
+
+def named_paths(spec: str) -> dict[str, str] | None:
+    """``math=/models/a,code=/models/b`` -> {name: path}; None for a single path or URL."""
+    if not re.fullmatch(r"\w+=[^,]+(,\w+=[^,]+)*", spec or ""):
+        return None
+    return dict(part.split("=", 1) for part in spec.split(","))
+
+
+def _run_multi_teacher(config: DistillConfig, teachers: dict[str, str], student, tokenizer):
+    """One teacher per data set (``--teacher math=A,code=B --prompts math=F1,code=F2``), local teachers only."""
+    files = named_paths(config.prompts)
+    if files is None or set(files) != set(teachers):
+        raise MentorError("with one teacher per data set, --prompts must name the same data sets: "
+                          f"--prompts {','.join(f'{n}=FILE' for n in teachers)}")
+    tokenizer = tokenizer or load_tokenizer(config.student, "student")
+    student = student or load_model(config.student, config.dtype, what="student")
+    scorers, params = {}, {}
+    for name, path in teachers.items():
+        check_same_vocabulary(tokenizer, load_tokenizer(path, f"teacher {name!r}"))
+        model = load_model(path, config.dtype, what=f"teacher {name!r}").to(student.device)
+        check_same_vocabulary(tokenizer, tokenizer, student, model)
+        scorers[name] = LocalTeacher(model, tokenizer.pad_token_id, config.micro_batch_size)
+        params[name] = MatmulParams.of(model).total
+    limit = prompt_limit(student, config.max_prompt_tokens, config.max_new_tokens)
+    examples = []
+    for name, path in files.items():
+        encoded, _ = encode_examples(tokenizer, load_examples(path), use_chat_template=config.chat_template,
+                                     max_prompt_tokens=limit, long_prompts=config.long_prompts)
+        examples += [replace(e, source=name) for e in encoded]
+    return run_distill(config, student, tokenizer, teacher=TeacherPerSource(scorers, params),
+                       teacher_tokenizer=tokenizer, examples=examples)
 
 
 def _sampler(config: DistillConfig, student, tokenizer):
