@@ -64,9 +64,16 @@ QUICK_VARIANTS = ("CoE-3E2A", "MoE-2E2A from base-FFN copies")
 def run_bench(out: str = "benchmarks/coe", quick: bool = False) -> dict:
     quiet_transformers()
     # toy-sized matrices: thread start-up costs more than the math (25x slower with 2 threads on a busy CPU)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _run_bench(Path(out), quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_bench(root: Path, quick: bool) -> dict:
     scale = QUICK if quick else FULL
-    root = Path(out)
     work = root / "runs"
     shutil.rmtree(work, ignore_errors=True)  # a benchmark starts from scratch: no run directory is resumed
     work.mkdir(parents=True)
@@ -97,7 +104,7 @@ def run_bench(out: str = "benchmarks/coe", quick: bool = False) -> dict:
     inspect = inspect_step(str(models["CoE-3E2A"][0]), root, {c: [p.prompt for p in get_task(t).test_problems(
         scale.eval_size)] for c, t in CATEGORY_TASKS.items()}, shared.category_list, MAX_NEW_TOKENS)
     result = {"rows": rows, "usage": inspect["usage"], "experts": inspect["experts"], "scale": scale.__dict__,
-              "minutes": (time.perf_counter() - started) / 60, "threads": torch.get_num_threads(),
+              "minutes": (time.perf_counter() - started) / 60,
               "cpus": os.cpu_count()}
     (root / "results.json").write_text(json.dumps(result, indent=1))
     (root / "results.md").write_text(_markdown(result, quick))

@@ -43,6 +43,7 @@ class CoEConfig(TrainConfig):
     labeler: str = "field"  # field | keyword | llm
     labeler_model: str = ""  # local model dir, or http://host:port[/v1]#model-name for --labeler llm
     expert_steps: int = 100
+    trainable_tokens: str = ""  # comma list of new special tokens whose embedding rows also train in stage 1
     expert_learning_rate: float = 0.0  # 0: same as --learning-rate
     top_k: int = 2
     num_experts: int = 0  # only with --expert-init copies (default: one per category)
@@ -113,18 +114,28 @@ def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], o
 
 
 # --- step 2 -------------------------------------------------------------------------------------------
-def train_expert(config: CoEConfig, category: str, new_token_ids: list[int] | None = None) -> Path:
+def train_expert(config: CoEConfig, category: str) -> Path:
     """SFT of the base on one category with only FFN weights (and new tokens' embedding rows) trainable."""
     quiet_transformers()
     tokenizer = load_tokenizer(config.base)
     model = load_model(config.base, config.dtype)
-    freeze_for_expert_training(model, new_token_ids)
+    freeze_for_expert_training(model, _token_ids(tokenizer, config.trainable_tokens))
     examples = load_category_examples(tokenizer, Path(config.output_dir) / "labels", config.category_list, category)
     sft = _sft_config(config, Path(config.output_dir) / "experts" / category, config.expert_steps,
                       config.expert_learning_rate or config.learning_rate)
     trainer, _ = run_sft(sft, model, tokenizer, examples)
     _record_resources(config, f"expert {category}", model)
     return trainer.run.path / "final"
+
+
+def _token_ids(tokenizer, tokens: str) -> list[int]:
+    ids = []
+    for token in (t.strip() for t in tokens.split(",") if t.strip()):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise MentorError(f"--trainable-tokens: {token!r} is not a token of the base's tokenizer")
+        ids.append(token_id)
+    return ids
 
 
 def _sft_config(config: CoEConfig, out: Path, steps: int, lr: float) -> SFTConfig:
