@@ -19,7 +19,9 @@ TOKENIZER = build_char_tokenizer()
 
 def _base_and_experts(arch: str, num_experts: int = 3):
     """A random base and experts that differ from it only in their MLPs (as FFN-only training leaves them)."""
-    base = build_tiny_model(tiny_config(arch, len(TOKENIZER), 32, 2, 4, tokenizer=TOKENIZER, max_positions=64))
+    config = tiny_config(arch, len(TOKENIZER), 32, 2, 4, tokenizer=TOKENIZER, max_positions=64)
+    config.head_dim = 16  # != hidden / heads, as in Qwen3-0.6B (1024 / 16 heads, head_dim 128): must carry over
+    base = build_tiny_model(config)
     experts = []
     for i in range(num_experts):
         expert = build_tiny_model(base.config)
