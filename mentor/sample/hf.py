@@ -91,13 +91,17 @@ class SampleAndRecord:
         self.logprobs: list[torch.Tensor] = []  # [B] per step: log q(token) under the sampling distribution
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        scores = scores.float() / self.temperature
+        scores = scores.float()
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
         for warp in self.warpers:
             scores = warp(input_ids, scores)
-        logprobs = F.log_softmax(scores, dim=-1)
-        cdf = logprobs.double().exp().cumsum(-1)
-        # u in (0, total]: the left search lands on the first token whose mass covers u, never a 0-mass one
-        u = (1.0 - torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device)) * cdf[:, -1:]
+        log_total = torch.logsumexp(scores, dim=-1, keepdim=True)
+        cdf = (scores - log_total).exp_().cumsum_(-1)
+        # u in (0, total]: the left search lands on the first token whose mass covers u, never a 0-mass one.
+        # float32 sums are exact enough: each token's interval is off by one rounding (~1e-7 of the mass).
+        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]
         tokens = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)
-        self.logprobs.append(logprobs.gather(-1, tokens).squeeze(-1))
-        return torch.full_like(scores, -math.inf).scatter_(-1, tokens, 0.0)
+        self.logprobs.append((scores.gather(-1, tokens) - log_total).squeeze(-1))
+        # +inf at the drawn token (all else is finite or -inf): generate's argmax picks it, no new tensor
+        return scores.scatter_(-1, tokens, math.inf)
