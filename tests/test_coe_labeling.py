@@ -128,3 +128,14 @@ def test_mentor_coe_label_cli_writes_one_file_per_category(tmp_path):
     assert counts == {"general": 1, "math": 2, "coding": 1}
     assert main(["coe", "label", "--base", "b", "--data", str(data), "--train", "ffn-only",
                  "--output-dir", str(out)]) == 2  # a bad flag value: one line, exit 2
+
+
+def test_local_llm_labeler_runs_a_transformers_model(tmp_path):
+    """A (random) local model answers the classification prompt; the answer always parses to a category."""
+    from conftest import make_model_dir
+
+    from mentor.coe.labeling import local_completer
+
+    labeler = LLMLabeler(local_completer(make_model_dir(tmp_path / "judge"), max_new_tokens=4))
+    answers = [labeler(text) for text in ("1+1=", "a=1;print(a)")]
+    assert all(a in ("general", "math", "coding") for a in answers)
