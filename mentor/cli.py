@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-request-mb", type=int, default=32, help="larger request bodies get HTTP 413")
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve_teacher)
+
+    from mentor.coe.cli import add_bench_coe, add_coe_parser
+
+    add_coe_parser(sub)
+    bench = sub.add_parser("bench", help="built-in benchmarks that write results.md and figures")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)  # each benchmark registers here
+    add_bench_coe(bench_sub)
     return parser
 
 

@@ -154,6 +154,7 @@ class Trainer:
             num_tokens = max(int(self._all_reduce([float(minibatch.num_loss_tokens)])[0]), 1)
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, entropy_sum, ratio_sum, ratio_max = 0.0, 0.0, 0.0, 0.0
+            extra_sums: dict[str, float] = {}
             micro_batches = torch.split(torch.arange(len(minibatch)), cfg.micro_batch_size)
             for index, micro_rows in enumerate(micro_batches):
                 micro = minibatch.select(micro_rows).to(self.accelerator.device)
@@ -163,6 +164,12 @@ class Trainer:
                                                     positions=micro.loss_mask > 0,
                                                     temperature=algorithm.temperature, with_entropy=True)
                     loss, ratio = self._loss(algorithm.loss, logprobs, micro, num_tokens)
+                    # an algorithm may add a term computed from this forward pass (e.g. CoE's routing loss)
+                    if hasattr(algorithm, "auxiliary_loss"):
+                        extra, extra_metrics = algorithm.auxiliary_loss(micro, num_tokens)
+                        loss = loss + extra
+                        for key, value in extra_metrics.items():
+                            extra_sums[key] = extra_sums.get(key, 0.0) + value
                     # DDP averages gradients over processes; scaling by their number turns that into a sum
                     self.accelerator.backward(loss * self.world_size)
                 loss_sum += loss.item()
@@ -188,6 +195,8 @@ class Trainer:
             totals["entropy"] += entropy_sum / num_tokens / len(substeps)
             totals["ratio_mean"] += ratio_sum / num_tokens / len(substeps)
             totals["ratio_max"] = max(totals["ratio_max"], ratio_max)
+            for key, value in extra_sums.items():
+                totals[key] = totals.get(key, 0.0) + value / len(substeps)
         if algorithm.loss == "cross_entropy":
             del totals["ratio_max"], totals["ratio_mean"]
         return totals
