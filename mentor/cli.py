@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="built-in benchmarks that write results.md and figures")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)  # each benchmark registers here
     add_bench_coe(bench_sub)
+    from mentor.bench.cli import add_bench_paper
+
+    add_bench_paper(bench_sub)
     return parser
 
 
