@@ -39,3 +39,14 @@ def test_cli_errors_are_one_line_with_exit_code_2(tiny_dirs, prompts_file, tmp_p
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("mentor: error:"), proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_demo_quick_smoke(tmp_path):
+    from mentor.recipes.demo import run_demo
+
+    result = run_demo(out=str(tmp_path / "demo"), quick=True, opd_steps=2, quiet=True)
+    assert result["teacher"] >= 0.95  # the shipped teacher is strong
+    assert 0.2 <= result["before"] <= 0.7  # the shipped student is a weak start
+    assert (tmp_path / "demo" / "accuracy.png").stat().st_size > 10_000
+    assert (tmp_path / "demo" / "opd" / "final" / "model.safetensors").exists()
+    assert "student after OPD" in (tmp_path / "demo" / "summary.md").read_text()

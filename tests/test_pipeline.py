@@ -145,3 +145,13 @@ def test_prompts_file_and_chat_messages(tiny_dirs, tmp_path):
     config = _opd_config(tiny_dirs, tmp_path, task="", prompts=str(path), steps=2, batch_size=2)
     trainer, history = run_distill(config)
     assert len([r for r in history if "reverse_kl" in r]) == 2
+
+
+def test_bfloat16_model_trains_with_float32_logprobs(tiny_dirs, tmp_path):
+    trainer, history = run_distill(_opd_config(tiny_dirs, tmp_path, dtype="bfloat16", steps=2))
+    assert next(trainer.model.parameters()).dtype == torch.bfloat16
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in history if "loss" in r)
+    tokenizer = trainer.tokenizer
+    ids = torch.tensor([tokenizer("12+3=")["input_ids"]])
+    logprobs, _ = token_logprobs(trainer.model, ids, torch.ones_like(ids))
+    assert logprobs.dtype == torch.float32
