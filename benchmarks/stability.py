@@ -27,7 +27,7 @@ from mentor.recipes.distill import run_distill  # noqa: E402
 def run(student: str, teacher: str, out: Path, lr: float, steps: int, extra: dict) -> list[dict]:
     config = DistillConfig(student=student, teacher=teacher, task="arithmetic", output_dir=str(out),
                            steps=steps, batch_size=FULL.batch_size, group_size=FULL.group_size,
-                           max_new_tokens=MAX_NEW_TOKENS, learning_rate=lr, eval_every=max(steps // 10, 1),
+                           max_new_tokens=MAX_NEW_TOKENS, learning_rate=lr, eval_every=FULL.eval_every,
                            eval_size=200, overwrite=True, quiet=True, **extra)
     _, history = run_distill(config)
     return history

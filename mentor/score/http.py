@@ -32,6 +32,8 @@ import torch
 
 from mentor.errors import MentorError
 
+_JITTER = random.Random()
+
 # Our own server's extra endpoint: the tokenizer files, so a remote teacher's vocabulary can be checked.
 TOKENIZER_ENDPOINT = "/mentor/v1/tokenizer"
 
@@ -134,7 +136,9 @@ class HTTPTeacher:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                time.sleep(delay * random.uniform(0.75, 1.0))  # jitter: ranks do not retry in lockstep
+                # jitter so ranks do not retry in lockstep; a private generator so retries never shift
+                # the training run's random stream (a run with faults must equal a clean one)
+                time.sleep(delay * _JITTER.uniform(0.75, 1.0))
             try:
                 return self._send(method, url, body)
             except RetryableError as exc:
