@@ -14,7 +14,7 @@ import torch
 
 from mentor.data.prompts import EncodedExample
 from mentor.rollout import RolloutBatch
-from mentor.sample.base import Sampler, to_rollout_batch
+from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
 
@@ -58,12 +58,8 @@ class OnPolicyDistillation:
         self.reward_coef, self.grader = reward_coef, grader
 
     def collect(self, examples: list[EncodedExample]) -> tuple[RolloutBatch, dict[str, float]]:
-        repeated = [e for e in examples for _ in range(self.group_size)]
-        group_ids = [i for i in range(len(examples)) for _ in range(self.group_size)]
         t0 = time.perf_counter()
-        sampled = self.sampler.sample([e.prompt_ids for e in repeated])
-        batch = to_rollout_batch(sampled, group_ids, self.tokenizer.pad_token_id, self.tokenizer,
-                                 [e.text for e in repeated])
+        batch, repeated = sample_groups(self.sampler, self.tokenizer, examples, self.group_size)
         t1 = time.perf_counter()
         metrics = {}
         if isinstance(self.teacher, TeacherPerSource):

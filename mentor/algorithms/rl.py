@@ -18,7 +18,7 @@ import torch
 from mentor.algorithms.opd import Grader
 from mentor.data.prompts import EncodedExample
 from mentor.rollout import RolloutBatch
-from mentor.sample.base import Sampler, to_rollout_batch
+from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
 
@@ -46,12 +46,8 @@ class ReinforcementLearning:
         self.drop_constant_groups = drop_constant_groups
 
     def collect(self, examples: list[EncodedExample]) -> tuple[RolloutBatch, dict[str, float]]:
-        repeated = [e for e in examples for _ in range(self.group_size)]
-        group_ids = [i for i in range(len(examples)) for _ in range(self.group_size)]
         t0 = time.perf_counter()
-        sampled = self.sampler.sample([e.prompt_ids for e in repeated])
-        batch = to_rollout_batch(sampled, group_ids, self.tokenizer.pad_token_id, self.tokenizer,
-                                 [e.text for e in repeated])
+        batch, repeated = sample_groups(self.sampler, self.tokenizer, examples, self.group_size)
         sampled_tokens = float(batch.attention_mask.sum())
         t1 = time.perf_counter()
         batch.rewards = torch.tensor([float(self.grader(c, e.reference)) for c, e in zip(batch.completions, repeated)])

@@ -44,3 +44,15 @@ def to_rollout_batch(sampled: SampledBatch, group_ids: list[int], pad_id: int, t
         prompt_lengths=torch.tensor([len(p) for p in sampled.prompt_ids]),
         group_ids=torch.tensor(group_ids), truncated=torch.tensor(sampled.truncated),
         completions=completions, prompts=prompts or [])
+
+
+def sample_groups(sampler: Sampler, tokenizer, examples: list, group_size: int) -> tuple[RolloutBatch, list]:
+    """The on-policy sample stage shared by RL and OPD: ``group_size`` completions per prompt.
+
+    Returns the rollout batch and the examples repeated to line up with its rows (for graders and sources).
+    """
+    repeated = [e for e in examples for _ in range(group_size)]
+    group_ids = [i for i in range(len(examples)) for _ in range(group_size)]
+    sampled = sampler.sample([e.prompt_ids for e in repeated])
+    batch = to_rollout_batch(sampled, group_ids, tokenizer.pad_token_id, tokenizer, [e.text for e in repeated])
+    return batch, repeated
