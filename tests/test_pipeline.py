@@ -68,8 +68,12 @@ def test_teacher_scores_only_real_tokens_and_matches_forward(tiny_dirs):
 
     scored = score_with_teacher(LocalTeacher(teacher, tokenizer.pad_token_id, batch_size=3), batch)
     fresh = naive_token_logprobs(teacher, batch.input_ids, batch.attention_mask)
-    assert torch.allclose(scored, fresh, atol=1e-5)
-    assert (scored[batch.attention_mask == 0] == 0).all()
+    # completions are graded exactly; prompt tokens are context, so the teacher's LM head skips them
+    completion = torch.arange(batch.input_ids.shape[1]) >= batch.prompt_lengths.unsqueeze(1)
+    graded = completion & batch.attention_mask.bool()
+    assert torch.allclose(scored[graded], fresh[graded], atol=1e-5)
+    assert (scored[~graded] == 0).all()
+    assert (batch.loss_mask.bool() <= graded).all()  # everything trained on was graded
 
 
 def test_vocabulary_mismatch_is_one_clear_error(tmp_path, tiny_dirs):

@@ -96,12 +96,14 @@ class SampleAndRecord:
             scores = scores / self.temperature
         for warp in self.warpers:
             scores = warp(input_ids, scores)
-        log_total = torch.logsumexp(scores, dim=-1, keepdim=True)
-        cdf = (scores - log_total).exp_().cumsum_(-1)
+        # one pass for the max, one for exp, one for the running sum (logsumexp would add a second exp pass)
+        top = scores.amax(dim=-1, keepdim=True)
+        cdf = (scores - top).exp_().cumsum_(-1)  # unnormalised: the last entry is the total mass, >= 1
+        total = cdf[:, -1:]
         # u in (0, total]: the left search lands on the first token whose mass covers u, never a 0-mass one.
         # float32 sums are exact enough: each token's interval is off by one rounding (~1e-7 of the mass).
-        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]
+        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * total
         tokens = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)
-        self.logprobs.append((scores.gather(-1, tokens) - log_total).squeeze(-1))
+        self.logprobs.append((scores.gather(-1, tokens) - top - total.log()).squeeze(-1))
         # +inf at the drawn token (all else is finite or -inf): generate's argmax picks it, no new tensor
         return scores.scatter_(-1, tokens, math.inf)

@@ -68,7 +68,8 @@ class HTTPTeacher:
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="mentor-teacher")
 
     # --- the Teacher interface --------------------------------------------------------------------
-    def compute_logprobs(self, sequences: list[list[int]]) -> list[torch.Tensor]:
+    def compute_logprobs(self, sequences: list[list[int]], score_from: list[int] | None = None) -> list[torch.Tensor]:
+        # score_from is not sent: the completions protocol scores whole prompts (vLLM and SGLang alike)
         batches = [sequences[i: i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
         out: list[torch.Tensor] = []
         for scored in self._pool.map(self._score_batch, batches):

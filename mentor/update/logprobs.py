@@ -49,14 +49,19 @@ def head_fn(causal_lm: nn.Module, temperature: float):
     return logits_of
 
 
-def _chunk_logprobs(logits_of, hidden: torch.Tensor, targets: torch.Tensor, with_entropy: bool):
+def _chunk_logprobs(logits_of, hidden: torch.Tensor, targets: torch.Tensor, entropy_out: list | None):
+    """Gathered log-probs of one chunk; its entropy is appended to ``entropy_out`` when that list is empty.
+
+    Under checkpointing this runs twice (forward, then again in backward to rebuild the graph). The entropy is
+    a metric that no gradient flows through, so the second run finds the list filled and skips its two
+    extra passes over the vocabulary.
+    """
     logprobs_all = F.log_softmax(logits_of(hidden), dim=-1)
     token_logprobs = logprobs_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    if not with_entropy:
-        return token_logprobs, None
-    with torch.no_grad():  # a metric, never differentiated
-        entropy = -(logprobs_all.exp() * logprobs_all).sum(-1)
-    return token_logprobs, entropy
+    if entropy_out is not None and not entropy_out:
+        with torch.no_grad():
+            entropy_out.append(-(logprobs_all.exp() * logprobs_all).sum(-1))
+    return token_logprobs
 
 
 def token_logprobs(
@@ -103,12 +108,13 @@ def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torc
     pieces, entropies = [], []
     for start in range(0, flat_hidden.shape[0], chunk):
         h, y = flat_hidden[start : start + chunk], flat_targets[start : start + chunk]
+        entropy_out: list | None = [] if with_entropy else None
         if needs_grad:
-            lp, ent = checkpoint(_chunk_logprobs, logits_of, h, y, with_entropy, use_reentrant=False)
+            pieces.append(checkpoint(_chunk_logprobs, logits_of, h, y, entropy_out, use_reentrant=False))
         else:
-            lp, ent = _chunk_logprobs(logits_of, h, y, with_entropy)
-        pieces.append(lp)
-        entropies.append(ent)
+            pieces.append(_chunk_logprobs(logits_of, h, y, entropy_out))
+        if with_entropy:
+            entropies.append(entropy_out[0])
     out = hidden.new_zeros(input_ids.shape, dtype=torch.float32)
     flat = torch.cat(pieces) if pieces else out.new_zeros(0)
     out = out.index_put((rows, cols), flat)
