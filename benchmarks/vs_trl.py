@@ -10,8 +10,12 @@ the full-vocabulary reverse KL of every completion position; mentor on the sampl
 Thinking Machines recipe). Neither uses gradient checkpointing (the models are tiny).
 
 Each run is a fresh process; TRL and mentor runs alternate (``--rounds`` of each) so machine load hits both
-alike. Per run: median seconds per optimizer step (first step dropped: warm-up) and peak resident memory
-above the process's size before the trainer is built (models already loaded). Ratios are TRL / mentor.
+alike. Time and memory are measured in separate runs, because measuring memory well slows a run down:
+- timing runs use the default allocator, as users run: median seconds per optimizer step (first step dropped:
+  warm-up);
+- memory runs (``--memory-steps`` steps) fix glibc's mmap threshold and sample the resident size every
+  millisecond: peak above the process's size before the trainer is built (models already loaded).
+Ratios are TRL / mentor.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pathlib import Path
 
 # glibc raises its mmap threshold after big frees, after which freed tensors stay in the heap and the
 # resident size stops tracking live memory. A fixed threshold keeps big tensors mmapped (returned on free),
-# so the sampled peak is the live peak. The same setting applies to every variant.
+# so the sampled peak is the live peak. It also makes every big allocation fault in fresh pages, which costs
+# both libraries a lot of time (and TRL, which allocates more, more): so memory runs only.
 FIXED_MMAP_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
 
 STUDENT = dict(hidden_size=64, num_layers=4, num_heads=4)
@@ -42,23 +47,28 @@ def _rss_bytes() -> int:
 
 
 class PeakRSS:
-    """Samples the resident set size every millisecond in a thread; ``peak`` is the highest seen."""
+    """Samples the resident set size every millisecond in a thread; ``peak`` is the highest seen.
 
-    def __init__(self):
+    Disabled (``enabled=False``) in timing runs: the sampling thread competes for the GIL.
+    """
+
+    def __init__(self, enabled: bool = True):
         self.peak, self._stop = _rss_bytes(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True) if enabled else None
 
     def _run(self):
         while not self._stop.wait(0.001):
             self.peak = max(self.peak, _rss_bytes())
 
     def __enter__(self):
-        self._thread.start()
+        if self._thread:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
 
 
 def wide_alphabet(vocab: int) -> str:
@@ -100,7 +110,7 @@ def run_mentor(paths: dict, args) -> dict:
                            batch_size=args.batch_size, group_size=1, max_new_tokens=args.max_new_tokens,
                            learning_rate=args.learning_rate, temperature=1.0, quiet=True, overwrite=True)
     student, teacher, tokenizer = _load(paths)
-    with PeakRSS() as memory:
+    with PeakRSS(args.measure == "memory") as memory:
         baseline = _rss_bytes()
         _, history = run_distill(config, student=student, tokenizer=tokenizer, teacher=teacher,
                                  teacher_tokenizer=tokenizer)
@@ -133,7 +143,7 @@ def run_trl(paths: dict, args) -> dict:
         learning_rate=args.learning_rate, lr_scheduler_type="constant", bf16=False, gradient_checkpointing=False,
         use_cpu=True, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
         dataloader_num_workers=0)
-    with PeakRSS() as memory:
+    with PeakRSS(args.measure == "memory") as memory:
         baseline = _rss_bytes()
         trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config,
                                       train_dataset=Dataset.from_dict({"prompt": prompts}),
@@ -159,9 +169,22 @@ def child(which: str, paths: dict, args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def run_child(which: str, measure: str, paths: dict, args, steps: int) -> dict:
+    command = [sys.executable, __file__, "--child", which, f"--measure={measure}", "--paths", json.dumps(paths),
+               f"--steps={steps}", f"--batch-size={args.batch_size}", f"--max-new-tokens={args.max_new_tokens}",
+               f"--learning-rate={args.learning_rate}"]
+    env = FIXED_MMAP_ENV if measure == "memory" else None
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        sys.exit(f"{which} {measure} run failed:\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=12, help="optimizer steps of each timing run")
+    parser.add_argument("--memory-steps", type=int, default=4, help="optimizer steps of each memory run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -170,34 +193,27 @@ def main() -> None:
                         help="tokenizer size (Qwen3's by default, so heads and distributions cost what they do in "
                              "practice); 0: the 60-character arithmetic tokenizer")
     parser.add_argument("--child", choices=("trl", "mentor"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, json.loads(args.paths), args)
         return
+    seconds: dict[str, list[float]] = {"trl": [], "mentor": []}
+    peaks: dict[str, list[float]] = {"trl": [], "mentor": []}
     with tempfile.TemporaryDirectory(prefix="mentor-vs-trl-") as tmp:
         paths = build_models(Path(tmp), prompts=max(64, args.steps * args.batch_size), vocab=args.vocab)
-        results: dict[str, list[dict]] = {"trl": [], "mentor": []}
         for round_index in range(args.rounds):
             for which in ("trl", "mentor"):
                 paths["work"] = str(Path(tmp) / f"{which}{round_index}")
-                command = [sys.executable, __file__, "--child", which, "--paths", json.dumps(paths)]
-                command += [f"--steps={args.steps}", f"--batch-size={args.batch_size}",
-                            f"--max-new-tokens={args.max_new_tokens}", f"--learning-rate={args.learning_rate}"]
-                done = subprocess.run(command, capture_output=True, text=True, env=FIXED_MMAP_ENV)
-                lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-                if done.returncode or not lines:
-                    sys.exit(f"{which} run failed:\n{done.stderr[-4000:]}")
-                result = json.loads(lines[-1][len("RESULT "):])
-                results[which].append(result)
-                median = statistics.median(result["step_seconds"][1:])
-                print(f"round {round_index + 1} {which:>6}: median {median:.3f} s/step, "
-                      f"peak +{result['peak_mib']:.0f} MiB", flush=True)
-    summary = {}
-    for which, runs in results.items():
-        steps = [s for r in runs for s in r["step_seconds"][1:]]
-        summary[which] = {"median_s_per_step": statistics.median(steps),
-                          "peak_mib": statistics.median(r["peak_mib"] for r in runs)}
+                timed = run_child(which, "time", paths, args, args.steps)["step_seconds"][1:]
+                peak = run_child(which, "memory", paths, args, args.memory_steps)["peak_mib"]
+                seconds[which] += timed
+                peaks[which].append(peak)
+                print(f"round {round_index + 1} {which:>6}: median {statistics.median(timed):.3f} s/step, "
+                      f"peak +{peak:.0f} MiB", flush=True)
+    summary = {which: {"median_s_per_step": statistics.median(seconds[which]),
+                       "peak_mib": statistics.median(peaks[which])} for which in seconds}
     speed = summary["trl"]["median_s_per_step"] / summary["mentor"]["median_s_per_step"]
     memory = summary["trl"]["peak_mib"] / summary["mentor"]["peak_mib"]
     print(f"\nvocab {args.vocab or 'arithmetic'}, batch {args.batch_size} prompts x 1 completion, "
