@@ -189,3 +189,29 @@ def test_both_response_shapes_parse_to_the_same_logprobs():
     assert torch.equal(_prompt_logprobs(vllm_prompt, sequence), expected)
     with pytest.raises(MentorError, match="echo=true"):
         _prompt_logprobs({"logprobs": {"token_logprobs": [None]}}, sequence)
+
+
+def test_one_teacher_per_data_set_may_be_a_server(tiny_dirs, teacher, tmp_path, monkeypatch):
+    """--teacher a=URL,b=DIR: the served teacher grades data set a exactly as the same model in-process."""
+    from mentor.cli import main
+
+    model, tokenizer = teacher
+    (tmp_path / "a.jsonl").write_text('{"prompt": "12+3="}\n{"prompt": "4*5+1="}\n')
+    (tmp_path / "b.jsonl").write_text('{"prompt": "7+8+9="}\n')
+    other = make_model_dir(tmp_path / "other_teacher", hidden=16, layers=1, heads=2, seed=9)
+    prompts = f"a={tmp_path / 'a.jsonl'},b={tmp_path / 'b.jsonl'}"
+    common = ["--student", tiny_dirs["student"], "--prompts", prompts, "--steps", "2", "--batch-size", "3",
+              "--group-size", "2", "--max-new-tokens", "6", "--quiet", "--seed", "5"]
+    assert main(["distill", "--teacher", f"a={tiny_dirs['teacher']},b={other}",
+                 "--output-dir", str(tmp_path / "local"), *common]) == 0
+    monkeypatch.setenv("MENTOR_TEACHER_API_KEY", "sesame")
+    with TeacherServer(model, tokenizer, port=0, api_key="sesame") as running:
+        assert main(["distill", "--teacher", f"a={running.url},b={other}",
+                     "--output-dir", str(tmp_path / "mixed"), *common]) == 0
+    local, mixed = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                    for run in ("local", "mixed"))
+    steps = [(l, m) for l, m in zip(local, mixed) if "loss" in l]
+    assert len(steps) == 2
+    for local_step, mixed_step in steps:
+        for key in ("teacher_logprob", "reverse_kl", "loss"):
+            assert mixed_step[key] == pytest.approx(local_step[key], abs=1e-4), key

@@ -37,10 +37,8 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         scorer = teacher
         student = student or load_model(config.student, config.dtype, what="student")
     elif teacher is None and is_url(config.teacher):
-        scorer = HTTPTeacher(config.teacher, api_key=config.teacher_api_key or os.environ.get(API_KEY_ENV),
-                             timeout=config.teacher_timeout, batch_size=config.micro_batch_size)
-        teacher_tokenizer = teacher_tokenizer or remote_teacher_tokenizer(scorer, config.teacher_tokenizer)
-        check_same_vocabulary(tokenizer, teacher_tokenizer)
+        scorer, remote_tokenizer = _remote_teacher(config, config.teacher, teacher_tokenizer is None)
+        check_same_vocabulary(tokenizer, teacher_tokenizer or remote_tokenizer)
         student = student or load_model(config.student, config.dtype, what="student")
     else:
         if teacher is None or teacher_tokenizer is None:
@@ -88,7 +86,10 @@ def named_paths(spec: str) -> dict[str, str] | None:
 
 
 def _run_multi_teacher(config: DistillConfig, teachers: dict[str, str], student, tokenizer):
-    """One teacher per data set (``--teacher math=A,code=B --prompts math=F1,code=F2``), local teachers only."""
+    """One teacher per data set (``--teacher math=A,code=B --prompts math=F1,code=F2``).
+
+    Each teacher is a model directory / hub id (loaded here) or a URL (a server: its FLOPs are not counted).
+    """
     files = named_paths(config.prompts)
     if files is None or set(files) != set(teachers):
         raise MentorError("with one teacher per data set, --prompts must name the same data sets: "
@@ -97,6 +98,10 @@ def _run_multi_teacher(config: DistillConfig, teachers: dict[str, str], student,
     student = student or load_model(config.student, config.dtype, what="student")
     scorers, params = {}, {}
     for name, path in teachers.items():
+        if is_url(path):
+            scorers[name], remote_tokenizer = _remote_teacher(config, path)
+            check_same_vocabulary(tokenizer, remote_tokenizer)
+            continue
         check_same_vocabulary(tokenizer, load_tokenizer(path, f"teacher {name!r}"))
         model = load_model(path, config.dtype, what=f"teacher {name!r}").to(student.device)
         check_same_vocabulary(tokenizer, tokenizer, student, model)
@@ -110,6 +115,13 @@ def _run_multi_teacher(config: DistillConfig, teachers: dict[str, str], student,
         examples += [replace(e, source=name) for e in encoded]
     return run_distill(config, student, tokenizer, teacher=TeacherPerSource(scorers, params),
                        teacher_tokenizer=tokenizer, examples=examples)
+
+
+def _remote_teacher(config: DistillConfig, url: str, needs_tokenizer: bool = True):
+    """An HTTP teacher at ``url`` and (if asked) its tokenizer, for the vocabulary check."""
+    scorer = HTTPTeacher(url, api_key=config.teacher_api_key or os.environ.get(API_KEY_ENV),
+                         timeout=config.teacher_timeout, batch_size=config.micro_batch_size)
+    return scorer, remote_teacher_tokenizer(scorer, config.teacher_tokenizer) if needs_tokenizer else None
 
 
 def _sampler(config: DistillConfig, student, tokenizer):
