@@ -77,9 +77,11 @@ def load_problems(schema: str, path: str | Path) -> list[Problem]:
         raise MentorError(f"unknown data schema {schema!r}: choose one of {', '.join(SCHEMAS)}")
     convert, required, _ = SCHEMAS[schema]
     path = Path(path)
-    records = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else read_jsonl(path)
+    records = _read_json_array(path) if path.suffix == ".json" else read_jsonl(path)
     problems = []
     for number, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise MentorError(f"{path}:{number}: a {schema} record must be a JSON object, not {type(record).__name__}")
         missing = [f for f in required if f not in record]
         if missing:
             raise MentorError(f"{path}:{number}: a {schema} record needs {', '.join(missing)}")
@@ -88,6 +90,20 @@ def load_problems(schema: str, path: str | Path) -> list[Problem]:
         except (ValueError, KeyError, TypeError) as exc:
             raise MentorError(f"{path}:{number}: not a valid {schema} record ({exc})") from None
     return problems
+
+
+def _read_json_array(path: Path) -> list:
+    """A ``.json`` file holding one array of records (the JSONL path checks its own lines)."""
+    try:
+        records = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise MentorError(f"data file {str(path)!r} does not exist: check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise MentorError(f"{path}: not valid JSON ({reason}): a .json data file holds one array of records") from None
+    if not isinstance(records, list):
+        raise MentorError(f"{path}: a .json data file must hold an array of records, not {type(records).__name__}")
+    return records
 
 
 class FileTask:
