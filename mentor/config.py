@@ -106,6 +106,10 @@ class DistillConfig(TrainConfig, SamplingConfig):
     chat_template: bool = False  # apply the tokenizer's chat template to plain `prompt` records
     kl_coef: float = 1.0
     kl_discount: float = 0.0
+    # sampled: the sampled token's log q - log p as its advantage (any teacher); full: the exact reverse KL
+    # over the vocabulary, differentiated (in-process teacher); top_k: the same over the kl_top_k likeliest
+    divergence: str = "sampled"
+    kl_top_k: int = 20
     reward_coef: float = 0.0  # add this times the (group-centred) task reward to every token's advantage
     loss: str = "importance_sampling"
     clip_ratio: float = 0.0  # > 0: PPO-style clipping of the importance ratio
@@ -129,6 +133,15 @@ class DistillConfig(TrainConfig, SamplingConfig):
             raise MentorError("--clip-ratio must be >= 0 and --kl-discount in [0, 1]")
         if self.sampler not in ("hf", "vllm"):
             raise MentorError(f"--sampler {self.sampler!r} is unknown: use hf or vllm")
+        if self.divergence not in ("sampled", "full", "top_k"):
+            raise MentorError(f"--divergence {self.divergence!r} is unknown: use sampled, full or top_k")
+        if self.divergence == "top_k" and self.kl_top_k < 1:
+            raise MentorError("--kl-top-k must be >= 1 with --divergence top_k")
+        if self.divergence != "sampled" and (self.teacher.startswith(("http://", "https://")) or "=" in self.teacher):
+            raise MentorError(f"--divergence {self.divergence} needs the teacher's whole distribution, so one "
+                              "in-process teacher: use --divergence sampled with a server or several teachers")
+        if self.divergence != "sampled" and self.kl_discount:
+            raise MentorError(f"--divergence {self.divergence} is a per-position loss: --kl-discount must be 0")
         if not self.teacher_timeout > 0:
             raise MentorError("--teacher-timeout must be positive (seconds)")
 

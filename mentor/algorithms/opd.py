@@ -13,9 +13,11 @@ from typing import Callable
 import torch
 
 from mentor.data.prompts import EncodedExample
+from mentor.errors import MentorError
 from mentor.rollout import RolloutBatch
 from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
+from mentor.score.local import LocalTeacher
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
 
 Grader = Callable[[str, object], float]
@@ -45,40 +47,68 @@ class TeacherPerSource:
         return out, flops
 
 
+DIVERGENCES = ("sampled", "full", "top_k")
+
+
 class OnPolicyDistillation:
+    """``divergence`` picks the teacher signal on the student's own samples:
+
+    - ``sampled`` (the Thinking Machines recipe): ``log q(x_t) - log p(x_t)`` of the sampled token, as a
+      per-token advantage; any teacher (in-process, a server, one per data set);
+    - ``full``: the exact ``KL(q || p)`` over the whole vocabulary at each position, differentiated directly
+      (TRL's ``DistillationTrainer`` with beta=1); needs the teacher in-process, runs it in the update;
+    - ``top_k``: the same over the student's ``kl_top_k`` likeliest tokens plus a rest bucket.
+    The last two are the Rao-Blackwellised form of the first (same expected gradient at ``kl_discount`` 0,
+    lower variance, a vocabulary-wide pass per token).
+    """
+
     name = "opd"
 
     def __init__(self, sampler: Sampler, teacher: Teacher | TeacherPerSource, tokenizer, *, group_size: int,
                  temperature: float,
                  kl_coef: float = 1.0, kl_discount: float = 0.0, loss: str = "importance_sampling",
-                 reward_coef: float = 0.0, grader: Grader | None = None):
+                 reward_coef: float = 0.0, grader: Grader | None = None, divergence: str = "sampled",
+                 kl_top_k: int = 0):
         self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
         self.group_size, self.temperature = group_size, temperature
         self.kl_coef, self.kl_discount, self.loss = kl_coef, kl_discount, loss
         self.reward_coef, self.grader = reward_coef, grader
+        self.divergence = divergence
+        self.kl_teacher_model, self.kl_top_k = None, kl_top_k if divergence == "top_k" else 0
+        if divergence != "sampled":
+            if not isinstance(teacher, LocalTeacher):
+                raise MentorError(f"--divergence {divergence} needs the teacher's whole distribution, so one "
+                                  "in-process teacher: use --divergence sampled with a server or several teachers")
+            self.kl_teacher_model = teacher.model  # the trainer's update runs it next to the student
 
     def collect(self, examples: list[EncodedExample]) -> tuple[RolloutBatch, dict[str, float]]:
         t0 = time.perf_counter()
         batch, repeated = sample_groups(self.sampler, self.tokenizer, examples, self.group_size)
         t1 = time.perf_counter()
-        metrics = {}
-        if isinstance(self.teacher, TeacherPerSource):
-            batch.teacher_logprobs, metrics["teacher_flops"] = self.teacher.score(batch, [e.source for e in repeated])
-        else:
-            batch.teacher_logprobs = score_with_teacher(self.teacher, batch)
-        t2 = time.perf_counter()
         mask = batch.loss_mask
-        batch.advantages = distillation_advantages(batch.sampler_logprobs, batch.teacher_logprobs, mask,
-                                                   self.kl_coef, self.kl_discount)
+        num_tokens = max(float(mask.sum()), 1.0)
+        metrics = {}
+        if self.kl_teacher_model is not None:
+            # the teacher runs in the update, next to the student; the trainer logs full_reverse_kl
+            batch.advantages = torch.zeros_like(batch.sampler_logprobs)
+        else:
+            if isinstance(self.teacher, TeacherPerSource):
+                batch.teacher_logprobs, metrics["teacher_flops"] = self.teacher.score(
+                    batch, [e.source for e in repeated])
+            else:
+                batch.teacher_logprobs = score_with_teacher(self.teacher, batch)
+            batch.advantages = distillation_advantages(batch.sampler_logprobs, batch.teacher_logprobs, mask,
+                                                       self.kl_coef, self.kl_discount)
+            metrics.update(
+                reverse_kl=float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs, mask).sum()) / num_tokens,
+                teacher_logprob=float((batch.teacher_logprobs * mask).sum()) / num_tokens)
+        t2 = time.perf_counter()
         if self.grader is not None and all(e.reference is not None for e in repeated):  # prompts may lack answers
             batch.rewards = torch.tensor([self.grader(c, e.reference) for c, e in zip(batch.completions, repeated)])
             metrics["reward"] = float(batch.rewards.mean())
             if self.reward_coef:
                 batch.advantages += self.reward_coef * group_baseline_advantages(batch.rewards, batch.group_ids, mask)
-        num_tokens = max(float(mask.sum()), 1.0)
         metrics.update(
-            reverse_kl=float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs, mask).sum()) / num_tokens,
-            teacher_logprob=float((batch.teacher_logprobs * mask).sum()) / num_tokens,
             student_logprob=float((batch.sampler_logprobs * mask).sum()) / num_tokens,
             completion_length=float(mask.sum(1).mean()),
             sampled_tokens=float(batch.attention_mask.sum()), teacher_tokens=float(batch.attention_mask.sum()),

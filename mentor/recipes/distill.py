@@ -22,7 +22,7 @@ from mentor.train.progress import console
 from mentor.train.trainer import Trainer
 
 API_KEY_ENV = "MENTOR_TEACHER_API_KEY"
-PROGRESS_KEYS = ("reverse_kl", "accuracy", "entropy", "completion_length", "grad_norm")
+PROGRESS_KEYS = ("reverse_kl", "full_reverse_kl", "accuracy", "entropy", "completion_length", "grad_norm")
 
 
 def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=None, teacher_tokenizer=None,
@@ -63,7 +63,7 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         _sampler(config, student, tokenizer), scorer, tokenizer,
         group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
         kl_discount=config.kl_discount, loss=config.loss, reward_coef=config.reward_coef,
-        grader=task.grade if task else None)
+        grader=task.grade if task else None, divergence=config.divergence, kl_top_k=config.kl_top_k)
     evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not

@@ -160,10 +160,18 @@ class Trainer:
                 micro = minibatch.select(micro_rows).to(self.accelerator.device)
                 last = index == len(micro_batches) - 1  # gradients are all-reduced once, after the last one
                 with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
-                    logprobs, entropy = self.policy(micro.input_ids, micro.attention_mask,
-                                                    positions=micro.loss_mask > 0,
-                                                    temperature=algorithm.temperature, with_entropy=True)
+                    # an algorithm may ask for the exact reverse KL to an in-process teacher (OPD --divergence)
+                    kl_teacher = getattr(algorithm, "kl_teacher_model", None)
+                    logprobs, entropy, full_kl = self.policy(
+                        micro.input_ids, micro.attention_mask, positions=micro.loss_mask > 0,
+                        temperature=algorithm.temperature, with_entropy=True, kl_teacher=kl_teacher,
+                        kl_top_k=getattr(algorithm, "kl_top_k", 0))
                     loss, ratio = self._loss(algorithm.loss, logprobs, micro, num_tokens)
+                    if full_kl is not None:
+                        kl_sum = (full_kl * micro.loss_mask).sum()
+                        loss = loss + algorithm.kl_coef * kl_sum / num_tokens
+                        kl_per_token = float(kl_sum.detach()) / num_tokens
+                        extra_sums["full_reverse_kl"] = extra_sums.get("full_reverse_kl", 0.0) + kl_per_token
                     # an algorithm may add a term computed from this forward pass (e.g. CoE's routing loss)
                     if hasattr(algorithm, "auxiliary_loss"):
                         extra, extra_metrics = algorithm.auxiliary_loss(micro, num_tokens)
@@ -179,6 +187,8 @@ class Trainer:
                     ratio_max = max(ratio_max, float((ratio * micro.loss_mask).max()))
             loss_sum, entropy_sum, ratio_sum = self._all_reduce([loss_sum, entropy_sum, ratio_sum])
             ratio_max = self._all_reduce([ratio_max], op="max")[0]
+            # extra terms are normalised by the global token count, so their sum over processes is the total
+            extra_sums = dict(zip(sorted(extra_sums), self._all_reduce([extra_sums[k] for k in sorted(extra_sums)])))
             grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
             grad_norm = float(grad_norm) if grad_norm is not None else 0.0  # DeepSpeed clips inside its step
             if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):

@@ -64,11 +64,19 @@ def reverse_kl(
     with respect to the student only; the teacher runs without gradients. Both models must share a
     vocabulary (the student's head may have extra padding rows, which are ignored).
     """
-    with torch.no_grad():
-        teacher_hidden = last_hidden_states(teacher, input_ids, attention_mask)
     student_hidden = last_hidden_states(student, input_ids, attention_mask)
     wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
-    wanted = wanted.clone()
+    return reverse_kl_from_hidden(student, student_hidden, teacher, input_ids, attention_mask, wanted,
+                                  temperature=temperature, top_k=top_k, chunk_size=chunk_size)
+
+
+def reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher: nn.Module,
+                           input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor, *,
+                           temperature: float = 1.0, top_k: int = 0, chunk_size: int | None = None) -> torch.Tensor:
+    """``reverse_kl`` from the student's final hidden states, so a training step runs its decoder once."""
+    with torch.no_grad():
+        teacher_hidden = last_hidden_states(teacher, input_ids, attention_mask)
+    wanted = wanted.bool().clone()
     wanted[:, 0] = False
     rows, cols = wanted.nonzero(as_tuple=True)
     student_flat, teacher_flat = student_hidden[rows, cols - 1], teacher_hidden[rows, cols - 1]

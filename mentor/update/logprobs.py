@@ -148,6 +148,16 @@ class PolicyLogprobs(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, positions=None, temperature: float = 1.0,
-                with_entropy: bool = False):
-        return token_logprobs(self.model, input_ids, attention_mask, temperature=temperature,
-                              positions=positions, with_entropy=with_entropy)
+                with_entropy: bool = False, kl_teacher: nn.Module | None = None, kl_top_k: int = 0):
+        """``(log-probs, entropy or None, full reverse KL to kl_teacher or None)``, one decoder pass."""
+        from mentor.update.divergence import reverse_kl_from_hidden  # it builds on this module
+
+        hidden = last_hidden_states(self.model, input_ids, attention_mask)
+        wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
+        logprobs, entropy = logprobs_from_hidden(self.model, hidden, input_ids, wanted, temperature=temperature,
+                                                 with_entropy=with_entropy)
+        kl = None
+        if kl_teacher is not None:
+            kl = reverse_kl_from_hidden(self.model, hidden, kl_teacher, input_ids, attention_mask, wanted,
+                                        temperature=temperature, top_k=kl_top_k)
+        return logprobs, entropy, kl
