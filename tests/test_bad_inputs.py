@@ -12,6 +12,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,13 @@ def _sft(models, out, data, *extra):
             "--batch-size", "2", "--quiet", *extra]
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 # (case, argv builder, the problem, the fix): regexes the one line must match
 CASES = [
     ("malformed JSONL", lambda m, o: _distill(m, o, BAD / "malformed.jsonl"),
@@ -81,6 +89,10 @@ CASES = [
      r"all 1 prompts are longer than 60 tokens", r"raise --max-prompt-tokens or use a model with a longer"),
     ("unknown model path", lambda m, o: _distill(m, o, student=str(BAD / "no-such-model")),
      r"student '.*no-such-model' does not exist", r"pass a model directory or a hub id"),
+    ("teacher endpoint that is down (after its retries)",
+     lambda m, o: _distill(m, o, teacher=f"http://127.0.0.1:{_closed_port()}/v1"),
+     r"teacher server http://127\.0\.0\.1:\d+/\S+ failed 5 times \(last: .*Connection refused",
+     r"check that it is running and reachable"),
     ("teacher/student vocabulary mismatch", lambda m, o: _distill(m, o, teacher=m["other_vocab"]),
      r"teacher and student tokenizers differ", r"pick a teacher from the student's model family"),
     ("chat data, tokenizer without a chat template",
