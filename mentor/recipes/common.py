@@ -1,8 +1,8 @@
-"""Pieces every recipe needs: quiet transformers, task examples, prompt limits."""
+"""Pieces every recipe needs: quiet transformers, task examples, prompt files within the context."""
 
 from __future__ import annotations
 
-from mentor.data.prompts import EncodedExample, encode_completion
+from mentor.data.prompts import EncodedExample, encode_completion, encode_examples, load_examples
 from mentor.tasks.base import Task
 
 
@@ -36,3 +36,20 @@ def prompt_limit(model, max_prompt_tokens: int, max_new_tokens: int) -> int | No
         return max_prompt_tokens
     context = context_length(model)
     return None if context is None else max(1, context - max_new_tokens)
+
+
+def file_examples(path: str, tokenizer, model, config, need_completion: bool = False) -> list[EncodedExample]:
+    """A JSONL file's examples, encoded, without prompts that leave no room for ``config.max_new_tokens``.
+
+    Too-long prompts are skipped and the count is said once, or fail, as ``config.long_prompts`` asks.
+    """
+    from mentor.train.progress import console
+
+    limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
+    examples, skipped = encode_examples(tokenizer, load_examples(path, need_completion=need_completion),
+                                        use_chat_template=config.chat_template, max_prompt_tokens=limit,
+                                        long_prompts=config.long_prompts, need_completion=need_completion)
+    if skipped:
+        console.print(f"[yellow]{path}: skipped {skipped} prompts longer than the context allows "
+                      f"(--max-prompt-tokens / --long-prompts fail to change this)[/]")
+    return examples

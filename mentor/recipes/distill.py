@@ -8,17 +8,16 @@ from dataclasses import replace
 
 from mentor.algorithms.opd import OnPolicyDistillation, TeacherPerSource
 from mentor.config import DistillConfig
-from mentor.data.prompts import ExampleStream, encode_examples, load_examples
+from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import ComputeLedger, MatmulParams
 from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
-from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
+from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
 from mentor.score.local import LocalTeacher
 from mentor.tasks.base import get_task
-from mentor.train.progress import console
 from mentor.train.trainer import Trainer
 
 API_KEY_ENV = "MENTOR_TEACHER_API_KEY"
@@ -50,13 +49,9 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         scorer = LocalTeacher(teacher.to(student.device), tokenizer.pad_token_id, config.micro_batch_size)
 
     task = get_task(config.task) if config.task else None
-    skipped = 0
     if examples is None:
         if config.prompts:
-            limit = prompt_limit(student, config.max_prompt_tokens, config.max_new_tokens)
-            examples, skipped = encode_examples(tokenizer, load_examples(config.prompts),
-                                                use_chat_template=config.chat_template, max_prompt_tokens=limit,
-                                                long_prompts=config.long_prompts)
+            examples = file_examples(config.prompts, tokenizer, student, config)
         else:
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False)
     algorithm = OnPolicyDistillation(
@@ -70,9 +65,6 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     single_local = teacher is not None and not isinstance(teacher, TeacherPerSource)
     ledger = ComputeLedger(teacher_params=MatmulParams.of(teacher).total if single_local else None)
     trainer = Trainer(config, student, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
-    if skipped:
-        console.print(f"[yellow]skipped {skipped} prompts longer than the context allows "
-                      f"(--max-prompt-tokens / --long-prompts fail to change this)[/]")
     history = trainer.train(algorithm)
     trainer.save_final()
     return trainer, history
@@ -107,12 +99,9 @@ def _run_multi_teacher(config: DistillConfig, teachers: dict[str, str], student,
         check_same_vocabulary(tokenizer, tokenizer, student, model)
         scorers[name] = LocalTeacher(model, tokenizer.pad_token_id, config.micro_batch_size)
         params[name] = MatmulParams.of(model).total
-    limit = prompt_limit(student, config.max_prompt_tokens, config.max_new_tokens)
     examples = []
     for name, path in files.items():
-        encoded, _ = encode_examples(tokenizer, load_examples(path), use_chat_template=config.chat_template,
-                                     max_prompt_tokens=limit, long_prompts=config.long_prompts)
-        examples += [replace(e, source=name) for e in encoded]
+        examples += [replace(e, source=name) for e in file_examples(path, tokenizer, student, config)]
     return run_distill(config, student, tokenizer, teacher=TeacherPerSource(scorers, params),
                        teacher_tokenizer=tokenizer, examples=examples)
 

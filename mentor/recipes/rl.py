@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from mentor.algorithms.rl import ReinforcementLearning
 from mentor.config import RLConfig
-from mentor.data.prompts import ExampleStream, encode_examples, load_examples
+from mentor.data.prompts import ExampleStream
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import ComputeLedger, MatmulParams
 from mentor.models.loading import load_model, load_tokenizer
-from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
+from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
 from mentor.score.local import LocalTeacher
 from mentor.tasks.base import get_task
@@ -26,10 +26,7 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
     grader = get_grader(config.grader) if config.grader else task.grade
     if examples is None:
         if config.prompts:
-            limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
-            examples, _ = encode_examples(tokenizer, load_examples(config.prompts),
-                                          use_chat_template=config.chat_template, max_prompt_tokens=limit,
-                                          long_prompts=config.long_prompts)
+            examples = file_examples(config.prompts, tokenizer, model, config)
         else:
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False)
     reference = None

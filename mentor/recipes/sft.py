@@ -8,11 +8,11 @@ from pathlib import Path
 
 from mentor.algorithms.sft import SupervisedFineTuning
 from mentor.config import SFTConfig
-from mentor.data.prompts import EncodedExample, ExampleStream, encode_examples, load_examples
+from mentor.data.prompts import EncodedExample, ExampleStream
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import ComputeLedger, MatmulParams, forward_flops
 from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
-from mentor.recipes.common import prompt_limit, quiet_transformers, task_examples
+from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.tasks.base import get_task
 from mentor.train.progress import console
 from mentor.train.trainer import Trainer
@@ -30,11 +30,7 @@ def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tup
         if config.from_teacher:
             examples, offline = teacher_examples(config, tokenizer, model, task)
         elif config.data:
-            raw = load_examples(config.data, need_completion=True)
-            limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
-            examples, _ = encode_examples(tokenizer, raw, use_chat_template=config.chat_template,
-                                          max_prompt_tokens=limit, long_prompts=config.long_prompts,
-                                          need_completion=True)
+            examples = file_examples(config.data, tokenizer, model, config, need_completion=True)
         else:
             examples = task_examples(task, tokenizer, config.train_size, config.seed)
     evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
@@ -75,9 +71,7 @@ def teacher_examples(config: SFTConfig, tokenizer, student, task) -> tuple[list[
 
 def _teacher_prompts(config: SFTConfig, tokenizer, student, task) -> list[EncodedExample]:
     if config.data:
-        limit = prompt_limit(student, config.max_prompt_tokens, config.max_new_tokens)
-        prompts, _ = encode_examples(tokenizer, load_examples(config.data), use_chat_template=config.chat_template,
-                                     max_prompt_tokens=limit, long_prompts=config.long_prompts)
+        prompts = file_examples(config.data, tokenizer, student, config)
     else:
         prompts = task_examples(task, tokenizer, config.teacher_prompts or config.train_size, config.seed,
                                 with_solution=False)
