@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from mentor.tasks.base import Problem, register_task
+from mentor.tasks.base import Problem, problems_outside, register_task, unique_problems
 
 TEST_SEED = 987_654_321
 
@@ -51,25 +51,12 @@ class ArithmeticTask:
         self._test_prompts: set[str] | None = None
 
     def test_problems(self, n: int) -> list[Problem]:
-        rng = random.Random(TEST_SEED)
-        seen, out = set(), []
-        while len(out) < n:
-            p = _problem(rng)
-            if p.prompt not in seen:
-                seen.add(p.prompt)
-                out.append(p)
-        return out
+        return unique_problems(_problem, n, TEST_SEED)
 
     def train_problems(self, n: int, seed: int, exclude_test: int = 500) -> list[Problem]:
         if self._test_prompts is None:
             self._test_prompts = {p.prompt for p in self.test_problems(exclude_test)}
-        rng = random.Random(seed)
-        out = []
-        while len(out) < n:
-            p = _problem(rng)
-            if p.prompt not in self._test_prompts:
-                out.append(p)
-        return out
+        return problems_outside(_problem, n, seed, self._test_prompts)
 
     def grade(self, completion: str, problem: Problem) -> float:
         return float(final_answer(completion) == problem.answer)

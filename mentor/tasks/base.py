@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -24,6 +25,28 @@ class Task(Protocol):
     def test_problems(self, n: int) -> list[Problem]: ...
 
     def grade(self, completion: str, problem: Problem) -> float: ...
+
+
+def unique_problems(make: Callable[[random.Random], Problem], n: int, seed: int) -> list[Problem]:
+    """``n`` generated problems with distinct prompts (a test set), reproducible from ``seed``."""
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < n:
+        problem = make(rng)
+        if problem.prompt not in seen:
+            seen.add(problem.prompt)
+            out.append(problem)
+    return out
+
+
+def problems_outside(make: Callable[[random.Random], Problem], n: int, seed: int,
+                     exclude: set[str]) -> list[Problem]:
+    """``n`` generated problems whose prompts are not in ``exclude`` (training data kept off the test set)."""
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        problem = make(rng)
+        if problem.prompt not in exclude:
+            out.append(problem)
+    return out
 
 
 _REGISTRY: dict[str, Callable[[], Task]] = {}

@@ -19,7 +19,7 @@ import random
 import re
 
 from mentor.tasks.arithmetic import ArithmeticTask, _problem as arithmetic_problem
-from mentor.tasks.base import Problem, register_task
+from mentor.tasks.base import Problem, problems_outside, register_task, unique_problems
 
 TEST_SEED = 424_242
 KB_SEED = 7
@@ -117,25 +117,6 @@ def arithmetic_program(rng: random.Random) -> Problem:
     return Problem(prompt=code, answer=value2, solution=f"{first}={value1};{second}={value2};{value2}")
 
 
-def _disjoint(make, n: int, seed: int, exclude: set[str]) -> list[Problem]:
-    rng, out = random.Random(seed), []
-    while len(out) < n:
-        p = make(rng)
-        if p.prompt not in exclude:
-            out.append(p)
-    return out
-
-
-def _unique(make, n: int, seed: int) -> list[Problem]:
-    rng, seen, out = random.Random(seed), set(), []
-    while len(out) < n:
-        p = make(rng)
-        if p.prompt not in seen:
-            seen.add(p.prompt)
-            out.append(p)
-    return out
-
-
 @register_task("coe_coding")
 class CodingTask(_Graded):
     name = "coe_coding"
@@ -143,12 +124,12 @@ class CodingTask(_Graded):
     def train_problems(self, n: int, seed: int) -> list[Problem]:
         test = {p.prompt for p in self.test_problems(500)} | {p.prompt for p in PotTask().test_problems(500)}
         n_pot = int(n * POT_SHARE)
-        mixed = _disjoint(copy_program, n - n_pot, seed, test) + _disjoint(arithmetic_program, n_pot, seed + 1, test)
+        mixed = problems_outside(copy_program, n - n_pot, seed, test) + problems_outside(arithmetic_program, n_pot, seed + 1, test)
         random.Random(seed).shuffle(mixed)
         return mixed
 
     def test_problems(self, n: int) -> list[Problem]:
-        return _unique(copy_program, n, TEST_SEED)
+        return unique_problems(copy_program, n, TEST_SEED)
 
 
 @register_task("coe_pot")
@@ -158,10 +139,10 @@ class PotTask(_Graded):
     name = "coe_pot"
 
     def train_problems(self, n: int, seed: int) -> list[Problem]:
-        return _disjoint(arithmetic_program, n, seed, {p.prompt for p in self.test_problems(500)})
+        return problems_outside(arithmetic_program, n, seed, {p.prompt for p in self.test_problems(500)})
 
     def test_problems(self, n: int) -> list[Problem]:
-        return _unique(arithmetic_program, n, TEST_SEED + 1)
+        return unique_problems(arithmetic_program, n, TEST_SEED + 1)
 
 
 CATEGORY_TASKS = {"general": "coe_general", "math": "coe_math", "coding": "coe_coding"}
