@@ -80,12 +80,21 @@ def _finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
     return process.returncode, err
 
 
-def _kill_when_paused(process: subprocess.Popen, flag: Path, timeout: float = 120) -> None:
+def _succeeds(process: subprocess.Popen) -> None:
+    code, err = _finish(process)
+    assert code == 0, err
+
+
+def _wait_until_paused(process: subprocess.Popen, flag: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not flag.exists():
         assert process.poll() is None, f"run ended before the kill point: {process.communicate()[1]}"
         assert time.monotonic() < deadline, "run never reached the kill point"
         time.sleep(0.02)
+
+
+def _kill_when_paused(process: subprocess.Popen, flag: Path) -> None:
+    _wait_until_paused(process, flag)
     process.send_signal(signal.SIGKILL)
     process.wait()
     flag.unlink()
@@ -133,8 +142,7 @@ def test_opd_survives_kills_and_sigterm_bitwise(tiny_dirs, tmp_path):
 
     # 3. SIGTERM while step 5 runs: the step finishes, a checkpoint is saved, the process exits 128+15
     run = _start(_command("distill", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=4, PAUSE_SECONDS=1.5)
-    while not flag.exists():
-        time.sleep(0.02)
+    _wait_until_paused(run, flag)
     run.send_signal(signal.SIGTERM)
     code, err = _finish(run)
     assert code == 128 + signal.SIGTERM, err
@@ -144,10 +152,8 @@ def test_opd_survives_kills_and_sigterm_bitwise(tiny_dirs, tmp_path):
     assert not (out / "final").exists()  # nothing that looks like a finished model
 
     # 4. the explicit --resume runs it to the end
-    code, err = _finish(_start([*_command("distill", tiny_dirs, out), "--resume"]))
-    assert code == 0, err
-    code, err = _finish(clean)
-    assert code == 0, err
+    _succeeds(_start([*_command("distill", tiny_dirs, out), "--resume"]))
+    _succeeds(clean)
     _assert_same_run(out, reference)
     _assert_checkpoints_sound(out)
     assert len(list((out / "checkpoints").iterdir())) == 2  # keep_checkpoints
@@ -159,10 +165,8 @@ def test_sft_survives_a_kill_during_a_checkpoint_write_bitwise(tiny_dirs, tmp_pa
     run = _start(_command("sft", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_IN_SAVE_OF_STEP=6)
     _kill_when_paused(run, flag)
     assert RunDirectory(out).latest_checkpoint().name == "step_00000004"
-    code, err = _finish(_start(_command("sft", tiny_dirs, out)))  # the same command again resumes
-    assert code == 0, err
-    code, err = _finish(clean)
-    assert code == 0, err
+    _succeeds(_start(_command("sft", tiny_dirs, out)))  # the same command again resumes
+    _succeeds(clean)
     _assert_same_run(out, reference)
 
 
