@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from mentor.errors import MentorError
+from mentor.algorithms.opd import DIVERGENCES
 from mentor.update.losses import LOSSES
 from mentor.update.optim import SCHEDULES
 
@@ -133,8 +134,8 @@ class DistillConfig(TrainConfig, SamplingConfig):
             raise MentorError("--clip-ratio must be >= 0 and --kl-discount in [0, 1]")
         if self.sampler not in ("hf", "vllm"):
             raise MentorError(f"--sampler {self.sampler!r} is unknown: use hf or vllm")
-        if self.divergence not in ("sampled", "full", "top_k"):
-            raise MentorError(f"--divergence {self.divergence!r} is unknown: use sampled, full or top_k")
+        if self.divergence not in DIVERGENCES:
+            raise MentorError(f"--divergence {self.divergence!r} is unknown: use {', '.join(DIVERGENCES)}")
         if self.divergence == "top_k" and self.kl_top_k < 1:
             raise MentorError("--kl-top-k must be >= 1 with --divergence top_k")
         if self.divergence != "sampled" and (self.teacher.startswith(("http://", "https://")) or "=" in self.teacher):

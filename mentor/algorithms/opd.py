@@ -76,9 +76,9 @@ class OnPolicyDistillation:
         self.divergence = divergence
         self.kl_teacher_model, self.kl_top_k = None, kl_top_k if divergence == "top_k" else 0
         if divergence != "sampled":
-            if not isinstance(teacher, LocalTeacher):
-                raise MentorError(f"--divergence {divergence} needs the teacher's whole distribution, so one "
-                                  "in-process teacher: use --divergence sampled with a server or several teachers")
+            if not isinstance(teacher, LocalTeacher):  # DistillConfig refuses this before anything loads
+                raise MentorError(f"divergence={divergence!r} needs a LocalTeacher's whole distribution, "
+                                  f"not a {type(teacher).__name__}")
             self.kl_teacher_model = teacher.model  # the trainer's update runs it next to the student
 
     def collect(self, examples: list[EncodedExample]) -> tuple[RolloutBatch, dict[str, float]]:
