@@ -29,6 +29,7 @@ from mentor.bench.continual import Instructions, InternalDocs  # noqa: E402
 from mentor.config import DistillConfig, RLConfig, SFTConfig  # noqa: E402
 from mentor.data.prompts import EncodedExample, encode_completion  # noqa: E402
 from mentor.evaluation.accuracy import evaluate  # noqa: E402
+from mentor.evaluation.tables import markdown_table  # noqa: E402
 from mentor.models.loading import load_model, load_tokenizer  # noqa: E402
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config  # noqa: E402
 from mentor.recipes.common import quiet_transformers  # noqa: E402
@@ -317,11 +318,6 @@ HEADERS = {"math": ["method", "start", "final", "best @ step", "teacher FLOPs", 
            "one_prompt": ["model", "held-out accuracy"]}
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def plot_continual(rows: dict[str, dict], path: Path) -> None:
     fig, axis = plt.subplots(figsize=(8, 4))
     labels = list(rows)
@@ -380,7 +376,7 @@ def write_report(result: dict, out: Path) -> Path:
              + ", ".join(f"{k} {v:.1f}" for k, v in m.items() if k != "total") + "). "
              f"Scale: {json.dumps(s)}.", ""]
     for key, rows in tables.items():
-        parts += [f"## {titles[key]}", "", _markdown(HEADERS[key], rows), ""]
+        parts += [f"## {titles[key]}", "", markdown_table(HEADERS[key], rows), ""]
         if key in PLOTS:
             parts += [f"![{titles[key]}]({PLOTS[key]})", ""]
         parts += NOTES.get(key, [])

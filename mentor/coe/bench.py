@@ -19,6 +19,7 @@ import torch
 from mentor.coe.inspect import resource_row
 from mentor.config import SFTConfig
 from mentor.evaluation.accuracy import evaluate
+from mentor.evaluation.tables import markdown_table
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
 from mentor.recipes.coe import (CoEConfig, assemble_step, inspect_step, label_step, load_category_examples,
@@ -175,15 +176,13 @@ def _markdown(result: dict, quick: bool) -> str:
              f"expert). Stage 2: {s['stage2_steps']} steps. Batch {s['batch_size']}, {s['train_size']} training "
              f"problems per category, {s['eval_size']} held-out problems per column, greedy. "
              f"Wall time {result['minutes']:.1f} min on {result['cpus']} CPU cores.", "",
-             "| model | general | math | coding | average | collaboration (PoT) | params | trainable | train-state MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['general']:.1%} | {r['math']:.1%} | {r['coding']:.1%} | "
-                     f"{r['average']:.1%} | {r['collaboration']:.1%} | {r['params']:,} | {r['trainable']:,} | "
-                     f"{r['train_state_mib']:.2f} |")
-    lines += ["", "Expert usage of CoE-3E2A (share of token x layer routings that include each expert):", "",
-              "| category | " + " | ".join(result["experts"]) + " |", "|---|" + "---|" * len(result["experts"])]
-    for category, shares in result["usage"].items():
-        lines.append(f"| {category} | " + " | ".join(f"{x:.0%}" for x in shares) + " |")
+             markdown_table(["model", "general", "math", "coding", "average", "collaboration (PoT)", "params",
+                             "trainable", "train-state MiB"],
+                            [[r["model"], f"{r['general']:.1%}", f"{r['math']:.1%}", f"{r['coding']:.1%}",
+                              f"{r['average']:.1%}", f"{r['collaboration']:.1%}", f"{r['params']:,}",
+                              f"{r['trainable']:,}", f"{r['train_state_mib']:.2f}"] for r in result["rows"]]),
+             "", "Expert usage of CoE-3E2A (share of token x layer routings that include each expert):", "",
+             markdown_table(["category", *result["experts"]],
+                            [[category, *(f"{x:.0%}" for x in shares)] for category, shares in result["usage"].items()])]
     lines += ["", "![routing](routing.png)  (per layer, the expert pair each output token used; also routing.html)", ""]
     return "\n".join(lines)

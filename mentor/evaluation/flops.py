@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from mentor.evaluation.tables import markdown_table
+
 
 @dataclass(frozen=True)
 class MatmulParams:
@@ -120,10 +122,10 @@ def summary_table(record: dict) -> str:
     rows = [("teacher", "flops_teacher_sample", "flops_teacher_score", None),
             ("student", "flops_student_sample", None, "flops_student_train"),
             ("reference", None, "flops_reference_score", None)]
-    lines = ["| model | sampling | scoring | training | total |", "|---|---|---|---|---|"]
+    cells = []
     for who, sample, score, train in rows:
         values = [record.get(k, 0.0) if k else 0.0 for k in (sample, score, train)]
         if who == "reference" and not any(values):
             continue
-        lines.append(f"| {who} | " + " | ".join(f"{v:.3g}" for v in values) + f" | {sum(values):.3g} |")
-    return "\n".join(lines)
+        cells.append([who, *(f"{v:.3g}" for v in values), f"{sum(values):.3g}"])
+    return markdown_table(["model", "sampling", "scoring", "training", "total"], cells)

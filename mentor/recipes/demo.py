@@ -17,6 +17,7 @@ from rich.table import Table
 from mentor.config import DistillConfig, SFTConfig
 from mentor.evaluation.accuracy import evaluate
 from mentor.evaluation.plots import plot_training
+from mentor.evaluation.tables import markdown_table
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
 from mentor.recipes.common import quiet_transformers
@@ -165,11 +166,12 @@ def _report(result: dict, out_dir: Path, n: int) -> None:
     console.print(f"OPD step time: sampling {split['sample']:.0%}, teacher scoring {split['score']:.0%}, "
                   f"student update {split['update']:.0%}")
     console.print(f"plot: {result['plot']}   run directory: {result['run_dir']}")
-    lines = ["# mentor demo", "", "| model | accuracy | OPD steps | wall time | tokens seen |", "|---|---|---|---|---|",
-             f"| teacher | {result['teacher']:.1%} | | | |",
-             f"| student before OPD | {result['before']:.1%} | 0 | {result['sft_minutes']:.1f} min SFT | |",
-             f"| student after OPD | {result['after']:.1%} | {result['steps']} | {result['opd_minutes']:.1f} min "
-             f"| {result['tokens']:,} |", "",
+    rows = [["teacher", f"{result['teacher']:.1%}", "", "", ""],
+            ["student before OPD", f"{result['before']:.1%}", "0", f"{result['sft_minutes']:.1f} min SFT", ""],
+            ["student after OPD", f"{result['after']:.1%}", str(result["steps"]), f"{result['opd_minutes']:.1f} min",
+             f"{result['tokens']:,}"]]
+    lines = ["# mentor demo", "", markdown_table(["model", "accuracy", "OPD steps", "wall time", "tokens seen"], rows),
+             "",
              f"Step time split: sampling {split['sample']:.0%}, teacher scoring {split['score']:.0%}, "
              f"update {split['update']:.0%}.", ""]
     (out_dir / "summary.md").write_text("\n".join(lines))
