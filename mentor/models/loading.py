@@ -51,8 +51,13 @@ def load_model(path: str, dtype: str = "float32", device: str | torch.device = "
     return model.to(device)
 
 
-def check_same_vocabulary(student_tokenizer, teacher_tokenizer, student_model=None, teacher_model=None) -> None:
-    """Token-level distillation compares log-probs of the same token ids: the vocabularies must match."""
+def check_same_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
+    """Token-level distillation compares log-probs of the same token ids: the vocabularies must match.
+
+    Cheap (no weights): run it before any model loads.
+    """
+    if student_tokenizer is teacher_tokenizer:
+        return
     s_vocab, t_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
     if s_vocab != t_vocab:
         differing = len(set(s_vocab.items()) ^ set(t_vocab.items()))
@@ -60,12 +65,15 @@ def check_same_vocabulary(student_tokenizer, teacher_tokenizer, student_model=No
             f"teacher and student tokenizers differ ({len(t_vocab)} vs {len(s_vocab)} tokens, {differing} "
             "entries differ): token-level distillation needs one vocabulary, so pick a teacher from the "
             "student's model family")
-    if student_model is not None and teacher_model is not None:
-        s_rows = student_model.get_output_embeddings().weight.shape[0]
-        t_rows = teacher_model.get_output_embeddings().weight.shape[0]
-        if s_rows < len(s_vocab) or t_rows < len(t_vocab):
-            raise MentorError(f"a model's output layer ({s_rows} or {t_rows} rows) is smaller than its "
-                              f"tokenizer ({len(s_vocab)} tokens): the checkpoint and tokenizer do not belong together")
+
+
+def check_heads_cover_vocabulary(tokenizer, student_model: nn.Module, teacher_model: nn.Module) -> None:
+    """After loading: both output layers have a row for every token of the (shared) vocabulary."""
+    s_rows = student_model.get_output_embeddings().weight.shape[0]
+    t_rows = teacher_model.get_output_embeddings().weight.shape[0]
+    if min(s_rows, t_rows) < len(tokenizer):
+        raise MentorError(f"a model's output layer ({s_rows} or {t_rows} rows) is smaller than its "
+                          f"tokenizer ({len(tokenizer)} tokens): the checkpoint and tokenizer do not belong together")
 
 
 def context_length(model: nn.Module) -> int | None:

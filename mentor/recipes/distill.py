@@ -12,7 +12,7 @@ from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import ComputeLedger, MatmulParams
-from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
+from mentor.models.loading import check_heads_cover_vocabulary, check_same_vocabulary, load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
@@ -40,12 +40,11 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         check_same_vocabulary(tokenizer, teacher_tokenizer or remote_tokenizer)
         student = student or load_model(config.student, config.dtype, what="student")
     else:
-        if teacher is None or teacher_tokenizer is None:
-            teacher_tokenizer = teacher_tokenizer or load_tokenizer(config.teacher, "teacher")
+        teacher_tokenizer = teacher_tokenizer or load_tokenizer(config.teacher, "teacher")
         check_same_vocabulary(tokenizer, teacher_tokenizer)
         student = student or load_model(config.student, config.dtype, what="student")
         teacher = teacher or load_model(config.teacher, config.dtype, what="teacher")
-        check_same_vocabulary(tokenizer, teacher_tokenizer, student, teacher)
+        check_heads_cover_vocabulary(tokenizer, student, teacher)
         scorer = LocalTeacher(teacher.to(student.device), tokenizer.pad_token_id, config.micro_batch_size)
 
     task = get_task(config.task) if config.task else None
@@ -96,7 +95,7 @@ def _run_multi_teacher(config: DistillConfig, teachers: dict[str, str], student,
             continue
         check_same_vocabulary(tokenizer, load_tokenizer(path, f"teacher {name!r}"))
         model = load_model(path, config.dtype, what=f"teacher {name!r}").to(student.device)
-        check_same_vocabulary(tokenizer, tokenizer, student, model)
+        check_heads_cover_vocabulary(tokenizer, student, model)
         scorers[name] = LocalTeacher(model, tokenizer.pad_token_id, config.micro_batch_size)
         params[name] = MatmulParams.of(model).total
     examples = []
