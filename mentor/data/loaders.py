@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from mentor.data.prompts import read_jsonl
+from mentor.data.prompts import read_data_file, read_jsonl
 from mentor.errors import MentorError
 from mentor.tasks.base import Problem
 from mentor.tasks.graders import code_passes, instructions_followed, math_match, numeric_match
@@ -95,15 +95,20 @@ def load_problems(schema: str, path: str | Path) -> list[Problem]:
 def _read_json_array(path: Path) -> list:
     """A ``.json`` file holding one array of records (the JSONL path checks its own lines)."""
     try:
-        records = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise MentorError(f"data file {str(path)!r} does not exist: check the path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise MentorError(f"{path}: not valid JSON ({reason}): a .json data file holds one array of records") from None
+        records = json.loads(read_data_file(path))
+    except json.JSONDecodeError as exc:
+        raise _not_json(path, exc.msg) from None
+    except UnicodeDecodeError:
+        raise _not_json(path, "not UTF-8 text") from None
+    except RecursionError:
+        raise _not_json(path, "nested too deeply") from None
     if not isinstance(records, list):
         raise MentorError(f"{path}: a .json data file must hold an array of records, not {type(records).__name__}")
     return records
+
+
+def _not_json(path: Path, reason: str) -> MentorError:
+    return MentorError(f"{path}: not valid JSON ({reason}): a .json data file holds one array of records")
 
 
 class FileTask:

@@ -22,17 +22,21 @@ class Example:
     meta: dict = field(default_factory=dict)
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def read_data_file(path: str | Path) -> bytes:
+    """A data file's bytes, or one line saying why there are none."""
     path = Path(path)
     if not path.exists():
-        raise MentorError(f"data file {str(path)!r} does not exist: check the path (a JSONL file, one record a line)")
+        raise MentorError(f"data file {str(path)!r} does not exist: check the path")
     if not path.is_file():
-        raise MentorError(f"data file {str(path)!r} is not a file: pass a .jsonl file")
+        raise MentorError(f"data file {str(path)!r} is not a file: pass a {path.suffix or '.jsonl'} file")
     try:
-        lines = path.read_bytes().splitlines()
+        return path.read_bytes()
     except OSError as exc:
         raise MentorError(f"cannot read data file {str(path)!r}: {exc.strerror}") from None
-    return parse_jsonl(lines, str(path))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return parse_jsonl(read_data_file(path).splitlines(), str(path))
 
 
 def parse_jsonl(lines: list[bytes], where: str) -> list[dict]:
