@@ -93,6 +93,10 @@ class SamplingConfig:
             raise MentorError("--temperature must be positive")
         if self.long_prompts not in ("skip", "fail"):
             raise MentorError("--long-prompts must be 'skip' or 'fail'")
+        if self.top_k or self.top_p != 1.0:
+            # the trainer's log-probs are the full tempered softmax; truncated sampling would record others
+            raise MentorError("--top-k/--top-p cannot be used for training: the trainer's importance ratio uses "
+                              "the full softmax at --temperature, so sample from it (lower --temperature instead)")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from mentor.errors import MentorError
+from mentor.models.chat import assistant_turn_ids, chat_ids
 
 
 @dataclass
@@ -79,11 +80,12 @@ def parse_example(record: dict, where: str, need_completion: bool = False) -> Ex
         messages = _check_messages(record["messages"], where)
         completion = None
         if messages[-1]["role"] == "assistant":
-            completion = messages[-1]["content"]
-            if need_completion:
-                messages = messages[:-1]
-                if not messages:
-                    raise MentorError(f"{where}: the assistant message needs a user message before it")
+            # the prompt is the chat up to the final assistant turn, which is the target (SFT) or unused
+            completion, messages = messages[-1]["content"], messages[:-1]
+            if not any(m["role"] == "user" for m in messages):
+                raise MentorError(f"{where}: the assistant message needs a user message before it")
+        elif need_completion:
+            raise MentorError(f"{where}: SFT needs the chat to end with the assistant message to train on")
         example = Example(messages=messages, completion=completion, answer=answer)
     elif "prompt" in record:
         prompt = record["prompt"]
@@ -110,17 +112,20 @@ def load_examples(path: str | Path, need_completion: bool = False) -> list[Examp
 
 def encode_prompt(tokenizer, example: Example, use_chat_template: bool | None = None) -> list[int]:
     """Token ids of the prompt. Chat messages always use the chat template; plain text uses it if asked."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
     if example.messages is not None or use_chat_template:
-        if not has_template:
-            raise MentorError("this data needs a chat template but the tokenizer has none: "
-                              "use plain 'prompt' records or a tokenizer with a chat_template")
-        messages = example.messages or [{"role": "user", "content": example.prompt}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_ids(tokenizer, prompt_messages(example), add_generation_prompt=True)
     return list(tokenizer(example.prompt, add_special_tokens=True)["input_ids"])
+
+
+def prompt_messages(example: Example) -> list[dict]:
+    return example.messages or [{"role": "user", "content": example.prompt}]
+
+
+def encode_target(tokenizer, example: Example, use_chat_template: bool, stop_ids: list[int]) -> list[int]:
+    """The completion to train on: the assistant turn as the chat template renders it, or text + EOS."""
+    if example.messages is not None or use_chat_template:
+        return assistant_turn_ids(tokenizer, prompt_messages(example), example.completion, stop_ids)
+    return encode_completion(tokenizer, example.completion)
 
 
 def encode_completion(tokenizer, completion: str) -> list[int]:
@@ -175,9 +180,14 @@ class EncodedExample:
 
 def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bool = False,
                     max_prompt_tokens: int | None = None, long_prompts: str = "skip",
-                    need_completion: bool = False) -> tuple[list[EncodedExample], int]:
-    """Encode examples; prompts longer than ``max_prompt_tokens`` are skipped (counted) or fail."""
+                    need_completion: bool = False, stop_ids: list[int] | None = None,
+                    ) -> tuple[list[EncodedExample], int]:
+    """Encode examples; prompts longer than ``max_prompt_tokens`` are skipped (counted) or fail.
+
+    ``stop_ids`` (the model's end-of-turn tokens, ``mentor.models.chat.stop_token_ids``) end chat targets.
+    """
     encoded, skipped = [], 0
+    stop_ids = stop_ids or [tokenizer.eos_token_id]
     for i, example in enumerate(examples):
         ids = encode_prompt(tokenizer, example, use_chat_template)
         if max_prompt_tokens and len(ids) > max_prompt_tokens:
@@ -186,7 +196,7 @@ def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bo
                                   f"{max_prompt_tokens}: shorten it or pass --long-prompts skip")
             skipped += 1
             continue
-        completion = encode_completion(tokenizer, example.completion) if need_completion else None
+        completion = encode_target(tokenizer, example, use_chat_template, stop_ids) if need_completion else None
         text = example.prompt if example.prompt is not None else example.messages[-1]["content"]
         encoded.append(EncodedExample(ids, completion, text, example.answer))
     if not encoded:

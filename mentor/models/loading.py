@@ -22,20 +22,50 @@ def resolve_dtype(name: str) -> torch.dtype:
 def _check_exists(path: str, what: str) -> None:
     looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]
     if looks_local and not Path(path).expanduser().exists():
-        raise MentorError(f"{what} {path!r} does not exist: pass a model directory or a hub id")
+        raise MentorError(f"{what} {path!r} does not exist: pass a model directory, a .gguf file or a hub id")
+
+
+def split_gguf(path: str) -> tuple[str, str | None]:
+    """``DIR/model.gguf`` -> (``DIR``, ``model.gguf``); any other source -> (source, None).
+
+    transformers reads a GGUF file as (directory or hub repo, ``gguf_file=`` name): weights dequantized,
+    tokenizer, chat template and EOS from the file's metadata.
+    """
+    if not path.lower().endswith(".gguf"):
+        return path, None
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise MentorError(f"{path!r} is a directory, not a .gguf file: pass the file itself")
+    return str(file.parent), file.name
+
+
+def _source_kwargs(path: str, what: str) -> tuple[str, dict]:
+    """``from_pretrained`` arguments for a model directory, hub id or GGUF file; checked before any work."""
+    _check_exists(path, what)
+    directory, gguf_file = split_gguf(path)
+    if gguf_file is None:
+        return path, {}
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError:
+        raise MentorError(f"{what} {path!r} is a GGUF file, which needs the gguf package: "
+                          "pip install 'mentor[gguf]'") from None
+    return directory, {"gguf_file": gguf_file}
 
 
 def load_tokenizer(path: str, what: str = "model"):
     from transformers import AutoTokenizer
 
-    _check_exists(path, what)
+    source, kwargs = _source_kwargs(path, what)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
         raise MentorError(f"cannot load the {what} tokenizer from {path!r}: {str(exc).splitlines()[0]}") from exc
     if tokenizer.pad_token_id is None:
-        # generation and batching need a pad id; EOS is the common choice and is masked out anyway
+        # generation and batching need a pad id; EOS is the common choice and is masked out anyway. It is
+        # mentor's choice, not the model's: save_pretrained leaves it out of the saved tokenizer.
         tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.mentor_borrowed_pad = True
     return tokenizer
 
 
@@ -43,9 +73,9 @@ def load_model(path: str, dtype: str = "float32", device: str | torch.device = "
                what: str = "model") -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    _check_exists(path, what)
+    source, kwargs = _source_kwargs(path, what)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype), **kwargs)
     except (OSError, ValueError) as exc:
         raise MentorError(f"cannot load the {what} from {path!r}: {str(exc).splitlines()[0]}") from exc
     return model.to(device)
@@ -115,8 +145,20 @@ def save_pretrained(model: nn.Module, tokenizer, path: str | Path, merge_lora: b
     else:
         model.save_pretrained(path, safe_serialization=True)
     if tokenizer is not None:
-        tokenizer.save_pretrained(path)
+        _save_tokenizer(tokenizer, path)
     return path
+
+
+def _save_tokenizer(tokenizer, path: Path) -> None:
+    """The user's tokenizer as it was: a pad token mentor borrowed from EOS for batching is not saved."""
+    if not getattr(tokenizer, "mentor_borrowed_pad", False):
+        tokenizer.save_pretrained(path)
+        return
+    tokenizer.pad_token = None
+    try:
+        tokenizer.save_pretrained(path)
+    finally:
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

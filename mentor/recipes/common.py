@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mentor.data.prompts import EncodedExample, encode_completion, encode_examples, load_examples
+from mentor.data.prompts import EncodedExample, Example, encode_examples, encode_prompt, encode_target, load_examples
+from mentor.models.chat import stop_token_ids
 from mentor.tasks.base import Task
 
 
@@ -20,11 +21,19 @@ def quiet_transformers() -> None:
         pass
 
 
-def task_examples(task: Task, tokenizer, n: int, seed: int, with_solution: bool = True) -> list[EncodedExample]:
+def task_examples(task: Task, tokenizer, n: int, seed: int, with_solution: bool = True, chat_template: bool = False,
+                  model=None) -> list[EncodedExample]:
+    """A built-in task's problems, encoded as a file's records would be (chat template included if asked).
+
+    ``model`` gives the end-of-turn tokens (its generation config) that chat-template targets end with.
+    """
+    stop_ids = stop_token_ids(tokenizer, model)
     out = []
     for problem in task.train_problems(n, seed):
-        completion = encode_completion(tokenizer, problem.solution) if with_solution else None
-        out.append(EncodedExample(tokenizer(problem.prompt)["input_ids"], completion, problem.prompt, problem))
+        example = Example(prompt=problem.prompt, completion=problem.solution)
+        completion = encode_target(tokenizer, example, chat_template, stop_ids) if with_solution else None
+        out.append(EncodedExample(encode_prompt(tokenizer, example, chat_template), completion, problem.prompt,
+                                  problem))
     return out
 
 
@@ -48,7 +57,8 @@ def file_examples(path: str, tokenizer, model, config, need_completion: bool = F
     limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
     examples, skipped = encode_examples(tokenizer, load_examples(path, need_completion=need_completion),
                                         use_chat_template=config.chat_template, max_prompt_tokens=limit,
-                                        long_prompts=config.long_prompts, need_completion=need_completion)
+                                        long_prompts=config.long_prompts, need_completion=need_completion,
+                                        stop_ids=stop_token_ids(tokenizer, model))
     if skipped:
         console.print(f"[yellow]{path}: skipped {skipped} prompts longer than the context allows "
                       f"(--max-prompt-tokens / --long-prompts fail to change this)[/]")

@@ -12,6 +12,7 @@ from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import ComputeLedger, MatmulParams
+from mentor.models.chat import describe_differences, stop_token_ids
 from mentor.models.loading import check_heads_cover_vocabulary, check_same_vocabulary, load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
@@ -45,6 +46,7 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         student = student or load_model(config.student, config.dtype, what="student")
         teacher = teacher or load_model(config.teacher, config.dtype, what="teacher")
         check_heads_cover_vocabulary(tokenizer, student, teacher)
+        report_turn_differences(tokenizer, student, teacher_tokenizer, teacher)
         scorer = LocalTeacher(teacher.to(student.device), tokenizer.pad_token_id, config.micro_batch_size)
 
     task = get_task(config.task) if config.task else None
@@ -52,13 +54,15 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         if config.prompts:
             examples = file_examples(config.prompts, tokenizer, student, config)
         else:
-            examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False)
+            examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
+                                     chat_template=config.chat_template, model=student)
     algorithm = OnPolicyDistillation(
         _sampler(config, student, tokenizer), scorer, tokenizer,
         group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
         kl_discount=config.kl_discount, loss=config.loss, reward_coef=config.reward_coef,
         grader=task.grade if task else None, divergence=config.divergence, kl_top_k=config.kl_top_k)
-    evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
+    evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
+                                chat_template=config.chat_template) if task else None)
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
     single_local = teacher is not None and not isinstance(teacher, TeacherPerSource)
@@ -67,6 +71,15 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     history = trainer.train(algorithm)
     trainer.save_final()
     return trainer, history
+
+
+def report_turn_differences(tokenizer, student, teacher_tokenizer, teacher, what: str = "teacher") -> None:
+    """Say, before any work, where teacher and student disagree on how a chat turn is written and ended."""
+    from mentor.train.progress import console
+
+    for problem in describe_differences(tokenizer, teacher_tokenizer, stop_token_ids(tokenizer, student),
+                                        stop_token_ids(teacher_tokenizer, teacher)):
+        console.print(f"[yellow]warning: {what} and student: {problem}[/]")
 
 
 def named_paths(spec: str) -> dict[str, str] | None:
@@ -96,6 +109,7 @@ def _run_multi_teacher(config: DistillConfig, teachers: dict[str, str], student,
         check_same_vocabulary(tokenizer, load_tokenizer(path, f"teacher {name!r}"))
         model = load_model(path, config.dtype, what=f"teacher {name!r}").to(student.device)
         check_heads_cover_vocabulary(tokenizer, student, model)
+        report_turn_differences(tokenizer, student, tokenizer, model, f"teacher {name!r}")
         scorers[name] = LocalTeacher(model, tokenizer.pad_token_id, config.micro_batch_size)
         params[name] = MatmulParams.of(model).total
     examples = []

@@ -28,7 +28,8 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
         if config.prompts:
             examples = file_examples(config.prompts, tokenizer, model, config)
         else:
-            examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False)
+            examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
+                                     chat_template=config.chat_template, model=model)
     reference = None
     if config.kl_coef:
         # the reference is frozen: a copy of the starting weights unless another model is named
@@ -40,7 +41,8 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
         normalize_std=config.normalize_std, loss=config.loss, kl_coef=config.kl_coef,
         reference=LocalTeacher(reference, tokenizer.pad_token_id, config.micro_batch_size) if reference else None,
         drop_constant_groups=config.drop_constant_groups)
-    evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
+    evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
+                                chat_template=config.chat_template) if task else None)
     ledger = ComputeLedger(reference_params=MatmulParams.of(reference).total if reference else None)
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)

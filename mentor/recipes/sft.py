@@ -32,8 +32,10 @@ def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tup
         elif config.data:
             examples = file_examples(config.data, tokenizer, model, config, need_completion=True)
         else:
-            examples = task_examples(task, tokenizer, config.train_size, config.seed)
-    evaluator = task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens) if task else None
+            examples = task_examples(task, tokenizer, config.train_size, config.seed,
+                                     chat_template=config.chat_template, model=model)
+    evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
+                                chat_template=config.chat_template) if task else None)
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=("loss", "accuracy"),
                       ledger=ComputeLedger(offline=offline))
@@ -111,7 +113,6 @@ def _sample_teacher(config: SFTConfig, tokenizer, prompts: list[EncodedExample])
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         sampled = sampler.sample([p.prompt_ids for p in repeated])
-    eos = tokenizer.eos_token_id
-    # a completion cut by max_new_tokens has no EOS: trained on as is (the student learns to go on)
-    return [{"prompt": p.text, "prompt_ids": p.prompt_ids, "completion_ids": c, "truncated": c[-1:] != [eos],
-             "teacher_params": params} for p, c in zip(repeated, sampled.completion_ids)]
+    # a completion cut by max_new_tokens has no end-of-turn token: trained on as is (the student learns to go on)
+    return [{"prompt": p.text, "prompt_ids": p.prompt_ids, "completion_ids": c, "truncated": cut,
+             "teacher_params": params} for p, c, cut in zip(repeated, sampled.completion_ids, sampled.truncated)]

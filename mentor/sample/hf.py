@@ -1,17 +1,22 @@
 """Sampling with transformers ``generate`` (KV cache), recording the exact log-prob of each sampled token.
 
-The log-probs are those of the distribution the token was drawn from: temperature applied, and top-k /
-top-p only if asked (they are off by default so the recorded q(x) is the full tempered softmax).
+The log-probs are those of the distribution the token was drawn from: the model's softmax at the sampling
+temperature, nothing else. The model's own ``generation_config`` (repetition penalty, min length, suppressed
+tokens, ...) is set aside while sampling: its processors would change the draw but not the trainer's
+log-probs. Top-k / top-p are for evaluation only (training refuses them for the same reason). A completion
+ends at any of the model's end-of-turn tokens (``mentor.models.chat.stop_token_ids``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mentor.models.chat import stop_token_ids
 from mentor.sample.base import SampledBatch
 
 
@@ -21,14 +26,14 @@ class HFSampler:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.top_k, self.top_p, self.batch_size = top_k, top_p, batch_size
+        self.stop_ids = stop_token_ids(tokenizer, model)
 
     def _generation_config(self):
         from transformers import GenerationConfig
 
         # always greedy over the scores: when sampling, SampleAndRecord has already drawn the token
-        return GenerationConfig(do_sample=False, max_new_tokens=self.max_new_tokens,
-                                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                                use_cache=True, return_dict_in_generate=True)
+        return GenerationConfig(do_sample=False, max_new_tokens=self.max_new_tokens, eos_token_id=self.stop_ids,
+                                pad_token_id=self.tokenizer.pad_token_id, use_cache=True, return_dict_in_generate=True)
 
     @torch.no_grad()
     def sample(self, prompt_ids: list[list[int]], greedy: bool = False) -> SampledBatch:
@@ -53,9 +58,10 @@ class HFSampler:
         from transformers import LogitsProcessorList
 
         recorder = None if greedy else SampleAndRecord(self.temperature, self.top_k, self.top_p)
-        result = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                generation_config=self._generation_config(),
-                                logits_processor=LogitsProcessorList([recorder] if recorder else []))
+        with neutral_generation_config(model):
+            result = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                    generation_config=self._generation_config(),
+                                    logits_processor=LogitsProcessorList([recorder] if recorder else []))
         if was_training:
             model.train()
         generated = result.sequences[:, width:].cpu()
@@ -63,14 +69,31 @@ class HFSampler:
             logprobs = torch.zeros(generated.shape)
         else:
             logprobs = torch.stack(recorder.logprobs, dim=1).cpu()[:, : generated.shape[1]]
-        eos = self.tokenizer.eos_token_id
         for i, prompt in enumerate(prompts):
             tokens = generated[i].tolist()
-            end = tokens.index(eos) + 1 if eos in tokens else len(tokens)
+            end = next((t + 1 for t, token in enumerate(tokens) if token in self.stop_ids), None)
             out.prompt_ids.append(list(prompt))
             out.completion_ids.append(tokens[:end])
-            out.completion_logprobs.append(logprobs[i, :end].tolist())
-            out.truncated.append(eos not in tokens[:end])
+            out.completion_logprobs.append(logprobs[i, : len(tokens[:end])].tolist())
+            out.truncated.append(end is None)
+
+
+@contextlib.contextmanager
+def neutral_generation_config(model: nn.Module):
+    """Hide the model's ``generation_config`` from ``generate`` while mentor samples.
+
+    ``generate`` fills every field the caller left unset from the model's config, so a checkpoint's
+    ``repetition_penalty`` or ``suppress_tokens`` would add logits processors before the recorded draw.
+    """
+    from transformers import GenerationConfig
+
+    target = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    saved = target.generation_config
+    target.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        target.generation_config = saved
 
 
 class SampleAndRecord:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mentor.errors import MentorError
+from mentor.models.chat import stop_token_ids
 from mentor.models.loading import is_peft
 from mentor.sample.base import SampledBatch
 
@@ -42,7 +43,7 @@ class VLLMSampler:
         # logprobs=0: vLLM returns exactly the sampled token's log-prob at each step
         self.params = SamplingParams(n=1, max_tokens=max_new_tokens, temperature=temperature,
                                      top_k=top_k if top_k > 0 else -1, top_p=top_p, logprobs=0,
-                                     stop_token_ids=[tokenizer.eos_token_id])
+                                     stop_token_ids=stop_token_ids(tokenizer, model))
         self.greedy_params = self.params.clone()
         self.greedy_params.temperature = 0.0
         self._synced_version: int | None = None

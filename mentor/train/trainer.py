@@ -145,6 +145,16 @@ class Trainer:
     # --- the update: identical for SFT, RL and OPD -------------------------------------------------
     def update(self, batch: RolloutBatch, algorithm: Algorithm) -> dict[str, float]:
         cfg = self.config
+        # On-policy losses need the log-probs of the policy the sampler drew from, which ran in eval mode:
+        # with dropout on, the importance ratio of a fresh sample would be noise, not 1. SFT keeps dropout.
+        self.model.train(algorithm.loss == "cross_entropy")
+        try:
+            return self._update(batch, algorithm)
+        finally:
+            self.model.train()
+
+    def _update(self, batch: RolloutBatch, algorithm: Algorithm) -> dict[str, float]:
+        cfg = self.config
         rows = torch.arange(len(batch))
         totals = {"loss": 0.0, "entropy": 0.0, "ratio_max": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
         substeps = list(torch.tensor_split(rows, cfg.num_substeps))
