@@ -1,8 +1,11 @@
-"""FLOP accounting against a hand count for a tiny Qwen3, with and without LoRA, and in a real run."""
+"""FLOP accounting against hand counts (tiny Qwen3 with and without LoRA, GPT-2, Qwen3-MoE, Mixtral) and in a run."""
 
 import json
 
-from transformers import AutoModelForCausalLM
+import pytest
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from mentor.evaluation.flops import ComputeLedger, MatmulParams, training_flops
 from mentor.models.loading import apply_lora
@@ -35,6 +38,77 @@ def test_lora_backward_counts_only_adapter_weight_gradients(tmp_path):
     assert params.trainable == adapters
     assert params.total == base + adapters
     assert training_flops(params, 1) == 2 * (base + adapters) + 2 * (base + adapters) + 2 * adapters
+
+
+VOCAB, HIDDEN, LAYERS = 54, 32, 2
+
+
+def test_gpt2_conv1d_layers_count():
+    """GPT-2's attention and MLP are transformers ``Conv1D`` (weight [in, out] + bias), not ``nn.Linear``."""
+    config = AutoConfig.for_model("gpt2", n_embd=HIDDEN, n_layer=LAYERS, n_head=4, vocab_size=VOCAB, n_positions=64,
+                                  bos_token_id=0, eos_token_id=0)
+    model = AutoModelForCausalLM.from_config(config)
+    h = HIDDEN
+    per_layer = (h * 3 * h + 3 * h) + (h * h + h) + (h * 4 * h + 4 * h) + (4 * h * h + h)  # c_attn, c_proj, c_fc, c_proj
+    n = LAYERS * per_layer + VOCAB * h  # + the tied head
+    assert MatmulParams.of(model) == MatmulParams(n, n)
+
+
+def moe_hand_count(experts=4, top_k=2, inter=24, heads=4, kv_heads=2, head_dim=16):
+    attention = 2 * HIDDEN * heads * head_dim + 2 * HIDDEN * kv_heads * head_dim  # q, o + k, v
+    active_experts = top_k * 3 * HIDDEN * inter  # gate, up, down of the top_k experts a token goes through
+    router = experts * HIDDEN
+    return LAYERS * (attention + active_experts + router) + VOCAB * HIDDEN, LAYERS * experts * 3 * HIDDEN * inter
+
+
+def tiny_moe(arch: str, experts=4, top_k=2):
+    shared = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2,
+                  head_dim=16, vocab_size=VOCAB, num_experts_per_tok=top_k, max_position_embeddings=64,
+                  tie_word_embeddings=True, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    if arch == "qwen3_moe":
+        config = AutoConfig.for_model(arch, moe_intermediate_size=24, num_experts=experts, **shared)
+    else:
+        config = AutoConfig.for_model(arch, intermediate_size=24, num_local_experts=experts, **shared)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("arch", ["qwen3_moe", "mixtral"])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_moe_counts_active_experts_and_router(arch, top_k):
+    model = tiny_moe(arch, experts=4, top_k=top_k)
+    n, _ = moe_hand_count(experts=4, top_k=top_k)
+    assert MatmulParams.of(model) == MatmulParams(n, n)
+
+
+class PerExpertBlock(nn.Module):
+    """The transformers 4 layout of the same block: a Linear gate and an ``nn.ModuleList`` of expert MLPs."""
+
+    def __init__(self, fused: nn.Module, top_k: int):
+        super().__init__()
+        num_experts, hidden = fused.gate.weight.shape
+        inter = fused.experts.down_proj.shape[-1]
+        self.top_k = top_k
+        self.gate = nn.Linear(hidden, num_experts, bias=False)
+        self.experts = nn.ModuleList(nn.ModuleDict({name: nn.Linear(*shape, bias=False) for name, shape in
+                                                    (("gate_proj", (hidden, inter)), ("up_proj", (hidden, inter)),
+                                                     ("down_proj", (inter, hidden)))})
+                                     for _ in range(num_experts))
+
+
+def test_per_expert_layout_counts_the_same_and_frozen_experts_are_not_trainable():
+    fused = tiny_moe("mixtral", experts=4, top_k=2)
+    per_expert = tiny_moe("mixtral", experts=4, top_k=2)
+    for layer in per_expert.model.layers:
+        layer.mlp = PerExpertBlock(layer.mlp, top_k=2)
+    assert MatmulParams.of(per_expert) == MatmulParams.of(fused)
+    n, all_experts = moe_hand_count()
+    for model in (fused, per_expert):
+        for name, param in model.named_parameters():
+            param.requires_grad = ".experts." not in name  # CoE stage 2: expert MLPs frozen
+        active = 2 * 3 * HIDDEN * 24 * LAYERS
+        assert MatmulParams.of(model) == MatmulParams(n, n - active)
+    assert all_experts == 2 * active  # 4 experts stored, 2 used per token: the count is half the stored weights
 
 
 def test_ledger_cumulates_teacher_and_student():
