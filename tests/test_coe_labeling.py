@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +142,13 @@ def test_local_llm_labeler_runs_a_transformers_model(tmp_path):
     labeler = LLMLabeler(local_completer(make_model_dir(tmp_path / "judge"), max_new_tokens=4))
     answers = [labeler(text) for text in ("1+1=", "a=1;print(a)")]
     assert all(a in ("general", "math", "coding") for a in answers)
+
+
+def test_every_builtin_task_is_known_in_a_fresh_interpreter():
+    """get_task must not depend on which task modules the caller happened to import."""
+    names = ("arithmetic", *CATEGORY_TASKS.values(), COLLABORATION_TASK)
+    code = f"from mentor.tasks.base import get_task; print(*(type(get_task(n)).__name__ for n in {names!r}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr.splitlines()[-1:]
+    assert result.stdout.split() == ["ArithmeticTask", "GeneralTask", "MathTask", "CodingTask", "PotTask"]
