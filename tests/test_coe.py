@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,10 +20,17 @@ from mentor.models.tiny import build_char_tokenizer, build_tiny_model, tiny_conf
 TOKENIZER = build_char_tokenizer()
 
 
-def _base_and_experts(arch: str, num_experts: int = 3):
+# neither transformers 4.x default (Qwen3-MoE 1e4, Mixtral 1e6), and scaled: a checkpoint that loses either
+# still loads, with other logits
+SCALED_ROPE = {"rope_type": "linear", "factor": 2.0, "rope_theta": 25_000.0}
+
+
+def _base_and_experts(arch: str, num_experts: int = 3, rope: dict | None = None):
     """A random base and experts that differ from it only in their MLPs (as FFN-only training leaves them)."""
     config = tiny_config(arch, len(TOKENIZER), 32, 2, 4, tokenizer=TOKENIZER, max_positions=64)
     config.head_dim = 16  # != hidden / heads, as in Qwen3-0.6B (1024 / 16 heads, head_dim 128): must carry over
+    if rope is not None:
+        config.rope_parameters = dict(rope)
     base = build_tiny_model(config)
     experts = []
     for i in range(num_experts):
@@ -69,7 +79,7 @@ def test_forced_routing_reproduces_each_expert(arch, moe_class):
 def test_saved_moe_is_a_standard_checkpoint(tmp_path, arch, expert_key):
     from transformers import AutoModelForCausalLM
 
-    base, experts = _base_and_experts(arch)
+    base, experts = _base_and_experts(arch, rope=SCALED_ROPE)
     moe = assemble_moe(base, experts, top_k=2).eval()
     path = save_moe(moe, TOKENIZER, tmp_path / "moe")
     with safe_open(str(path / "model.safetensors"), "pt") as f:
@@ -79,11 +89,70 @@ def test_saved_moe_is_a_standard_checkpoint(tmp_path, arch, expert_key):
     config = json.loads((path / "config.json").read_text())
     assert config["num_experts_per_tok"] == 2 and config["tie_word_embeddings"] is True
     reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert reloaded.config.rope_parameters == base.config.rope_parameters
     ids = torch.tensor([TOKENIZER("7*8+9=")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(reloaded(ids).logits, moe(ids).logits, atol=1e-6)
     generated = reloaded.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=TOKENIZER.pad_token_id)
     assert generated.shape[1] > ids.shape[1]
+
+
+@pytest.mark.parametrize("arch,rope", [("qwen3", SCALED_ROPE), ("llama", SCALED_ROPE),
+                                       ("llama", {"rope_type": "default", "rope_theta": 500_000.0})])
+def test_saved_moe_config_has_what_transformers4_and_vllm_read(tmp_path, arch, rope):
+    """transformers 5 writes rope_parameters / dtype / num_local_experts; 4.x and vLLM read other names and
+    silently use their defaults without them (Mixtral's rope_theta 1e6, Qwen3-MoE's 128 experts)."""
+    base, experts = _base_and_experts(arch, rope=rope)
+    path = save_moe(assemble_moe(base, experts, top_k=2), TOKENIZER, tmp_path / "moe")
+    config = json.loads((path / "config.json").read_text())
+    assert config["rope_theta"] == base.config.rope_parameters["rope_theta"] == rope["rope_theta"]
+    expected_scaling = None if rope["rope_type"] == "default" else {"rope_type": "linear", "factor": 2.0}
+    assert config["rope_scaling"] == expected_scaling
+    assert config["torch_dtype"] == "float32"
+    if arch == "qwen3":
+        assert config["model_type"] == "qwen3_moe" and config["num_experts"] == 3
+    tokenizer_config = json.loads((path / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # 5's TokenizersBackend is unknown to 4.x
+    assert tokenizer_config["additional_special_tokens"] == ["<|user|>", "<|assistant|>"]
+    assert "extra_special_tokens" not in tokenizer_config  # a list there breaks 4.x (it expects a dict)
+    from transformers import AutoTokenizer
+
+    reloaded = AutoTokenizer.from_pretrained(path)
+    assert reloaded("<|user|>7*8")["input_ids"] == TOKENIZER("<|user|>7*8")["input_ids"]
+    assert reloaded.chat_template == TOKENIZER.chat_template
+
+
+TRANSFORMERS4 = os.environ.get("MENTOR_TRANSFORMERS4_PYTHON", "")
+
+
+@pytest.mark.skipif(not TRANSFORMERS4, reason="set MENTOR_TRANSFORMERS4_PYTHON to a python with transformers 4.57 "
+                    "(python3 -m venv /tmp/tf457 && /tmp/tf457/bin/pip install torch==2.13.0 'transformers==4.57.*' "
+                    "safetensors) to check that CoE checkpoints give the same logits there")
+def test_saved_moe_gives_the_same_logits_under_transformers4(tmp_path):
+    from safetensors.torch import load_file
+
+    from mentor.evaluation.flops import MatmulParams
+
+    text, saved = "12+34*5=58;x=3", {}
+    for arch in ("qwen3", "llama"):
+        base, experts = _base_and_experts(arch, rope=SCALED_ROPE)
+        moe = assemble_moe(base, experts, top_k=2).eval()
+        path = save_moe(moe, TOKENIZER, tmp_path / arch)
+        ids = TOKENIZER(text)["input_ids"]
+        with torch.no_grad():
+            saved[str(path)] = (moe, ids, moe(torch.tensor([ids])).logits[0])
+    out = tmp_path / "transformers4.json"
+    subprocess.run([TRANSFORMERS4, "tests/transformers4_logits.py", str(out), text, *saved], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+    for directory, result in json.loads(out.read_text()).items():
+        moe, ids, logits = saved[directory]
+        assert result["version"].startswith("4.") and result["model_class"] == type(moe).__name__
+        chat = TOKENIZER.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        assert result["ids"] == ids and result["chat_ids"] == list(getattr(chat, "input_ids", chat))
+        difference = (load_file(f"{directory}/logits_transformers4.safetensors")["logits"] - logits).abs().max()
+        print(f"{type(moe).__name__}: max |logits(transformers {result['version']}) - logits(5)| = {difference:.3g}")
+        assert difference < 1e-5, (directory, float(difference))
+        assert result["matmul"] == MatmulParams.of(moe).total  # 4.x's per-expert layout counts the same
 
 
 def test_assembly_refuses_unknown_bases_and_experts_that_moved_attention():

@@ -7,10 +7,14 @@ Attention and norms must be identical across experts (stage 1 froze them: assert
 the LM head are averaged (only new special tokens' rows may differ). The output is Mixtral for
 Llama/Mistral bases and Qwen3-MoE for Qwen3 bases, saved by transformers in the per-expert checkpoint
 layout (``experts.0.w1.weight`` / ``experts.0.gate_proj.weight``), which vLLM and ``from_pretrained`` read.
+Its ``config.json`` and ``tokenizer_config.json`` also carry the names transformers 4.x and vLLM read
+(``rope_theta``, ``rope_scaling``, ``torch_dtype``, Qwen3-MoE's ``num_experts``, a tokenizer class 4.x knows):
+the same logits under transformers 4.57 and 5.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -120,7 +124,52 @@ def assemble_moe(base: nn.Module, experts: list[nn.Module] | None = None, num_ex
 def save_moe(moe: nn.Module, tokenizer, path: str | Path) -> Path:
     from mentor.models.loading import save_pretrained
 
-    return save_pretrained(moe, tokenizer, path)
+    return write_portable_config(save_pretrained(moe, tokenizer, path))
+
+
+# tokenizer classes transformers 5 writes that older versions (and vLLM on them) do not know
+NEW_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def portable_config(config: dict) -> dict:
+    """A transformers 5 MoE ``config.json`` plus the fields transformers 4.x and vLLM read instead.
+
+    Transformers 5 writes ``rope_parameters``, ``dtype`` and (for Qwen3-MoE) ``num_local_experts``; 4.x reads
+    ``rope_theta`` / ``rope_scaling``, ``torch_dtype`` and ``num_experts``, and silently falls back to its own
+    defaults without them (Mixtral's rope_theta 1e6, Qwen3-MoE's 128 experts). Both sets are written, equal.
+    """
+    out = dict(config)
+    rope = dict(config.get("rope_parameters") or {})
+    if "rope_theta" in rope:
+        out["rope_theta"] = rope["rope_theta"]
+    scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+    out["rope_scaling"] = None if scaling.get("rope_type", "default") == "default" else scaling
+    if "dtype" in config:
+        out["torch_dtype"] = config["dtype"]
+    if config.get("model_type") == "qwen3_moe" and "num_local_experts" in config:
+        out["num_experts"] = config["num_local_experts"]
+    return out
+
+
+def portable_tokenizer_config(config: dict) -> dict:
+    """A transformers 5 ``tokenizer_config.json`` that transformers 4.x also loads (5 reads both spellings)."""
+    out = dict(config)
+    name = config.get("tokenizer_class")
+    if name in NEW_TOKENIZER_CLASSES:
+        out["tokenizer_class"] = NEW_TOKENIZER_CLASSES[name]
+    if isinstance(config.get("extra_special_tokens"), list):  # 4.x wants a dict there; a list is its old name
+        out["additional_special_tokens"] = out.pop("extra_special_tokens")
+    return out
+
+
+def write_portable_config(path: str | Path) -> Path:
+    """Rewrite a saved MoE's ``config.json`` and ``tokenizer_config.json`` so transformers 4.x loads them."""
+    path = Path(path)
+    for name, convert in (("config.json", portable_config), ("tokenizer_config.json", portable_tokenizer_config)):
+        file = path / name
+        if file.exists():
+            file.write_text(json.dumps(convert(json.loads(file.read_text())), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def mlp_parameter_names(model: nn.Module) -> list[str]:
