@@ -152,3 +152,34 @@ def test_every_builtin_task_is_known_in_a_fresh_interpreter():
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr.splitlines()[-1:]
     assert result.stdout.split() == ["ArithmeticTask", "GeneralTask", "MathTask", "CodingTask", "PotTask"]
+
+
+def test_stage_loading_reads_messages_records(tmp_path):
+    """SFT data in chat form (messages ending with the assistant's turn) is labelled and loaded for both stages."""
+    from mentor.models.tiny import build_char_tokenizer
+    from mentor.recipes.coe import CoEConfig, label_step, load_category_examples
+
+    rows = [{"messages": [{"role": "user", "content": "color of bilo?"}, {"role": "assistant", "content": "red"}],
+             "category": "general"},
+            {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "12+3="},
+                          {"role": "assistant", "content": "15"}], "category": "math"},
+            {"prompt": "a=5;print(a)", "completion": "a=5;5", "category": "coding"}]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = CoEConfig(base="(unused)", data=str(data), output_dir=str(tmp_path / "out"))
+    labels = label_step(config)
+    tokenizer = build_char_tokenizer()
+    examples = load_category_examples(tokenizer, labels, config.category_list)
+    assert [e.reference for e in examples] == [0, 1, 2]
+    general, math, coding = examples
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "color of bilo?"}], add_generation_prompt=True)
+    assert general.prompt_ids == list(getattr(chat, "input_ids", chat))
+    assert tokenizer.decode(general.completion_ids) == "red<eos>"
+    assert tokenizer.decode(math.completion_ids) == "15<eos>"
+    assert coding.prompt_ids == tokenizer("a=5;print(a)")["input_ids"]
+    only_math = load_category_examples(tokenizer, labels, config.category_list, only="math")
+    assert [e.reference for e in only_math] == [1]
+    from mentor.recipes.coe import labelled_prompts  # what inspect shows: the user text
+
+    assert labelled_prompts(labels, config.category_list) == {"general": ["color of bilo?"], "math": ["12+3="],
+                                                              "coding": ["a=5;print(a)"]}

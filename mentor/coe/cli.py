@@ -40,11 +40,8 @@ def _run(args) -> None:
     else:
         from pathlib import Path
 
-        from mentor.data.prompts import read_jsonl
-
         root = Path(config.output_dir)
-        prompts = {c: [r["prompt"] for r in read_jsonl(root / "labels" / f"{c}.jsonl")[:8]]
-                   for c in config.category_list}
+        prompts = coe.labelled_prompts(root / "labels", config.category_list)
         out = coe.inspect_step(str(root / "stage2" / "final"), root / "inspect", prompts,
                                config.category_list)["png"]
     console.print(f"done: {out}")

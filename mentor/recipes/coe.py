@@ -14,17 +14,19 @@ directory:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mentor.coe.assemble import assemble_moe, save_moe
+from mentor.coe.assemble import assemble_moe, save_moe, write_portable_config
 from mentor.coe.freezing import STAGE2_VARIANTS, freeze_for_expert_training, freeze_for_stage2
 from mentor.coe.inspect import expert_usage, plot_routing, resource_row, routing_html, routing_trace
-from mentor.coe.labeling import label_records, make_labeler
+from mentor.coe.labeling import label_records, make_labeler, record_text
 from mentor.coe.routing import ROUTER_LOSSES, CoEExpertUtilization
 from mentor.config import SFTConfig, TrainConfig
-from mentor.data.prompts import Example, ExampleStream, encode_examples, read_jsonl
+from mentor.data.prompts import ExampleStream, encode_examples, load_examples, read_data_file, read_jsonl
 from mentor.errors import MentorError
+from mentor.models.chat import stop_token_ids
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import quiet_transformers
 from mentor.recipes.sft import run_sft
@@ -68,6 +70,24 @@ class CoEConfig(TrainConfig):
             raise MentorError("--expert-init must be 'trained' or 'copies'")
         if self.expert_init == "trained" and self.num_experts not in (0, len(self.category_list)):
             raise MentorError("--num-experts differs from the number of categories: use --expert-init copies")
+        # the rest is checked here, before any expert trains, not when the MoE is assembled
+        names = self.category_list
+        if not names:
+            raise MentorError("--categories is empty: name the categories, e.g. general,math,coding")
+        bad = [c for c in names if not re.fullmatch(r"[A-Za-z0-9][\w-]*", c)]
+        if bad or len(set(names)) != len(names):
+            raise MentorError(f"--categories must be distinct names of letters, digits, _ and - (got "
+                              f"{(bad or names)[0]!r}): each becomes a file and an expert")
+        if self.labeler not in ("field", "keyword", "llm"):
+            raise MentorError(f"--labeler {self.labeler!r} is unknown: use field, keyword or llm")
+        if self.num_experts < 0 or not 1 <= self.top_k <= self.expert_count:
+            raise MentorError(f"--top-k must lie in 1..{self.expert_count} (the number of experts; got "
+                              f"{self.top_k})")
+        for name in ("expert_steps", "train_size"):
+            if getattr(self, name) < 1:
+                raise MentorError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.expert_learning_rate < 0 or self.router_loss_coef < 0:
+            raise MentorError("--expert-learning-rate and --router-loss-coef cannot be negative")
 
     @property
     def category_list(self) -> list[str]:
@@ -99,14 +119,23 @@ def label_step(config: CoEConfig) -> Path:
     return out
 
 
-def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], only: str | None = None):
-    """Encoded prompt+completion examples; ``reference`` holds the category index (the routing label)."""
-    examples = []
+def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], only: str | None = None,
+                           model=None):
+    """Encoded SFT examples (``prompt``/``completion`` or chat ``messages`` ending with the assistant's turn);
+    ``reference`` holds the category index (the routing label). ``model``'s generation config says which
+    tokens end a chat turn."""
+    examples, stop_ids = [], stop_token_ids(tokenizer, model)
     for index, category in enumerate(categories):
         if only is not None and category != only:
             continue
-        raw = [Example(prompt=r["prompt"], completion=r["completion"]) for r in read_jsonl(labels_dir / f"{category}.jsonl")]
-        encoded, _ = encode_examples(tokenizer, raw, need_completion=True)
+        path = _labelled(labels_dir, category)
+        if path is None:
+            if only is not None:
+                raise MentorError(f"no record was labelled {category!r} (in {labels_dir}): an expert needs "
+                                  "training data")
+            continue  # the labeler put nothing in this category: no routing data for it
+        encoded, _ = encode_examples(tokenizer, load_examples(path, need_completion=True), need_completion=True,
+                                     stop_ids=stop_ids)
         for e in encoded:
             e.reference = index
         examples += encoded
@@ -120,7 +149,8 @@ def train_expert(config: CoEConfig, category: str) -> Path:
     tokenizer = load_tokenizer(config.base)
     model = load_model(config.base, config.dtype)
     freeze_for_expert_training(model, _token_ids(tokenizer, config.trainable_tokens))
-    examples = load_category_examples(tokenizer, Path(config.output_dir) / "labels", config.category_list, category)
+    examples = load_category_examples(tokenizer, Path(config.output_dir) / "labels", config.category_list, category,
+                                      model)
     sft = _sft_config(config, Path(config.output_dir) / "experts" / category, config.expert_steps,
                       config.expert_learning_rate or config.learning_rate)
     trainer, _ = run_sft(sft, model, tokenizer, examples)
@@ -165,7 +195,7 @@ def train_router_step(config: CoEConfig) -> Path:
     tokenizer = load_tokenizer(str(out / "moe"))
     model = load_model(str(out / "moe"), config.dtype)
     freeze_for_stage2(model, config.train)
-    examples = load_category_examples(tokenizer, out / "labels", config.category_list)
+    examples = load_category_examples(tokenizer, out / "labels", config.category_list, model=model)
     if config.expert_count < len(config.category_list):  # fewer experts than categories: labels wrap around
         for e in examples:
             e.reference %= config.expert_count
@@ -179,7 +209,7 @@ def train_router_step(config: CoEConfig) -> Path:
     finally:
         algorithm.recorder.remove()
     _record_resources(config, f"CoE stage 2 ({config.train})", model)
-    return trainer.save_final()
+    return write_portable_config(trainer.save_final())
 
 
 # --- step 6 -------------------------------------------------------------------------------------------
@@ -203,6 +233,19 @@ def inspect_step(model_path: str, out_dir: str | Path, prompts: dict[str, list[s
             "html": str(routing_html(shown, names, out / "routing.html")), "usage": usage, "experts": names}
 
 
+def labelled_prompts(labels_dir: Path, categories: list[str], per_category: int = 8) -> dict[str, list[str]]:
+    """The user text of the first records of each non-empty category (``prompt``, or ``messages``' user turns)."""
+    paths = {category: _labelled(labels_dir, category) for category in categories}
+    return {category: [record_text(r) for r in read_jsonl(path)[:per_category]]
+            for category, path in paths.items() if path is not None}
+
+
+def _labelled(labels_dir: Path, category: str) -> Path | None:
+    """The category's file from step 1, or None if no record was labelled with it."""
+    path = Path(labels_dir) / f"{category}.jsonl"
+    return path if read_data_file(path).strip() else None
+
+
 def _record_resources(config: CoEConfig, stage: str, model) -> None:
     path = Path(config.output_dir) / "resources.json"
     rows = json.loads(path.read_text()) if path.exists() else []
@@ -224,8 +267,6 @@ def run_coe(config: CoEConfig) -> Path:
     if config.builtin:
         prompts = {c: [p.prompt for p in get_task(t).test_problems(8)] for c, t in CATEGORY_TASKS.items()}
     else:
-        prompts = {c: [r["prompt"] for r in read_jsonl(Path(config.output_dir) / "labels" / f"{c}.jsonl")[:8]]
-                   for c in config.category_list}
-        prompts = {c: p for c, p in prompts.items() if p}
+        prompts = labelled_prompts(Path(config.output_dir) / "labels", config.category_list)
     inspect_step(str(final), Path(config.output_dir) / "inspect", prompts, config.category_list)
     return final
