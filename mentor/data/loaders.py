@@ -1,9 +1,10 @@
 """Local benchmark files in their public schemas, as tasks (problems + grader) for eval, RL and OPD.
 
     gsm8k      {"question", "answer": "... #### 72"}                       graded by the final number
-    math       {"problem", "solution": "... \\boxed{...}", "level", "type"}  graded by math-verify
+    math       {"problem", "solution": "... \\boxed{...}", "answer"?, "level", "type"}  graded by math-verify
+               (MATH-500's ``answer`` when present, else the solution's last ``\\boxed{}``)
     humaneval  {"task_id", "prompt", "canonical_solution", "test", "entry_point"}  graded by running tests
-    ifeval     {"key", "prompt", "instruction_id_list", "kwargs"}          graded by instruction checks
+    ifeval     {"key", "prompt", "instruction_id_list", "kwargs"}          graded by IFEval's checkers (strict)
 
 Files are JSONL (one record per line) or a JSON list. Use one as ``--task SCHEMA:PATH``, e.g.
 ``mentor eval run_dir --task gsm8k:data/gsm8k_test.jsonl``.
@@ -19,7 +20,7 @@ from typing import Callable
 from mentor.data.prompts import read_data_file, read_jsonl
 from mentor.errors import MentorError
 from mentor.tasks.base import Problem
-from mentor.tasks.graders import code_passes, instructions_followed, math_match, numeric_match
+from mentor.tasks.graders import code_passes, grade_many, instructions_followed, math_match, numeric_match
 
 
 def last_boxed(text: str) -> str | None:
@@ -45,11 +46,12 @@ def _gsm8k(record: dict) -> Problem:
 
 
 def _math(record: dict) -> Problem:
-    answer = last_boxed(record["solution"])
+    """MATH-500 gives the answer in ``answer``; MATH only as the last ``\\boxed{}`` of the solution."""
+    answer = record.get("answer") or last_boxed(record["solution"])
     if answer is None:
         raise ValueError("the solution has no \\boxed{} answer")
-    return Problem(prompt=record["problem"], answer=answer, solution=record["solution"],
-                   meta={k: record[k] for k in ("level", "type") if k in record})
+    return Problem(prompt=record["problem"], answer=str(answer), solution=record["solution"],
+                   meta={k: record[k] for k in ("level", "type", "subject", "unique_id") if k in record})
 
 
 def _humaneval(record: dict) -> Problem:
@@ -130,6 +132,10 @@ class FileTask:
 
     def grade(self, completion: str, problem: Problem) -> float:
         return self._grader(completion, problem)
+
+    def grade_many(self, completions: list[str], problems: list[Problem]) -> list[float]:
+        """Grades in parallel (HumanEval's programs run one per core)."""
+        return grade_many(self._grader, completions, problems)
 
 
 def task_from_spec(spec: str) -> FileTask | None:

@@ -6,18 +6,19 @@
 - ``math_match``: symbolic equivalence through ``math-verify`` (``\\frac{1}{2}`` == ``0.5``), for MATH.
 - ``code_passes``: the completion's Python, followed by the reference tests, runs in a separate process
   with a timeout, no network and an empty working directory (HumanEval).
-- ``instructions_followed``: IFEval-style verifiable constraints (word counts, keywords, formats).
+- ``instructions_followed``: IFEval's 25 verifiable instruction types (``mentor.tasks.ifeval``: google-research's
+  checkers as lm-evaluation-harness maintains them), prompt-level strict.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Callable
 
@@ -73,7 +74,8 @@ def math_match(completion: str, reference: object) -> float:
     except ImportError:
         raise MentorError("the math grader needs math-verify: pip install 'mentor[math]'") from None
     answer = _answer_of(reference)
-    gold = parse(answer if "$" in answer or "\\boxed" in answer else f"${answer}$")
+    delimited = re.search(r"(?<!\\)\$", answer) or "\\boxed" in answer  # ``\$18.90`` is a price, not a delimiter
+    gold = parse(answer if delimited else f"${answer}$")
     predicted = parse(completion)
     if not gold or not predicted:
         return 0.0
@@ -149,12 +151,13 @@ def code_passes(completion: str, reference: object, timeout: float = 5.0) -> flo
     ``reference`` is a dict with ``test`` and optionally ``prompt`` (prepended when the completion is only
     the function body) and ``entry_point``; or the test source itself.
     """
-    ref = reference.meta if hasattr(reference, "meta") and reference.meta else reference
+    ref = _meta_of(reference)
     if isinstance(ref, dict):
         code = extract_code(completion)
         prompt = ref.get("prompt", "")
         defines_entry = re.search(rf"^def {re.escape(ref.get('entry_point', ''))}\s*\(", code, re.MULTILINE)
-        program = code if ref.get("entry_point") and defines_entry else prompt + code  # else: only the body
+        # a whole function is defined after the prompt (whose imports and helpers it may use); a body completes it
+        program = prompt + "\n" + code if ref.get("entry_point") and defines_entry else prompt + code
         program += "\n\n" + ref["test"]
         if ref.get("entry_point"):
             program += f"\n\ncheck({ref['entry_point']})\n"
@@ -164,76 +167,50 @@ def code_passes(completion: str, reference: object, timeout: float = 5.0) -> flo
     return float(passed)
 
 
-# --- verifiable instructions (IFEval style) ----------------------------------------------------------
-def _words(text: str) -> int:
-    return len(re.findall(r"\b\w+\b", text))
+def grade_many(grader: Grader, completions: list[str], references: list, workers: int | None = None) -> list[float]:
+    """``grader`` over pairs on ``workers`` threads (default: one per core), in order.
+
+    Threads suffice for ``code_passes``: each program runs in its own child process, so HumanEval's 164
+    programs take seconds on two cores instead of one after the other.
+    """
+    if len(completions) != len(references):
+        raise ValueError(f"{len(completions)} completions for {len(references)} references")
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(completions) < 2:
+        return [grader(c, r) for c, r in zip(completions, references)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(grader, completions, references))
 
 
-def _check_json(text: str, _kw: dict) -> bool:
-    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
-    try:
-        json.loads(body)
-    except ValueError:
-        return False
-    return True
+# --- verifiable instructions (IFEval) -------------------------------------------------------------------
+def check_instructions(response: str, instruction_ids: list[str], kwargs: list[dict], prompt: str = "") -> list[bool]:
+    """One pass/fail per instruction, IFEval's strict mode (``mentor.tasks.ifeval`` has strict and loose)."""
+    from mentor.tasks.ifeval import follow_instructions
+
+    return list(follow_instructions(response, instruction_ids, kwargs, prompt).strict)
 
 
-_COMPARE = {"at least": lambda n, k: n >= k, "less than": lambda n, k: n < k, "at most": lambda n, k: n <= k,
-            "exactly": lambda n, k: n == k}
+def ifeval_result(completion: str, reference: object):
+    """Strict and loose verdicts per instruction for an IFEval problem (or a dict with its fields)."""
+    from mentor.tasks.ifeval import follow_instructions
 
-
-def _relation(kw: dict) -> Callable[[int, int], bool]:
-    return _COMPARE[kw.get("relation", "at least")]
-
-
-# IFEval's instruction ids (a practical subset) -> check(response, kwargs)
-INSTRUCTION_CHECKS: dict[str, Callable[[str, dict], bool]] = {
-    "length_constraints:number_words": lambda t, kw: _relation(kw)(_words(t), kw["num_words"]),
-    "length_constraints:number_sentences": lambda t, kw: _relation(kw)(
-        len([s for s in re.split(r"[.!?]+", t) if s.strip()]), kw["num_sentences"]),
-    "length_constraints:number_paragraphs": lambda t, kw: len([p for p in t.split("***") if p.strip()])
-    == kw["num_paragraphs"],
-    "keywords:existence": lambda t, kw: all(re.search(rf"\b{re.escape(k)}\b", t, re.IGNORECASE)
-                                            for k in kw["keywords"]),
-    "keywords:forbidden_words": lambda t, kw: not any(re.search(rf"\b{re.escape(k)}\b", t, re.IGNORECASE)
-                                                      for k in kw["forbidden_words"]),
-    "keywords:frequency": lambda t, kw: _relation(kw)(len(re.findall(rf"\b{re.escape(kw['keyword'])}\b", t,
-                                                                     re.IGNORECASE)), kw["frequency"]),
-    "keywords:letter_frequency": lambda t, kw: _relation(kw)(t.lower().count(kw["letter"].lower()),
-                                                             kw["let_frequency"]),
-    "change_case:english_lowercase": lambda t, kw: t == t.lower() and any(c.isalpha() for c in t),
-    "change_case:english_capital": lambda t, kw: t == t.upper() and any(c.isalpha() for c in t),
-    "detectable_format:json_format": _check_json,
-    "detectable_format:number_bullet_lists": lambda t, kw: len(re.findall(r"^\s*[*-]\s", t, re.MULTILINE))
-    == kw["num_bullets"],
-    "detectable_format:title": lambda t, kw: re.search(r"<<[^\n]+>>", t) is not None,
-    "detectable_content:postscript": lambda t, kw: re.search(rf"^\s*{re.escape(kw.get('postscript_marker', 'P.S.'))}",
-                                                             t, re.MULTILINE) is not None,
-    "startend:end_checker": lambda t, kw: t.strip().endswith(kw["end_phrase"]),
-    "startend:quotation": lambda t, kw: len(t.strip()) > 1 and t.strip()[0] == t.strip()[-1] == '"',
-    "punctuation:no_comma": lambda t, kw: "," not in t,
-}
-
-
-def check_instructions(response: str, instruction_ids: list[str], kwargs: list[dict]) -> list[bool]:
-    """One pass/fail per instruction (IFEval's strict mode)."""
-    out = []
-    for name, kw in zip(instruction_ids, kwargs):
-        if name not in INSTRUCTION_CHECKS:
-            raise MentorError(f"unknown instruction {name!r}: known ones are {', '.join(sorted(INSTRUCTION_CHECKS))}")
-        out.append(bool(INSTRUCTION_CHECKS[name](response, {k: v for k, v in (kw or {}).items() if v is not None})))
-    return out
+    ref = _meta_of(reference)
+    prompt = getattr(reference, "prompt", None) or ref.get("prompt", "")
+    return follow_instructions(completion, ref["instruction_id_list"], ref["kwargs"], prompt)
 
 
 def instructions_followed(completion: str, reference: object) -> float:
     """1.0 when every instruction holds (IFEval's prompt-level strict accuracy)."""
-    ref = reference.meta if hasattr(reference, "meta") and reference.meta else reference
-    results = check_instructions(completion, ref["instruction_id_list"], ref["kwargs"])
-    return float(all(results))
+    return float(all(ifeval_result(completion, reference).strict))
 
 
 def _answer_of(reference: object) -> str:
     return str(getattr(reference, "answer", reference))
+
+
+def _meta_of(reference: object):
+    """A Problem's ``meta`` (HumanEval's tests, IFEval's instructions), or the reference itself."""
+    return reference.meta if hasattr(reference, "meta") and reference.meta else reference
 
 
 GRADERS: dict[str, Grader] = {"exact": exact_match, "numeric": numeric_match, "math": math_match,
