@@ -1,5 +1,6 @@
 """Loaders on small files in the public schemas of GSM8K, MATH, HumanEval and IFEval, graded end to end."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,5 +72,71 @@ def test_eval_a_file_task_with_pass_at_k(tiny_dirs, tmp_path):
     from mentor.cli import main
 
     code = main(["eval", tiny_dirs["student"], "--task", f"gsm8k:{DATA / 'gsm8k_sample.jsonl'}", "--size", "2",
-                 "--max-new-tokens", "4", "--samples", "3", "--k", "2", "--show", "0"])
+                 "--max-new-tokens", "4", "--samples", "3", "--k", "2", "--show", "0",
+                 "--records", str(tmp_path / "samples.jsonl")])
     assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [(r["problem"], r["sample"]) for r in records] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+
+
+def test_eval_prints_the_table_on_stdout_and_never_overwrites_records(tiny_dirs, tmp_path, capsys, monkeypatch):
+    from mentor.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "eval_samples.jsonl"
+    mine.write_text("a file mentor did not write\n")
+    args = ["eval", tiny_dirs["student"], "--task", f"gsm8k:{DATA / 'gsm8k_sample.jsonl'}", "--size", "3",
+            "--max-new-tokens", "4", "--show", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "gsm8k:gsm8k_sample.jsonl: 3 held-out problems" in out and "accuracy (greedy)" in out
+    assert mine.read_text() == "a file mentor did not write\n"
+    records = [json.loads(line) for line in (tmp_path / "eval_samples-1.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and records[0]["reference"] == "72" and records[0]["prompt"].startswith("Natalia")
+    assert set(records[0]) == {"problem", "sample", "prompt", "completion", "reference", "correct"}
+    assert main(args) == 0  # a second run: a third file
+    assert (tmp_path / "eval_samples-2.jsonl").exists() and "eval_samples-2.jsonl" in capsys.readouterr().out
+
+
+def test_eval_of_a_run_directory_writes_records_beside_eval_jsonl(tiny_dirs):
+    from mentor.cli import main
+
+    run = Path(tiny_dirs["root"]) / "teacher_run"
+    assert main(["eval", str(run), "--size", "2", "--max-new-tokens", "4", "--show", "0"]) == 0
+    result = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
+    assert Path(result["records"]).parent == run
+    assert result["chat_template"] is False  # as the run was trained (its tokenizer has a template)
+    assert len((Path(result["records"])).read_text().splitlines()) == 2
+
+
+def test_eval_ifeval_reports_the_four_accuracies_and_each_instruction(tiny_dirs, tmp_path, capsys):
+    pytest.importorskip("lm_eval", reason="IFEval needs the ifeval extra")
+    from mentor.cli import main
+
+    records = tmp_path / "ifeval.jsonl"
+    assert main(["eval", tiny_dirs["student"], "--task", f"ifeval:{DATA / 'ifeval_sample.jsonl'}", "--size", "2",
+                 "--max-new-tokens", "4", "--show", "0", "--records", str(records)]) == 0
+    out = capsys.readouterr().out
+    for column in ("prompt-level strict", "instruction-level strict", "prompt-level loose", "instruction-level loose"):
+        assert column in out
+    first = json.loads(records.read_text().splitlines()[0])
+    assert [i["id"] for i in first["instructions"]] == ["length_constraints:number_words", "keywords:existence"]
+    assert set(first["instructions"][0]) == {"id", "strict", "loose"} and first["id"] == 1000
+    assert first["reference"]["kwargs"][1] == {"keywords": ["ledger", "audit"]}
+
+
+def test_eval_chat_template_by_default_when_the_tokenizer_has_one(tiny_dirs, tmp_path, capsys):
+    import shutil
+
+    from mentor.cli import main
+
+    args = ["--size", "1", "--max-new-tokens", "2", "--show", "0", "--records", str(tmp_path / "r.jsonl")]
+    assert main(["eval", tiny_dirs["student"], *args]) == 0
+    assert "chat template on" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_dirs["student"], plain)
+    (plain / "chat_template.jinja").unlink()
+    assert main(["eval", str(plain), *args]) == 0
+    assert "chat template off" in capsys.readouterr().err
+    assert main(["eval", str(plain), "--chat-template", *args]) == 2
+    assert "has no chat template" in capsys.readouterr().err
