@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--grader", default="", help="override the task's grader: exact, numeric, math, code, ifeval")
     ev.add_argument("--temperature", type=float, default=1.0)
     ev.add_argument("--show", type=int, default=3, help="print this many completions")
+    ev.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                    help="wrap each prompt in the tokenizer's chat template (default: as a run directory was trained; "
+                         "else on when the tokenizer has one)")
+    ev.add_argument("--records", default=None, metavar="PATH",
+                    help="per-sample JSONL (prompt, completion, reference, correct; IFEval: each instruction); "
+                         "default eval_samples.jsonl in the run directory, or here; an existing file is never "
+                         "overwritten (NAME-1.jsonl, NAME-2.jsonl... instead)")
     ev.set_defaults(func=_eval)
 
     serve = sub.add_parser("serve-teacher", help="serve a model's token log-probs over HTTP (OpenAI completions protocol)")
@@ -112,13 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-tokens", type=int, default=16384, help="padded tokens per forward pass")
     serve.add_argument("--max-request-tokens", type=int, default=262_144, help="larger requests get HTTP 413")
     serve.add_argument("--max-request-mb", type=int, default=32, help="larger request bodies get HTTP 413")
-    ev.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
-                    help="wrap each prompt in the tokenizer's chat template (default: as a run directory was trained; "
-                         "else on when the tokenizer has one)")
-    ev.add_argument("--records", default=None, metavar="PATH",
-                    help="per-sample JSONL (prompt, completion, reference, correct; IFEval: each instruction); "
-                         "default eval_samples.jsonl in the run directory, or here; an existing file is never "
-                         "overwritten (NAME-1.jsonl, NAME-2.jsonl... instead)")
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve_teacher)
 
