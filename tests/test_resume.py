@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -178,3 +179,68 @@ def test_resume_without_a_checkpoint_is_one_line_and_writes_nothing(tiny_dirs, t
     err = capsys.readouterr().err.strip()
     assert err.startswith("mentor: error: --resume:") and "no checkpoint" in err and "\n" not in err
     assert not out.exists()
+
+
+# --- the weights of a checkpoint, for architectures whose save_pretrained rewrites keys --------------------
+# transformers 5 saves fused MoE experts per expert (Qwen3-MoE, Mixtral) and renames GPT-NeoX's lm_head; a
+# checkpoint must hold the module's own state_dict so that resuming restores it exactly.
+KEY_REWRITING_ARCHS = {
+    "qwen3_moe": dict(num_key_value_heads=2, head_dim=8, intermediate_size=32, moe_intermediate_size=16,
+                      num_experts=4, num_experts_per_tok=2, tie_word_embeddings=True),
+    "mixtral": dict(num_key_value_heads=2, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2),
+    "gpt_neox": dict(intermediate_size=32),
+}
+
+
+def _tiny(arch: str, seed: int, lora: bool = False, adapter_seed: int = 0):
+    from transformers import AutoConfig
+
+    from mentor.models.loading import apply_lora
+    from mentor.models.tiny import build_tiny_model
+
+    config = AutoConfig.for_model(arch, vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                  max_position_embeddings=32, **KEY_REWRITING_ARCHS[arch])
+    model = build_tiny_model(config, seed=seed)
+    if lora:
+        targets = ["query_key_value"] if arch == "gpt_neox" else ["q_proj", "v_proj"]
+        torch.manual_seed(adapter_seed)
+        model = apply_lora(model, rank=2, alpha=4, target_modules=targets)
+        for name, parameter in model.named_parameters():  # LoRA's B starts at zero: make every tensor distinct
+            if parameter.requires_grad:
+                parameter.data.normal_()
+    return model
+
+
+def _save_and_resume(model, fresh, tmp_path: Path):
+    from mentor.train.trainer import _load_weights
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    checkpoint = RunDirectory(tmp_path).save_checkpoint(1, model, optimizer, scheduler, {}, keep=2)
+    _load_weights(fresh, checkpoint / "model")
+    return checkpoint
+
+
+@pytest.mark.parametrize("arch", sorted(KEY_REWRITING_ARCHS))
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_checkpoints_of_moe_and_gpt_neox_resume_bitwise(arch, lora, tmp_path):
+    # a LoRA run resumes on the base model it started from: only the adapter comes from the checkpoint
+    other = dict(seed=1, adapter_seed=2) if lora else dict(seed=2)
+    model, fresh = _tiny(arch, seed=1, lora=lora, adapter_seed=1), _tiny(arch, lora=lora, **other)
+    _save_and_resume(model, fresh, tmp_path)
+    expected, restored, before = model.state_dict(), fresh.state_dict(), _tiny(arch, lora=lora, **other).state_dict()
+    assert restored.keys() == expected.keys()
+    assert all(torch.equal(restored[k], expected[k]) for k in expected)
+    assert any(not torch.equal(before[k], expected[k]) for k in expected)  # the load did change the weights
+    if getattr(fresh.config, "tie_word_embeddings", False):  # still one tensor, not two copies
+        assert fresh.get_output_embeddings().weight.data_ptr() == fresh.get_input_embeddings().weight.data_ptr()
+
+
+@pytest.mark.parametrize("saved, resumed, why", [("mixtral", "qwen3_moe", "size mismatch for model.layers"),
+                                                 ("gpt_neox", "mixtral", r"\d+ tensors missing, \d+ unexpected")])
+def test_a_checkpoint_of_another_model_is_one_clear_line(saved, resumed, why, tmp_path):
+    from mentor.errors import MentorError
+
+    with pytest.raises(MentorError, match=rf"^checkpoint .* does not fit this model \({why}.*\): resume with") as info:
+        _save_and_resume(_tiny(saved, seed=1), _tiny(resumed, seed=1), tmp_path)
+    assert "\n" not in str(info.value)

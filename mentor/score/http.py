@@ -2,12 +2,20 @@
 
 The teacher's log-prob of every token of a sequence is what these servers return for an *echoed prompt*:
 
-    POST {base_url}/completions  {"prompt": [[ids...], ...], "echo": true, "logprobs": 0, "max_tokens": 1}
+    POST {base_url}/completions  {"prompt": [[ids...], ...], "echo": true, "logprobs": 0, "max_tokens": 1,
+                                  "return_token_ids": true, "return_tokens_as_token_ids": true}
 
 ``choices[i].logprobs.token_logprobs`` then holds ``log p(x_t | x_<t)`` for every prompt token (``null`` for
 the first) followed by the one generated token, which we drop. vLLM additionally returns
 ``choices[i].prompt_logprobs`` (a list of ``{token_id: {"logprob": ...}}``); either form is accepted.
 ``max_tokens`` is 1, not 0, because vLLM's sampler rejects 0 in most released versions.
+
+The answer is checked, never trusted: a ``null`` anywhere but the first position, a value that is not a number,
+a count that is not the sequence's, or a reply that is not an OpenAI completions object is one ``MentorError``
+(a protocol error: retrying cannot help). Which tokens were scored is compared with the ids sent wherever the
+answer tells: ``choices[i].prompt_token_ids`` (vLLM with ``return_token_ids``), ``logprobs.tokens`` written as
+``token_id:N`` (vLLM's ``return_tokens_as_token_ids``) and the token-id keys of ``prompt_logprobs``. Servers
+that do not know these two request fields ignore them (vLLM logs that it did).
 
 Sequences are sent in batches (one request holds ``batch_size`` prompts; ``max_concurrency`` requests are in
 flight so the server can batch across them). Connection errors, timeouts, 429/5xx answers and truncated JSON
@@ -19,6 +27,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import math
 import random
 import socket
 import tempfile
@@ -78,7 +87,7 @@ class HTTPTeacher:
 
     def _score_batch(self, batch: list[list[int]]) -> list[torch.Tensor]:
         body = {"model": self.model, "prompt": batch, "echo": True, "logprobs": 0, "max_tokens": 1,
-                "temperature": 0.0}
+                "temperature": 0.0, "return_token_ids": True, "return_tokens_as_token_ids": True}
         try:
             answer = self._request("POST", "/completions", body)
         except RequestTooLarge:
@@ -87,11 +96,16 @@ class HTTPTeacher:
                                   "raise its request limit (serve-teacher --max-request-tokens)") from None
             half = len(batch) // 2
             return self._score_batch(batch[:half]) + self._score_batch(batch[half:])
-        choices = sorted(answer.get("choices") or [], key=lambda c: c.get("index", 0))
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise _not_openai(f"no list of choices, keys {sorted(answer)[:6]}")
         if len(choices) != len(batch):
             raise MentorError(f"the teacher server answered {len(choices)} choices for {len(batch)} prompts: "
                               "is it an OpenAI-compatible completions endpoint?")
-        return [_prompt_logprobs(choice, seq) for choice, seq in zip(choices, batch)]
+        indexes = [c.get("index", i) for i, c in enumerate(choices)]
+        if sorted(i for i in indexes if _is_int(i)) != list(range(len(batch))):
+            raise _not_openai(f"choice indexes {indexes[:8]} are not 0..{len(batch) - 1}")
+        return [_prompt_logprobs(choices[indexes.index(i)], seq) for i, seq in enumerate(batch)]
 
     # --- metadata ---------------------------------------------------------------------------------
     @property
@@ -105,6 +119,9 @@ class HTTPTeacher:
     def model_info(self) -> dict:
         listing = self._request("GET", "/models")
         models = listing.get("data") or []
+        if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+            raise MentorError(f"the teacher server at {self.base_url} answered /v1/models with no list of models: "
+                              "is it an OpenAI-compatible endpoint?")
         if not models:
             raise MentorError(f"the teacher server at {self.base_url} serves no model (/v1/models is empty)")
         if self._model is not None:
@@ -172,9 +189,13 @@ class HTTPTeacher:
                 http.client.HTTPException) as exc:
             raise RetryableError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
         try:
-            return json.loads(raw)
+            answer = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RetryableError(f"truncated or invalid JSON ({len(raw)} bytes)") from None
+        if not isinstance(answer, dict):  # a whole, well-formed answer of another protocol: not retried
+            raise MentorError(f"the teacher server at {url} answered a JSON {type(answer).__name__}, not an object: "
+                              "is it an OpenAI-compatible endpoint (vLLM, SGLang, mentor serve-teacher)?")
+        return answer
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
@@ -189,24 +210,98 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def _prompt_logprobs(choice: dict, sequence: list[int]) -> torch.Tensor:
-    """``[len(sequence)]`` float32 from an echoed choice: OpenAI ``logprobs`` or vLLM ``prompt_logprobs``."""
+    """``[len(sequence)]`` float32 from an echoed choice: OpenAI ``logprobs`` or vLLM ``prompt_logprobs``.
+
+    Entry 0 is 0 (nothing predicts the first token). The answer must be about exactly ``sequence``.
+    """
     n = len(sequence)
-    token_logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
-    if token_logprobs is not None and len(token_logprobs) >= n:
-        values = [0.0 if v is None else float(v) for v in token_logprobs[:n]]
-        return torch.tensor(values, dtype=torch.float32)
-    prompt_logprobs = choice.get("prompt_logprobs")
-    if prompt_logprobs is not None and len(prompt_logprobs) >= n:
-        values = [0.0]
-        for token, entry in zip(sequence[1:], prompt_logprobs[1:n]):
-            found = (entry or {}).get(str(token))
-            if found is None:
-                raise MentorError(f"the teacher server's prompt_logprobs lack token {token}")
-            values.append(float(found["logprob"] if isinstance(found, dict) else found))
-        return torch.tensor(values, dtype=torch.float32)
-    got = len(token_logprobs or prompt_logprobs or [])
-    raise MentorError(f"the teacher server returned {got} prompt log-probs for a {n}-token sequence: it must "
-                      "support echo=true with logprobs (vLLM, SGLang and mentor serve-teacher do)")
+    logprobs, prompt_logprobs = choice.get("logprobs"), choice.get("prompt_logprobs")
+    if logprobs is not None and not isinstance(logprobs, dict):
+        raise _not_openai(f"logprobs is a {type(logprobs).__name__}")
+    token_logprobs = (logprobs or {}).get("token_logprobs")
+    for name, value in (("logprobs.token_logprobs", token_logprobs), ("prompt_logprobs", prompt_logprobs)):
+        if value is not None and not isinstance(value, list):
+            raise _not_openai(f"{name} is a {type(value).__name__}, not a list")
+    _check_scored_tokens(choice, logprobs or {}, prompt_logprobs, sequence)
+    if token_logprobs is not None and len(token_logprobs) in (n, n + 1):  # + the one generated token
+        values = token_logprobs[:n]
+    elif prompt_logprobs is not None and len(prompt_logprobs) == n:
+        values = prompt_logprobs[:1] + [_entry_logprob(entry, token)
+                                        for token, entry in zip(sequence[1:], prompt_logprobs[1:])]
+    else:
+        got = len(token_logprobs if token_logprobs is not None else prompt_logprobs or [])
+        raise MentorError(f"the teacher server returned {got} prompt log-probs for a {n}-token sequence: it must "
+                          "score exactly the ids sent, with echo=true and logprobs (vLLM, SGLang and mentor "
+                          "serve-teacher do)")
+    for position, value in enumerate(values):
+        if value is None and position > 0:
+            raise MentorError(f"the teacher server returned a null log-prob for token {position} of a {n}-token "
+                              "sequence (only the first token may have none): it did not score the whole sequence")
+        if value is not None and (not _is_number(value) or math.isnan(value)):
+            raise _not_openai(f"log-prob {str(value)[:20]!r} at position {position} is not a number")
+    return torch.tensor([0.0] + [float(v) for v in values[1:]], dtype=torch.float32)
+
+
+def _entry_logprob(entry, token: int):
+    """``{token_id: {"logprob": x, ...}}`` (vLLM) or ``{token_id: x}``: the sent token's value (None stays None)."""
+    if entry is None:
+        return None
+    found = entry.get(str(token))  # present: _check_scored_tokens made sure
+    if isinstance(found, dict) and "logprob" not in found:
+        raise _not_openai(f"a prompt_logprobs entry has no logprob, keys {sorted(found)[:4]}")
+    return found.get("logprob") if isinstance(found, dict) else found
+
+
+def _check_scored_tokens(choice: dict, logprobs: dict, prompt_logprobs: list | None, sequence: list[int]) -> None:
+    """The tokens the server scored are the ids sent, wherever its answer names them; else one line."""
+    sent = [str(t) for t in sequence]
+    prompt_ids = choice.get("prompt_token_ids")
+    if prompt_ids is not None:
+        if not isinstance(prompt_ids, list) or not all(_is_int(t) for t in prompt_ids):
+            raise _not_openai("prompt_token_ids is not a list of token ids")
+        _compare("prompt_token_ids", [str(t) for t in prompt_ids], sent)
+    tokens = logprobs.get("tokens")
+    if tokens is not None and not isinstance(tokens, list):
+        raise _not_openai(f"logprobs.tokens is a {type(tokens).__name__}, not a list")
+    if tokens and all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
+        # text tokens cannot be compared without the tokenizer; the count of log-probs is checked instead
+        _compare("logprobs.tokens", [t.removeprefix("token_id:") for t in tokens[: len(sent)]], sent)
+    for position, entry in enumerate(prompt_logprobs or []):
+        if entry is None or position >= len(sent):
+            continue
+        if not isinstance(entry, dict):
+            raise _not_openai(f"prompt_logprobs[{position}] is a {type(entry).__name__}, not an object")
+        if sent[position] not in entry:  # vLLM always lists the prompt's own token, then the top-k
+            keys = ", ".join(list(entry)[:3])
+            raise _mismatch(position, f"log-probs for token {keys or 'none'} (prompt_logprobs)", sent[position])
+
+
+def _compare(field: str, got: list[str], sent: list[str]) -> None:
+    for position in range(max(len(got), len(sent))):
+        have = got[position] if position < len(got) else None
+        want = sent[position] if position < len(sent) else None
+        if have != want:
+            raise _mismatch(position, f"token {have} ({field})" if have is not None else f"no token ({field})",
+                            want)
+
+
+def _mismatch(position: int, found: str, sent: str | None) -> MentorError:
+    return MentorError(f"the teacher server scored other tokens than were sent: at position {position} its answer "
+                       f"has {found} where mentor sent {sent if sent is not None else 'nothing'}: it must score the "
+                       "token ids as given (no re-tokenization, added BOS or truncation)")
+
+
+def _not_openai(what: str) -> MentorError:
+    return MentorError(f"the teacher server's answer is not an OpenAI completions answer ({what}): point --teacher "
+                       "at an OpenAI-compatible /v1 endpoint (vLLM, SGLang or mentor serve-teacher)")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def remote_teacher_tokenizer(teacher: HTTPTeacher, tokenizer_name: str = ""):

@@ -5,7 +5,9 @@ sequences) the way vLLM and SGLang do, so ``--teacher http://host:port/v1`` work
 
     POST /v1/completions   {"prompt": [[ids], ...], "echo": true, "logprobs": 0, "max_tokens": 0 or 1}
                            -> choices[i].logprobs.token_logprobs (OpenAI), and choices[i].prompt_logprobs
-                              ({token_id: {"logprob": x}}, vLLM's extension) when "prompt_logprobs" is set
+                              ({token_id: {"logprob": x}}, vLLM's extension) when "prompt_logprobs" is set;
+                              vLLM's "return_token_ids" adds choices[i].prompt_token_ids and .token_ids, and
+                              "return_tokens_as_token_ids" writes logprobs.tokens as "token_id:N"
     GET  /v1/models        the served model, its context length and vocabulary size
     GET  /mentor/v1/tokenizer   the tokenizer files (base64), so clients can check the vocabulary
     GET  /health
@@ -119,11 +121,14 @@ class TeacherServer:
             choice = {"index": index, "text": self.tokenizer.decode(tokens), "finish_reason": "length",
                       "logprobs": None}
             if logprobs is not None:
-                choice["logprobs"] = {"tokens": self.tokenizer.convert_ids_to_tokens(tokens),
-                                      "token_logprobs": values, "top_logprobs": None}
+                names = ([f"token_id:{t}" for t in tokens] if body.get("return_tokens_as_token_ids")
+                         else self.tokenizer.convert_ids_to_tokens(tokens))
+                choice["logprobs"] = {"tokens": names, "token_logprobs": values, "top_logprobs": None}
             if prompt_logprobs is not None:
                 choice["prompt_logprobs"] = [None] + [{str(t): {"logprob": v}}
                                                       for t, v in zip(prompt[1:], s.logprobs[1:])]
+            if body.get("return_token_ids"):
+                choice.update(prompt_token_ids=prompt, token_ids=generated)
             choices.append(choice)
         prompt_tokens = sum(len(p) for p in prompts)
         completion_tokens = max_tokens * len(prompts)

@@ -16,11 +16,14 @@ import numpy as np
 import torch
 import yaml
 from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from mentor.config import NON_SEMANTIC_FIELDS, config_to_dict
 from mentor.errors import MentorError
+from mentor.models.loading import is_peft
 
 CHECKPOINT_PREFIX = "step_"
+WEIGHTS_FILE = "model.safetensors"  # a checkpoint's weights, in checkpoints/step_N/model/
 
 
 class RunDirectory:
@@ -94,7 +97,7 @@ class RunDirectory:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            model.save_pretrained(tmp / "model", safe_serialization=True)
+            save_weights(model, tmp / "model")
             state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rng_state(), **extra_state}
             torch.save(state, tmp / "trainer_state.pt")
@@ -127,6 +130,56 @@ class RunDirectory:
 
     def write_summary(self, text: str) -> None:
         _atomic_write_text(self.path / "summary.md", text)
+
+
+def save_weights(model, directory: Path) -> None:
+    """A checkpoint's weights: the module's own ``state_dict()``, names and layouts as this process holds them.
+
+    Not ``save_pretrained``: transformers 5 rewrites keys on the way to disk (the fused experts of Qwen3-MoE
+    and Mixtral are split per expert, GPT-NeoX's ``lm_head`` becomes ``embed_out``), which ``from_pretrained``
+    undoes but ``load_state_dict`` cannot. Only mentor reads a checkpoint; ``final/`` is saved for
+    transformers and vLLM. Tied tensors are written once. A LoRA model writes its trainable tensors only:
+    resuming rebuilds the frozen base from the model the run started from.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if is_peft(model):
+        trainable = {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        save_file(trainable, directory / WEIGHTS_FILE, metadata={"format": "pt"})
+    else:
+        save_model(model, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+def load_weights(model, directory: Path) -> None:
+    """Put back exactly what ``save_weights`` wrote: every tensor it expects, none it does not know."""
+    file = directory / WEIGHTS_FILE
+    legacy_adapter = directory / "adapter_model.safetensors"  # LoRA checkpoints of earlier mentor versions
+    if is_peft(model) and not file.exists() and legacy_adapter.exists():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(legacy_adapter))
+        return
+    try:
+        if is_peft(model):
+            state = load_file(file)
+            expected = {name for name, p in model.named_parameters() if p.requires_grad}
+            missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+            if not missing and not unexpected:
+                model.load_state_dict(state, strict=False)
+        else:
+            missing, unexpected = load_model(model, file, strict=False)
+    except (OSError, SafetensorError) as exc:
+        reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MentorError(f"checkpoint {directory} cannot be read ({reason}): remove it to resume from the one "
+                          "before, or start a fresh --output-dir") from None
+    except RuntimeError as exc:  # load_state_dict: a tensor of another shape
+        detail = str(exc).strip().splitlines()[-1].strip().rstrip(".")
+    else:
+        if not missing and not unexpected:
+            return
+        detail = (f"{len(missing)} tensors missing, {len(unexpected)} unexpected, "
+                  f"e.g. {(sorted(missing) or sorted(unexpected))[0]}")
+    raise MentorError(f"checkpoint {directory} does not fit this model ({detail}): resume with the same model "
+                      "and LoRA settings, or start a fresh --output-dir")
 
 
 def load_trainer_state(checkpoint: Path) -> dict:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from mentor.config import TrainConfig, config_to_dict
@@ -26,7 +25,7 @@ from mentor.models.loading import apply_lora, is_peft, save_pretrained
 from mentor.rollout import RolloutBatch
 from mentor.train.interrupt import StopOnSignal, TrainingInterrupted
 from mentor.train.progress import TrainingProgress
-from mentor.train.run_dir import RunDirectory, load_trainer_state, seed_everything, set_rng_state
+from mentor.train.run_dir import RunDirectory, load_trainer_state, load_weights, seed_everything, set_rng_state
 from mentor.update.logprobs import PolicyLogprobs
 from mentor.update.losses import cross_entropy_loss, importance_sampling_loss
 from mentor.update.optim import make_optimizer, make_scheduler
@@ -297,16 +296,4 @@ class Trainer:
 
 
 def _load_weights(model: nn.Module, directory: Path) -> None:
-    if is_peft(model):
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(directory / "adapter_model.safetensors"))
-        return
-    state = {}
-    for file in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(file))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or any(k not in tied and "lm_head" not in k for k in missing):
-        raise MentorError(f"checkpoint {directory} does not match the model ({len(missing)} missing, "
-                          f"{len(unexpected)} unexpected tensors)")
+    load_weights(model, directory)  # the module's own state_dict, as save_checkpoint wrote it
