@@ -74,11 +74,53 @@ def load_model(path: str, dtype: str = "float32", device: str | torch.device = "
     from transformers import AutoModelForCausalLM
 
     source, kwargs = _source_kwargs(path, what)
+    if "gguf_file" in kwargs:
+        kwargs.update(_dequantized(kwargs["gguf_file"]))
+    local = Path(source).expanduser()
+    if "gguf_file" not in kwargs and local.is_dir() and not (local / "config.json").is_file():
+        raise MentorError(f"{what} {path!r} holds no config.json: pass the directory a model was saved to "
+                          "(config.json and weights)")
+    dtype_ = resolve_dtype(dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype), **kwargs)
-    except (OSError, ValueError) as exc:
-        raise MentorError(f"cannot load the {what} from {path!r}: {str(exc).splitlines()[0]}") from exc
+        model, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_, output_loading_info=True, **kwargs)
+    except Exception as exc:  # safetensors, json and torch raise their own types on corrupt or cut files
+        raise MentorError(f"cannot load the {what} from {path!r} ({_reason(exc)}): check that its config.json and "
+                          "weight files are complete") from None
+    if "gguf_file" not in kwargs:
+        _check_loaded_weights(path, what, info)
     return model.to(device)
+
+
+def _reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:160] + "...") if len(text) > 160 else text or type(exc).__name__
+
+
+def _check_loaded_weights(path: str, what: str, info: dict) -> None:
+    """Every tensor of the weights found its place in the architecture config.json names, and vice versa:
+    a ``model_type`` that does not match the weights would otherwise drop or re-initialise tensors silently."""
+    problems = [(kind, list(info.get(key) or [])) for kind, key in
+                (("unused by the architecture", "unexpected_keys"), ("missing from the weights", "missing_keys"),
+                 ("of another shape", "mismatched_keys"))]
+    problems = [(kind, keys) for kind, keys in problems if keys]
+    if problems:
+        kind, keys = problems[0]
+        first = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
+        raise MentorError(f"the {what} {path!r} does not match its config.json: {len(keys)} tensors {kind} (e.g. "
+                          f"{first}): check model_type and the architecture in config.json")
+
+
+def _dequantized(gguf_file: str) -> dict:
+    """Train a GGUF model as a plain dense one: weights unpacked at load, nothing left of the quantizer.
+
+    Recent transformers may otherwise keep the blocks quantized (then neither trainable nor saveable);
+    older ones always unpack and have no ``GgufConfig``.
+    """
+    try:
+        from transformers.utils.quantization_config import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(gguf_file=gguf_file, dequantize=True)}
 
 
 def check_same_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
