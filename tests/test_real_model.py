@@ -100,6 +100,7 @@ def _write_jsonl(path, rows) -> str:
 
 
 def test_sft_on_messages_trains_the_rendered_turn(smol, tmp_path):
+    """Into a GGUF model: trained from the .gguf file, saved as safetensors."""
     from mentor.recipes.sft import run_sft
     from transformers import AutoModelForCausalLM
 
@@ -108,7 +109,7 @@ def test_sft_on_messages_trains_the_rendered_turn(smol, tmp_path):
                           {"role": "assistant", "content": a}]}
             for q, a in [("Name a color.", "Blue."), ("What is 2+3?", "5."), ("Say hi.", "Hi!")]]
     data = _write_jsonl(tmp_path / "sft.jsonl", rows)
-    config = SFTConfig(model=smol["dir"], data=data, steps=2, batch_size=2, group_size=1, lora_rank=8,
+    config = SFTConfig(model=smol["gguf"], data=data, steps=2, batch_size=2, group_size=1, lora_rank=8,
                        learning_rate=1e-4, output_dir=str(tmp_path / "sft"), quiet=True)
     trainer, history = run_sft(config)
     example = trainer.stream.examples[0]

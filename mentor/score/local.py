@@ -31,3 +31,26 @@ class LocalTeacher:
                                          positions=positions.to(device))
             out.extend(logprobs[i, : len(seq)].cpu() for i, seq in enumerate(chunk))
         return out
+
+    @torch.no_grad()
+    def logprobs_and_top1(self, sequences: list[list[int]], score_from: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For a few sequences (a run's sample log): the log-probs, and the teacher's likeliest token at each
+        position (``top1[t]`` is its argmax given ``x_<t``; 0 before ``score_from`` and at t=0)."""
+        from mentor.update.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
+
+        device = next(self.model.parameters()).device
+        out = []
+        for seq, first in zip(sequences, score_from):
+            input_ids, attention_mask = right_pad([seq], self.pad_id)
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+            hidden = last_hidden_states(self.model, input_ids, attention_mask)
+            wanted = torch.arange(len(seq), device=device).unsqueeze(0) >= first
+            logprobs, _ = logprobs_from_hidden(self.model, hidden, input_ids, wanted)
+            logits_of = head_fn(causal_lm_of(self.model), 1.0)
+            top1 = torch.zeros(len(seq), dtype=torch.long)
+            start = max(first, 1)
+            for lo in range(start, len(seq), 256):  # hidden state at t-1 predicts token t
+                hi = min(lo + 256, len(seq))
+                top1[lo:hi] = logits_of(hidden[0, lo - 1: hi - 1]).argmax(-1).cpu()
+            out.append((logprobs[0].cpu(), top1))
+        return out

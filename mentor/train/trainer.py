@@ -22,7 +22,10 @@ from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.flops import ComputeLedger, summary_table
 from mentor.models.loading import apply_lora, is_peft, save_pretrained
+from mentor.report.run_report import own_entries, write_report_after_training
+from mentor.report.samples import SampleLog, chosen_rows, is_logged_step, sample_records
 from mentor.rollout import RolloutBatch
+from mentor.score.local import LocalTeacher
 from mentor.train.interrupt import StopOnSignal, TrainingInterrupted
 from mentor.train.progress import TrainingProgress
 from mentor.train.run_dir import RunDirectory, load_trainer_state, load_weights, seed_everything, set_rng_state
@@ -94,13 +97,15 @@ class Trainer:
         history = self.run.read_metrics()
         if history:
             self.ledger.restore(history[-1])
+        if self.accelerator.is_main_process:  # sample log: the records past the step we start from go
+            SampleLog(self.run.path).truncate(self.step)
         if self.step == 0 and self.evaluator is not None:
             record = {"step": 0, **self.evaluator(self.model)}
             self._log(record)
             history.append(record)
         with TrainingProgress(cfg.steps, algorithm.name, self.progress_keys,
                               enabled=not cfg.quiet and self.accelerator.is_main_process,
-                              completed=self.step) as bar, StopOnSignal() as stop:
+                              completed=self.step, every=cfg.progress_every) as bar, StopOnSignal() as stop:
             while self.step < cfg.steps:
                 record = self.train_step(algorithm)
                 last = self.step == cfg.steps
@@ -120,6 +125,7 @@ class Trainer:
             self.run.write_summary(f"# {algorithm.name}: {self.step} steps\n\nFLOPs spent (forward 2N, backward 4N "
                                    f"per token; see mentor/evaluation/flops.py)\n\n"
                                    f"{summary_table(self.ledger.snapshot())}\n")
+            write_report_after_training(self.run.path)  # summary.md gains the curves; report/*.png
         return history
 
     def train_step(self, algorithm: Algorithm) -> dict:
@@ -131,6 +137,7 @@ class Trainer:
         metrics.update(self.update(batch, algorithm))
         end = time.perf_counter()
         self.step += 1
+        self._log_samples(algorithm, batch)
         tokens = int(self._all_reduce([float(batch.attention_mask.sum())])[0])
         metrics.update(self.ledger.record_step(tokens, metrics, self.world_size))
         metrics.update(step=self.step, time_update=end - update_start, time_step=end - start,
@@ -251,6 +258,19 @@ class Trainer:
                                         num_tokens, clip_ratio=clip or None)
 
     # --- logging, checkpoints, resume --------------------------------------------------------------
+    def _log_samples(self, algorithm: Algorithm, batch: RolloutBatch) -> None:
+        """A few of this step's sequences, token by token, to samples.jsonl (see mentor/report/samples.py)."""
+        cfg = self.config
+        if (not self.accelerator.is_main_process or algorithm.loss == "cross_entropy" or cfg.sample_log_rows < 1
+                or not is_logged_step(self.step, cfg.sample_log_every, cfg.steps)):
+            return
+        teacher = getattr(algorithm, "teacher", None)
+        teacher = teacher if isinstance(teacher, LocalTeacher) else None  # its preferred tokens cost one pass
+        rows = chosen_rows(len(batch), cfg.sample_log_rows)
+        log = SampleLog(self.run.path)
+        own_entries(self.run, log.path.name)
+        log.append(sample_records(self.step, batch, self.tokenizer, rows, teacher))
+
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
             self.run.append_metrics(record)

@@ -1,0 +1,136 @@
+"""A run's sample log: a few completions, token by token, with the numbers behind the update.
+
+Every ``sample_log_every`` steps (and at the first and the last step) the trainer writes ``sample_log_rows``
+sequences of the step's batch to ``samples.jsonl`` in the run directory, one JSON object per sequence:
+
+    step, row, group, prompt, completion, token_ids, tokens, sampler_logprobs
+    teacher_logprobs        OPD with a teacher that scored the tokens (absent otherwise)
+    teacher_top1_ids/_top1  the teacher's likeliest token at each position (an in-process teacher only)
+    reward, truncated       when the run has them
+
+Only the completion's tokens are kept (the prompt is its text). It is bounded: at most ``MAX_LOGGED_STEPS``
+steps are logged in a run (the stride grows for long runs), each row keeps at most ``MAX_TOKENS`` tokens,
+log-probs are rounded to 1e-4. Logging reads the batch after the update and draws no random numbers, so
+training is bit-for-bit the same with it on or off; on resume, records past the checkpoint are dropped
+(they are written again, identically, by the resumed steps).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+SAMPLES_FILE = "samples.jsonl"
+MAX_LOGGED_STEPS = 100
+MAX_TOKENS = 2048
+DIGITS = 4
+
+
+def logged_steps_stride(every: int, steps: int) -> int:
+    """The stride between logged steps: ``every``, widened so that a run logs at most MAX_LOGGED_STEPS."""
+    if every <= 0:
+        return 0
+    return every * max(1, math.ceil(steps / (every * MAX_LOGGED_STEPS)))
+
+
+def is_logged_step(step: int, every: int, steps: int) -> bool:
+    stride = logged_steps_stride(every, steps)
+    return bool(stride) and (step == 1 or step == steps or step % stride == 0)
+
+
+def chosen_rows(batch_rows: int, wanted: int) -> list[int]:
+    """Rows spread over the batch (so over different prompts when the batch holds groups); deterministic."""
+    wanted = min(wanted, batch_rows)
+    return sorted({(i * batch_rows) // wanted for i in range(wanted)}) if wanted > 0 else []
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), DIGITS) for v in values]
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """Each token as the text it adds (byte pieces of a multi-byte character show as U+FFFD)."""
+    return [tokenizer.decode([i]) for i in ids]
+
+
+def sample_records(step: int, batch, tokenizer, rows: list[int], teacher=None) -> list[dict]:
+    """The log records of ``rows`` of a scored batch. ``teacher``: an in-process teacher (anything with
+    ``logprobs_and_top1``) asked for its preferred token at each position, and for its log-probs when the
+    batch has none (the full/top-k divergences score inside the update)."""
+    lengths = batch.attention_mask.sum(1).tolist()
+    spans = []
+    for i in rows:
+        start = int(batch.prompt_lengths[i])
+        end = min(int(lengths[i]), start + MAX_TOKENS)
+        spans.append((i, start, end))
+    extra: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    if teacher is not None and hasattr(teacher, "logprobs_and_top1") and spans:
+        sequences = [batch.input_ids[i, :end].tolist() for i, _, end in spans]
+        scored = teacher.logprobs_and_top1(sequences, score_from=[start for _, start, _ in spans])
+        extra = {i: pair for (i, _, _), pair in zip(spans, scored)}
+    records = []
+    for i, start, end in spans:
+        ids = batch.input_ids[i, start:end].tolist()
+        record = {"step": step, "row": i, "group": int(batch.group_ids[i]),
+                  "prompt": batch.prompts[i] if i < len(batch.prompts) else "",
+                  "completion": batch.completions[i] if i < len(batch.completions) else tokenizer.decode(ids),
+                  "token_ids": ids, "tokens": token_strings(tokenizer, ids),
+                  "sampler_logprobs": _rounded(batch.sampler_logprobs[i, start:end].tolist())}
+        if batch.teacher_logprobs is not None:
+            record["teacher_logprobs"] = _rounded(batch.teacher_logprobs[i, start:end].tolist())
+        if i in extra:
+            logprobs, top1 = extra[i]
+            record.setdefault("teacher_logprobs", _rounded(logprobs[start:end].tolist()))
+            top_ids = [int(t) for t in top1[start:end].tolist()]
+            record["teacher_top1_ids"] = top_ids
+            record["teacher_top1"] = token_strings(tokenizer, top_ids)
+        mask = batch.loss_mask[i, start:end]
+        if bool((mask == 0).any()):
+            record["trained"] = [int(m > 0) for m in mask.tolist()]
+        if batch.rewards is not None:
+            record["reward"] = float(batch.rewards[i])
+        if batch.truncated is not None:
+            record["truncated"] = bool(batch.truncated[i])
+        if end - start < int(lengths[i]) - int(batch.prompt_lengths[i]):
+            record["cut_at_tokens"] = MAX_TOKENS
+        records.append(record)
+    return records
+
+
+class SampleLog:
+    """``samples.jsonl`` of a run directory: append, read, and truncate to a resumed step."""
+
+    def __init__(self, run_path: str | Path):
+        self.path = Path(run_path) / SAMPLES_FILE
+
+    def append(self, records: list[dict]) -> None:
+        if not records:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write; the resumed run writes it again
+            if isinstance(record, dict) and isinstance(record.get("tokens"), list):
+                records.append(record)
+        return records
+
+    def truncate(self, last_step: int) -> None:
+        """Drop the records of steps after ``last_step`` (a resumed run writes them again, identically)."""
+        if not self.path.exists():
+            return
+        kept = [r for r in self.read() if r.get("step", 0) <= last_step]
+        tmp = self.path.with_name(f".tmp-{self.path.name}")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
