@@ -5,8 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mentor.config import DistillConfig, RLConfig, SFTConfig, add_config_flags, build_config
+from mentor.config import DistillConfig, RLConfig, SFTConfig, add_config_flags, build_config, finite_float
 from mentor.errors import MentorError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, held to mentor's promise: a bad flag is one line on stderr and exit code 2 (no usage block),
+    and every float flag is a finite number. Subcommand parsers are made of the same class."""
+
+    def add_argument(self, *names, **kwargs):
+        if kwargs.get("type") is float:
+            kwargs["type"] = finite_float
+        return super().add_argument(*names, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"mentor: error: {message} (`{self.prog} --help` lists the options)\n")
 
 
 def _distill(args) -> None:
@@ -66,7 +79,7 @@ def _serve_teacher(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mentor", description="Post-train small expert language models cheaply.")
+    parser = Parser(prog="mentor", description="Post-train small expert language models cheaply.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train a tiny teacher/student on arithmetic and show OPD improving the student")
@@ -131,9 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     from mentor.bench.cli import add_bench_paper
 
     add_bench_paper(bench_sub)
-    from mentor.report.cli import add_report_parsers
-
-    add_report_parsers(sub)  # mentor inspect, mentor report
     return parser
 
 
@@ -142,12 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except MentorError as exc:
-        print(f"mentor: error: {exc}", file=sys.stderr)
+        print(f"mentor: error: {one_line(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)  # 2: bad input; 128 + signal: stopped on SIGINT/SIGTERM, resumable
+    except OSError as exc:  # the file system or the network refused: the environment, not a bug in mentor
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"mentor: error: {exc.strerror or exc}{where}: check the path, its permissions and the free disk "
+              "space", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mentor: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def one_line(message: str) -> str:
+    """A message as the one line the CLI promises (a library's multi-line text folded, never cut)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip()) or "failed"
 
 
 if __name__ == "__main__":
