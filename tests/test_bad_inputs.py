@@ -88,7 +88,7 @@ CASES = [
     ("every prompt longer than the context", lambda m, o: _distill(m, o, BAD / "too_long.jsonl"),
      r"all 1 prompts are longer than 60 tokens", r"raise --max-prompt-tokens or use a model with a longer"),
     ("unknown model path", lambda m, o: _distill(m, o, student=str(BAD / "no-such-model")),
-     r"student '.*no-such-model' does not exist", r"pass a model directory or a hub id"),
+     r"student '.*no-such-model' does not exist", r"pass a model directory.* or a hub id"),
     ("teacher endpoint that is down (after its retries)",
      lambda m, o: _distill(m, o, teacher=f"http://127.0.0.1:{_closed_port()}/v1"),
      r"teacher server http://127\.0\.0\.1:\d+/\S+ failed 5 times \(last: .*Connection refused",
@@ -160,7 +160,8 @@ def test_run_directory_of_another_config_is_refused_unless_overwrite(models, tmp
     assert main(_distill(models, out)) == 2
     _one_clear_line(capsys, r"belongs to a different config \(differs in [a-z_, ]+\)",
                     r"choose another --output-dir or pass --overwrite")
-    assert (out / "config.yaml").read_text() == before and sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    assert (out / "config.yaml").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == [".mentor-files", "config.yaml"]
     assert main(_distill(models, out, None, "--overwrite")) == 0
     assert (out / "final" / "model.safetensors").exists()
 

@@ -30,6 +30,7 @@ from mentor.models.chat import stop_token_ids
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import quiet_transformers
 from mentor.recipes.sft import run_sft
+from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
 
 
@@ -114,6 +115,8 @@ def label_step(config: CoEConfig) -> Path:
     records = builtin_records(config.train_size, config.seed) if config.builtin else read_jsonl(config.data)
     labeler = make_labeler("field" if config.builtin else config.labeler, config.category_list,
                            config.labeler_model)
+    # everything CoE writes goes under --output-dir by these names: claimed (recorded) before the first write
+    RunDirectory(config.output_dir).claim_entries("labels", "experts", "moe", "stage2", "inspect", "resources.json")
     out = Path(config.output_dir) / "labels"
     label_records(records, labeler, out, config.category_list)
     return out

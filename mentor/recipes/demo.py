@@ -25,6 +25,7 @@ from mentor.recipes.distill import run_distill
 from mentor.recipes.sft import run_sft
 from mentor.tasks.base import get_task
 from mentor.train.progress import console
+from mentor.train.run_dir import RunDirectory
 
 SHIPPED_TEACHER = "arithmetic_teacher"
 SHIPPED_STUDENT = "arithmetic_student_sft"
@@ -94,7 +95,9 @@ def run_demo(out: str = "runs/demo", quick: bool = False, opd_steps: int | None 
     scale = QUICK if quick else FULL
     steps = opd_steps or scale.opd_steps
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # the demo writes these into --out, and only these: a directory holding anything else is refused
+    RunDirectory(out_dir).claim_entries("teacher_sft", "student_init", "student_sft", "opd", "accuracy.png",
+                                        "summary.md", flag="--out")
     task = get_task("arithmetic")
     problems = task.test_problems(scale.eval_size)
     started = time.perf_counter()

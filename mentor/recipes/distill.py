@@ -19,6 +19,7 @@ from mentor.sample.hf import HFSampler
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
 from mentor.score.local import LocalTeacher
 from mentor.tasks.base import get_task
+from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
 
 API_KEY_ENV = "MENTOR_TEACHER_API_KEY"
@@ -28,6 +29,7 @@ PROGRESS_KEYS = ("reverse_kl", "full_reverse_kl", "accuracy", "entropy", "comple
 def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=None, teacher_tokenizer=None,
                 examples=None) -> tuple[Trainer, list[dict]]:
     quiet_transformers()
+    RunDirectory(config.output_dir).check(config, config.overwrite, config.resume)  # before any work
     teachers = named_paths(config.teacher)
     if teachers is not None and teacher is None:
         return _run_multi_teacher(config, teachers, student, tokenizer)

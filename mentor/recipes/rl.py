@@ -5,6 +5,7 @@ from __future__ import annotations
 from mentor.algorithms.rl import ReinforcementLearning
 from mentor.config import RLConfig
 from mentor.data.prompts import ExampleStream
+from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import ComputeLedger, MatmulParams
 from mentor.models.loading import load_model, load_tokenizer
@@ -13,6 +14,7 @@ from mentor.sample.hf import HFSampler
 from mentor.score.local import LocalTeacher
 from mentor.tasks.base import get_task
 from mentor.tasks.graders import get_grader
+from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
 
 PROGRESS_KEYS = ("reward", "accuracy", "constant_reward_groups", "completion_length", "grad_norm")
@@ -20,6 +22,7 @@ PROGRESS_KEYS = ("reward", "accuracy", "constant_reward_groups", "completion_len
 
 def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple[Trainer, list[dict]]:
     quiet_transformers()
+    RunDirectory(config.output_dir).check(config, config.overwrite, config.resume)  # before any work
     tokenizer = tokenizer or load_tokenizer(config.model)
     model = model or load_model(config.model, config.dtype)
     task = get_task(config.task) if config.task else None
@@ -27,6 +30,10 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
     if examples is None:
         if config.prompts:
             examples = file_examples(config.prompts, tokenizer, model, config)
+            missing = sum(e.reference is None for e in examples)
+            if missing:  # its groups would all score 0, be dropped, and the run would learn nothing
+                raise MentorError(f"{missing} of {len(examples)} prompts in {config.prompts} have no 'answer' for "
+                                  "the grader to check: give every RL record an answer")
         else:
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
                                      chat_template=config.chat_template, model=model)

@@ -15,6 +15,7 @@ from mentor.models.loading import check_same_vocabulary, load_model, load_tokeni
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.tasks.base import get_task
 from mentor.train.progress import console
+from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
 
 TEACHER_CACHE = "teacher_samples.jsonl"
@@ -22,6 +23,7 @@ TEACHER_CACHE = "teacher_samples.jsonl"
 
 def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tuple[Trainer, list[dict]]:
     quiet_transformers()
+    RunDirectory(config.output_dir).check(config, config.overwrite, config.resume)  # before any work
     tokenizer = tokenizer or load_tokenizer(config.model)
     model = model or load_model(config.model, config.dtype)
     task = get_task(config.task) if config.task else None
@@ -55,14 +57,18 @@ def teacher_examples(config: SFTConfig, tokenizer, student, task) -> tuple[list[
     cache = Path(config.output_dir) / TEACHER_CACHE
     key = _cache_key(config, prompts)
     records = _read_cache(cache, key)
-    if records is None:
+    cached = records is not None
+    if not cached:
         records = _sample_teacher(config, tokenizer, prompts)
-        cache.parent.mkdir(parents=True, exist_ok=True)
+    # the cache is the run's first file: the run directory is claimed first (--overwrite clears only what
+    # mentor wrote there, the old cache included, which is rewritten from memory)
+    RunDirectory(config.output_dir).claim(config, config.overwrite, config.resume)
+    if not cached or not cache.exists():
         with cache.open("w", encoding="utf-8") as handle:
             handle.write(json.dumps({"key": key, "teacher_params": records[0]["teacher_params"]}) + "\n")
             for r in records:
                 handle.write(json.dumps(r) + "\n")
-    else:
+    if cached:
         console.print(f"teacher samples: {len(records)} read from {cache} (not re-sampled)")
     by_text = {p.text: p for p in prompts}
     examples = [EncodedExample(r["prompt_ids"], r["completion_ids"], r["prompt"], by_text[r["prompt"]].reference)

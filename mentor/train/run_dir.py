@@ -1,7 +1,13 @@
 """A run directory: resolved config, metrics.jsonl, atomic checkpoints, the final model, a summary.
 
-It is enough to resume, evaluate or compare a run. Checkpoints are written to a temporary directory and
-renamed into place, so a crash mid-write never leaves a checkpoint that looks complete.
+It is enough to resume, evaluate or compare a run. Checkpoints and ``final/`` are written to a temporary
+directory and renamed into place, so a crash mid-write never leaves one that looks complete.
+
+Ownership: mentor deletes only what it wrote. The names of the entries it writes at the top of the directory
+are recorded in ``.mentor-files`` before they are written; ``--overwrite`` removes those and nothing else.
+A directory that is neither empty nor a mentor run is refused, and so is a run that would replace one of
+its own inputs (a ``--student`` inside ``final/``). Every check runs before anything is written
+(``check``, which the recipes call before they load a model).
 """
 
 from __future__ import annotations
@@ -26,37 +32,170 @@ CHECKPOINT_PREFIX = "step_"
 WEIGHTS_FILE = "model.safetensors"  # a checkpoint's weights, in checkpoints/step_N/model/
 
 
+MANIFEST = ".mentor-files"  # the top-level entries mentor wrote (JSON list); the only ones it may delete
+# what a run writes at the top of its directory: claimed (recorded) before any of them is written
+RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "checkpoints", "final", "summary.md", "teacher_samples.jsonl",
+               "eval.jsonl", "eval_samples.jsonl")
+# config fields that name something the run reads (a path, or name=path,name=path)
+INPUT_FIELDS = ("student", "teacher", "prompts", "data", "model", "reference", "from_teacher", "base",
+                "teacher_tokenizer", "labeler_model")
+
+
 class RunDirectory:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
 
     # --- config ---------------------------------------------------------------------------------
+    def check(self, config, overwrite: bool = False, resume: bool = False) -> list[str]:
+        """Every check ``claim`` makes, writing nothing: the recipes call it before any work starts.
+
+        Returns the semantic config fields that differ from the run already there (empty: a new run or the
+        same one, to resume)."""
+        path = self.path
+        self._check_writable()
+        entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+        if entries and not self.is_mentor_run():
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise MentorError(f"--output-dir {path} is not empty and is not a mentor run (it holds {shown}): "
+                              "choose a new or empty directory (mentor never deletes or mixes with files it did "
+                              "not write)")
+        changed = self._changed_fields(config, overwrite)
+        if changed and not overwrite:
+            raise MentorError(f"run directory {path} belongs to a different config (differs in "
+                              f"{', '.join(changed[:4])}): choose another --output-dir or pass --overwrite")
+        if resume and (changed or self.latest_checkpoint() is None):
+            raise MentorError(f"--resume: {path} holds no checkpoint to resume from: drop --resume to start "
+                              "the run (or pass the --output-dir of the run to continue)")
+        self._check_inputs(config, replacing=self.owned() if changed else {"final", "checkpoints"})
+        return changed
+
     def claim(self, config, overwrite: bool = False, resume: bool = False) -> bool:
         """Write the config, or check it matches the one already there. Returns True if there is a
         checkpoint to resume from. Every check runs before anything is written."""
-        resolved = config_to_dict(config)
-        config_file = self.path / "config.yaml"
-        changed = []
-        if config_file.exists():
-            previous = yaml.safe_load(config_file.read_text()) or {}
-            changed = sorted(k for k in set(previous) | set(resolved)
-                             if k not in NON_SEMANTIC_FIELDS and previous.get(k) != resolved.get(k))
-            if changed and not overwrite:
-                raise MentorError(f"run directory {self.path} belongs to a different config (differs in "
-                                  f"{', '.join(changed[:4])}): choose another --output-dir or pass --overwrite")
-        if resume and (changed or self.latest_checkpoint() is None):
-            raise MentorError(f"--resume: {self.path} holds no checkpoint to resume from: drop --resume to start "
-                              "the run (or pass the --output-dir of the run to continue)")
-        if changed:
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(config_file, yaml.safe_dump(resolved, sort_keys=True))
-        self._remove_partial_checkpoints()
-        if self.latest_checkpoint() is None:
-            self.truncate_metrics(-1)  # a run killed before its first checkpoint starts over from step 0
-            return False
+        changed = self.check(config, overwrite, resume)
+        try:
+            if changed:  # --overwrite: what mentor wrote here goes, nothing else
+                self._remove_owned()
+            self.path.mkdir(parents=True, exist_ok=True)
+            trackers = [Path(config.output_dir).name] if getattr(config, "log_with", "") else []
+            self.own(*RUN_ENTRIES, *[t for t in trackers if t])
+            _atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=True))
+            self._remove_partial_checkpoints()
+            if self.latest_checkpoint() is None:
+                self.truncate_metrics(-1)  # a run killed before its first checkpoint starts over from step 0
+                return False
+        except OSError as exc:
+            raise MentorError(f"cannot write the run directory {self.path} ({exc.strerror or exc}): choose a "
+                              "writable --output-dir with free space") from None
         return True
+
+    def claim_entries(self, *names: str, flag: str = "--output-dir") -> None:
+        """For commands that write several named things into one directory (the demo, CoE's steps): it must
+        be new, empty or mentor's; the names are recorded as mentor's before any is written."""
+        self._check_writable(flag)
+        entries = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        if entries and not (self.path / MANIFEST).is_file():
+            # written by an earlier mentor (no record yet): only the names this command writes, one a run of it
+            earlier = not set(entries) - set(names) and any(
+                RunDirectory(self.path / e).is_mentor_run() or any(RunDirectory(sub).is_mentor_run()
+                                                                   for sub in (self.path / e).iterdir())
+                for e in entries if (self.path / e).is_dir())
+            if not earlier:
+                shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                raise MentorError(f"{flag} {self.path} is not empty and was not written by mentor (it holds "
+                                  f"{shown}): choose a new or empty directory")
+        try:
+            self.own(*names)
+        except OSError as exc:
+            raise MentorError(f"cannot write to {self.path} ({exc.strerror or exc}): choose a writable {flag}") from None
+
+    def _check_writable(self, flag: str = "--output-dir") -> None:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise MentorError(f"{flag} {path} is a file, not a directory: choose a directory for the run")
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise MentorError(f"{flag} {path} cannot be created: {existing} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise MentorError(f"{flag} {path} is not writable ({existing} is read-only): choose a directory "
+                              "you can write to")
+
+    def is_mentor_run(self) -> bool:
+        """Written by mentor: it has the ownership record, or (runs of earlier versions) a mentor config."""
+        return (self.path / MANIFEST).is_file() or self._legacy_config() is not None
+
+    def owned(self) -> set[str]:
+        """The top-level entries mentor wrote here (and so may delete or replace)."""
+        try:
+            names = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            names = list(RUN_ENTRIES) if self._legacy_config() is not None else []
+        if not isinstance(names, list):
+            names = []
+        # plain names only: a record edited to say "../x" or "a/b" must not reach outside the directory
+        return {n for n in names if isinstance(n, str) and n not in ("", ".", "..", MANIFEST) and "/" not in n
+                and os.sep not in n}
+
+    def own(self, *names: str) -> None:
+        """Record entries as mentor's before writing them (a crash mid-write leaves them deletable)."""
+        names_now = self.owned() if (self.path / MANIFEST).exists() else set()
+        if set(names) <= names_now:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(self.path / MANIFEST, json.dumps(sorted(names_now | set(names))) + "\n")
+
+    def _legacy_config(self) -> dict | None:
+        file = self.path / "config.yaml"
+        try:
+            values = yaml.safe_load(file.read_text(encoding="utf-8")) if file.is_file() else None
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        return values if isinstance(values, dict) and {"output_dir", "steps", "seed"} <= set(values) else None
+
+    def _changed_fields(self, config, overwrite: bool) -> list[str]:
+        file = self.path / "config.yaml"
+        if not file.exists():
+            return []
+        try:
+            previous = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            previous = exc
+        if not isinstance(previous, dict):
+            if overwrite:
+                return ["config.yaml (unreadable)"]
+            reason = (str(previous).splitlines() or ["not a mapping"])[0] if isinstance(previous, Exception) \
+                else "not a mapping"
+            raise MentorError(f"run directory {self.path} holds a config.yaml mentor cannot read ({reason[:80]}): "
+                              "choose another --output-dir, or pass --overwrite to replace the files mentor wrote")
+        resolved = config_to_dict(config)
+        return sorted(k for k in set(previous) | set(resolved)
+                      if k not in NON_SEMANTIC_FIELDS and previous.get(k) != resolved.get(k))
+
+    def _check_inputs(self, config, replacing: set[str]) -> None:
+        """Refuse a run that would delete or replace a file it reads (``--student RUN/final --overwrite``)."""
+        at_risk = [(self.path / name).resolve() for name in sorted(replacing) if (self.path / name).exists()]
+        if not at_risk:
+            return
+        for name in INPUT_FIELDS:
+            for value in _named_paths(getattr(config, name, "")):
+                source = Path(value).expanduser()
+                if not source.exists():
+                    continue
+                source = source.resolve()
+                for entry in at_risk:
+                    if source == entry or entry in source.parents:
+                        raise MentorError(f"--{name.replace('_', '-')} {value} lies inside {entry}, which this run "
+                                          "would replace: copy it out of the run directory or choose another "
+                                          "--output-dir")
+
+    def _remove_owned(self) -> None:
+        for name in sorted(self.owned()):
+            entry = self.path / name
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()  # a link is removed, never followed
+            elif entry.is_dir():
+                shutil.rmtree(entry)
 
     # --- metrics ----------------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:
@@ -118,10 +257,16 @@ class RunDirectory:
         return final
 
     def _remove_partial_checkpoints(self) -> None:
-        """Temporary directories of checkpoints whose writing was cut short: never resumed from."""
+        """Temporary directories of checkpoints (and of final/) whose writing was cut short: never used."""
         if self.checkpoints.exists():
             for partial in self.checkpoints.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
                 shutil.rmtree(partial, ignore_errors=True)
+        final = self.path / "final"
+        shutil.rmtree(final.with_name(".tmp-final"), ignore_errors=True)
+        previous = final.with_name(".old-final")
+        if previous.exists() and not final.exists():  # cut between the two renames of save_final
+            os.replace(previous, final)
+        shutil.rmtree(previous, ignore_errors=True)
 
     def _prune(self, keep: int) -> None:
         done = sorted(p for p in self.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
@@ -130,6 +275,39 @@ class RunDirectory:
 
     def write_summary(self, text: str) -> None:
         _atomic_write_text(self.path / "summary.md", text)
+
+    def save_final(self, model, tokenizer, path: str | Path | None = None) -> Path:
+        """The trained model in ``final/`` (or ``path``), written like a checkpoint: to a temporary directory,
+        fsynced, then renamed into place, so a full disk or a kill never leaves a half-written ``final/``.
+        Weights that are not all finite are refused: a NaN model must not pass for a result."""
+        from mentor.models.loading import save_pretrained
+
+        final = Path(path) if path is not None else self.path / "final"
+        check_finite_weights(model)
+        tmp, previous = final.with_name(f".tmp-{final.name}"), final.with_name(f".old-{final.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            save_pretrained(model, tokenizer, tmp)
+            for file in tmp.rglob("*"):
+                if file.is_file():
+                    _fsync_file(file)
+            _fsync_dir(tmp)
+            if final.exists():
+                shutil.rmtree(previous, ignore_errors=True)
+                os.replace(final, previous)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except (OSError, RuntimeError, SafetensorError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if previous.exists() and not final.exists():
+                os.replace(previous, final)
+            reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            checkpoint = self.latest_checkpoint()
+            then = f"; the checkpoint {checkpoint.name} is intact" if checkpoint else ""
+            raise MentorError(f"could not write the final model {final} ({reason}): free disk space and run the "
+                              f"same command again{then}") from None
+        shutil.rmtree(previous, ignore_errors=True)
+        return final
 
 
 def save_weights(model, directory: Path) -> None:
@@ -180,6 +358,21 @@ def load_weights(model, directory: Path) -> None:
                   f"e.g. {(sorted(missing) or sorted(unexpected))[0]}")
     raise MentorError(f"checkpoint {directory} does not fit this model ({detail}): resume with the same model "
                       "and LoRA settings, or start a fresh --output-dir")
+
+
+def check_finite_weights(model) -> None:
+    """Every floating-point tensor of the model is finite, or one line naming the first that is not."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise MentorError(f"the trained weights are not finite ({name} holds NaN or inf), so no final model was "
+                              "written: lower --learning-rate or --max-grad-norm, or train in float32")
+
+
+def _named_paths(value) -> list[str]:
+    """``path``, ``a,b`` or ``name=path,name=path`` (one teacher/prompt file per data set) -> the paths."""
+    if not isinstance(value, str) or not value or value.startswith(("http://", "https://")):
+        return []
+    return [part.split("=", 1)[-1].strip() for part in value.split(",") if part.strip()]
 
 
 def load_trainer_state(checkpoint: Path) -> dict:

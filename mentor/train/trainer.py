@@ -21,7 +21,7 @@ from mentor.config import TrainConfig, config_to_dict
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.flops import ComputeLedger, summary_table
-from mentor.models.loading import apply_lora, is_peft, save_pretrained
+from mentor.models.loading import apply_lora, is_peft
 from mentor.report.run_report import own_entries, write_report_after_training
 from mentor.report.samples import SampleLog, chosen_rows, is_logged_step, sample_records
 from mentor.rollout import RolloutBatch
@@ -144,8 +144,10 @@ class Trainer:
                        tokens=tokens, tokens_per_second=tokens / max(end - start, 1e-9),
                        lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps)
         if self.bad_steps_in_a_row >= self.config.max_bad_steps:
+            kept = ("the last checkpoint is intact" if self.run.latest_checkpoint() is not None
+                    else "no checkpoint was written: --save-every N keeps one")
             raise MentorError(f"{self.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient; "
-                              "stopped (the last checkpoint is intact): lower --learning-rate or check the data")
+                              f"stopped ({kept}): lower --learning-rate or check the data")
         return metrics
 
     # --- the update: identical for SFT, RL and OPD -------------------------------------------------
@@ -309,8 +311,16 @@ class Trainer:
     def save_final(self, path: str | Path | None = None) -> Path:
         """The trained model, loadable by ``AutoModelForCausalLM.from_pretrained`` (LoRA merged)."""
         path = Path(path or self.run.path / "final")
-        if self.accelerator.is_main_process:
-            save_pretrained(self.accelerator.unwrap_model(self.policy).model, self.tokenizer, path)
+        if self.step and self.skipped_steps >= self.step * self.config.num_substeps:
+            raise MentorError(f"every update of the {self.step} steps had a non-finite loss or gradient, so the "
+                              "weights never changed and no final model was written: lower --learning-rate or "
+                              "check the data")
+        from mentor.train.run_dir import check_finite_weights
+
+        model = self.accelerator.unwrap_model(self.policy).model
+        check_finite_weights(model)  # on every rank (they hold the same weights), so all stop together
+        if self.accelerator.is_main_process:  # atomic: a temporary directory renamed into place
+            self.run.save_final(model, self.tokenizer, path)
         self.accelerator.wait_for_everyone()
         return path
 
