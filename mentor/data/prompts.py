@@ -178,6 +178,11 @@ class EncodedExample:
     source: str = ""  # the data set it came from (multi-teacher distillation picks the teacher by it)
 
 
+def longest_token(tokenizer) -> int:
+    """Characters in the vocabulary's longest token (byte-level BPE writes one character per byte)."""
+    return max((len(token) for token in tokenizer.get_vocab()), default=1) or 1
+
+
 def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bool = False,
                     max_prompt_tokens: int | None = None, long_prompts: str = "skip",
                     need_completion: bool = False, stop_ids: list[int] | None = None,
@@ -188,7 +193,17 @@ def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bo
     """
     encoded, skipped = [], 0
     stop_ids = stop_ids or [tokenizer.eos_token_id]
+    # sizes are checked before tokenising: a prompt with more characters than the limit's tokens can hold is
+    # over it for sure (no token covers more than the longest in the vocabulary; x4 for normalisation)
+    max_chars = max_prompt_tokens * 4 * longest_token(tokenizer) if max_prompt_tokens else None
     for i, example in enumerate(examples):
+        chars = len(example.prompt or "") + sum(len(m["content"]) for m in example.messages or [])
+        if max_chars and chars > max_chars:
+            if long_prompts == "fail":
+                raise MentorError(f"example {i + 1}: prompt has {chars} characters, far over the limit of "
+                                  f"{max_prompt_tokens} tokens: shorten it or pass --long-prompts skip")
+            skipped += 1
+            continue
         ids = encode_prompt(tokenizer, example, use_chat_template)
         if max_prompt_tokens and len(ids) > max_prompt_tokens:
             if long_prompts == "fail":

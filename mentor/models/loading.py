@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -19,10 +20,25 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")  # NAME or ORG/NAME
+
+
+def looks_local(path: str) -> bool:
+    """A path the user meant on this machine: never tried on the hub (a missing one fails at once, not after
+    a minute of network retries). Hub ids are NAME or ORG/NAME; ``runs/x`` is local when ``./runs`` exists."""
+    if path.startswith((".", "/", "~")) or "\\" in path or path.endswith("/") or not _HUB_ID.fullmatch(path):
+        return True
+    return "/" in path and Path(path.split("/")[0]).is_dir()
+
+
 def _check_exists(path: str, what: str) -> None:
-    looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]
-    if looks_local and not Path(path).expanduser().exists():
+    if not isinstance(path, str) or not path.strip():
+        raise MentorError(f"{what} is empty: pass a model directory, a .gguf file or a hub id")
+    local = Path(path).expanduser()
+    if looks_local(path) and not local.exists():
         raise MentorError(f"{what} {path!r} does not exist: pass a model directory, a .gguf file or a hub id")
+    if local.is_dir() and not any(local.iterdir()):
+        raise MentorError(f"{what} {path!r} is an empty directory: pass the directory a model was saved to")
 
 
 def split_gguf(path: str) -> tuple[str, str | None]:
@@ -59,8 +75,9 @@ def load_tokenizer(path: str, what: str = "model"):
     source, kwargs = _source_kwargs(path, what)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise MentorError(f"cannot load the {what} tokenizer from {path!r}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # the tokenizers library raises bare Exceptions and KeyErrors on corrupt files
+        raise MentorError(f"cannot load the {what} tokenizer from {path!r} ({_reason(exc)}): check its "
+                          "tokenizer files (tokenizer.json, tokenizer_config.json)") from None
     if tokenizer.pad_token_id is None:
         # generation and batching need a pad id; EOS is the common choice and is masked out anyway. It is
         # mentor's choice, not the model's: save_pretrained leaves it out of the saved tokenizer.
@@ -88,6 +105,10 @@ def load_model(path: str, dtype: str = "float32", device: str | torch.device = "
                           "weight files are complete") from None
     if "gguf_file" not in kwargs:
         _check_loaded_weights(path, what, info)
+    for name, tensor in model.state_dict().items():  # a damaged checkpoint must not train into a "result"
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise MentorError(f"the {what} {path!r} holds weights that are not finite ({name} has NaN or inf): "
+                              "the checkpoint is damaged; use another one")
     return model.to(device)
 
 
@@ -163,7 +184,13 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, target_modules: list[s
 
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise MentorError(f"--lora-target-modules {target_modules if isinstance(target_modules, str) else ','.join(target_modules)} "
+                          f"matches no layer this model can adapt ({_reason(exc)[:80]}): use all-linear or some "
+                          f"of {','.join(names[:8])}") from None
 
 
 def is_peft(model: nn.Module) -> bool:

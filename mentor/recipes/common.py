@@ -39,12 +39,19 @@ def task_examples(task: Task, tokenizer, n: int, seed: int, with_solution: bool 
 
 def prompt_limit(model, max_prompt_tokens: int, max_new_tokens: int) -> int | None:
     """Longest prompt that still leaves room for ``max_new_tokens`` in the model's context."""
+    from mentor.errors import MentorError
     from mentor.models.loading import context_length
 
+    context = context_length(model)
+    if context is not None and max_new_tokens >= context:
+        raise MentorError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the model's context "
+                          f"of {context} tokens: lower it below {context}")
+    if context is not None and max_prompt_tokens + max_new_tokens > context:
+        raise MentorError(f"--max-prompt-tokens {max_prompt_tokens} plus --max-new-tokens {max_new_tokens} exceed "
+                          f"the model's context of {context} tokens: lower one of them")
     if max_prompt_tokens:
         return max_prompt_tokens
-    context = context_length(model)
-    return None if context is None else max(1, context - max_new_tokens)
+    return None if context is None else context - max_new_tokens
 
 
 def file_examples(path: str, tokenizer, model, config, need_completion: bool = False) -> list[EncodedExample]:
@@ -54,8 +61,9 @@ def file_examples(path: str, tokenizer, model, config, need_completion: bool = F
     """
     from mentor.train.progress import console
 
+    records = load_examples(path, need_completion=need_completion)  # the file's own errors come first
     limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
-    examples, skipped = encode_examples(tokenizer, load_examples(path, need_completion=need_completion),
+    examples, skipped = encode_examples(tokenizer, records,
                                         use_chat_template=config.chat_template, max_prompt_tokens=limit,
                                         long_prompts=config.long_prompts, need_completion=need_completion,
                                         stop_ids=stop_token_ids(tokenizer, model))
