@@ -45,6 +45,42 @@ _JITTER = random.Random()
 
 # Our own server's extra endpoint: the tokenizer files, so a remote teacher's vocabulary can be checked.
 TOKENIZER_ENDPOINT = "/mentor/v1/tokenizer"
+CONNECT_TIMEOUT = 10.0  # seconds to connect (capped by --teacher-timeout): a server that cannot accept is down
+SLOW_ATTEMPT = 5.0  # an attempt that failed after this long is reported when it is retried (no silent minutes)
+
+
+class _PhasedTimeouts:
+    """An HTTP(S) connection that connects within ``CONNECT_TIMEOUT`` and then waits up to its own timeout
+    for each read: the first byte of the answer, and every later one."""
+
+    def connect(self):
+        read_timeout, self.timeout = self.timeout, min(self.timeout, CONNECT_TIMEOUT)
+        try:
+            super().connect()
+        finally:
+            self.timeout = read_timeout
+        self.sock.settimeout(read_timeout)
+
+
+class _HTTPConnection(_PhasedTimeouts, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_PhasedTimeouts, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_HTTPSConnection, req, context=self._context)
+
+
+_OPENER = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
 
 
 def is_url(value: str) -> bool:
@@ -157,10 +193,16 @@ class HTTPTeacher:
                 # jitter so ranks do not retry in lockstep; a private generator so retries never shift
                 # the training run's random stream (a run with faults must equal a clean one)
                 time.sleep(delay * _JITTER.uniform(0.75, 1.0))
+            started = time.perf_counter()
             try:
                 return self._send(method, url, body)
             except RetryableError as exc:
                 last_error = str(exc)
+                if time.perf_counter() - started >= SLOW_ATTEMPT and attempt < self.max_retries:
+                    from mentor.train.progress import console
+
+                    console.print(f"[yellow]teacher server {url}: {last_error}; retry {attempt + 1} of "
+                                  f"{self.max_retries}[/]", highlight=False)
         raise MentorError(f"teacher server {url} failed {self.max_retries + 1} times (last: {last_error}): "
                           "check that it is running and reachable, or raise --teacher-timeout")
 
@@ -173,8 +215,12 @@ class HTTPTeacher:
         if self.api_key:
             request.add_header("Authorization", f"Bearer {self.api_key}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                try:
+                    raw = response.read()
+                except (TimeoutError, socket.timeout):
+                    raise RetryableError(f"the answer stopped arriving for {self.timeout:g} s "
+                                         "(--teacher-timeout)") from None
         except urllib.error.HTTPError as exc:
             message = _error_message(exc)
             if exc.code == 413:
@@ -185,8 +231,14 @@ class HTTPTeacher:
                 raise MentorError(f"the teacher server at {url} rejected the API key (HTTP {exc.code}): "
                                   "pass the right --teacher-api-key") from None
             raise MentorError(f"the teacher server at {url} refused the request (HTTP {exc.code}): {message}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout,
-                http.client.HTTPException) as exc:
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                raise RetryableError(f"could not connect within {min(self.timeout, CONNECT_TIMEOUT):g} s") from None
+            raise RetryableError(f"{type(exc).__name__}: {exc.reason}") from None
+        except (TimeoutError, socket.timeout):
+            raise RetryableError(f"connected, but no answer within {self.timeout:g} s (waiting for its first "
+                                 "byte; --teacher-timeout)") from None
+        except (ConnectionError, http.client.HTTPException) as exc:
             raise RetryableError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
         try:
             answer = json.loads(raw)

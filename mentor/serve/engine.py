@@ -1,8 +1,11 @@
-"""The scoring engine behind ``mentor serve-teacher``: one worker thread, dynamic batching.
+"""The scoring engine behind ``mentor serve-teacher``: one worker thread, batch-invariant answers.
 
-HTTP handler threads submit token sequences and wait; the worker takes whatever is queued (up to
-``max_batch_tokens`` padded tokens), runs the model once per length-sorted micro-batch and answers each
-request. One thread owns the model, so torch never runs two forwards at once on the same weights.
+HTTP handler threads submit token sequences and wait; the worker takes one request at a time and runs the
+model once per length-sorted micro-batch of that request's sequences (up to ``max_batch_tokens`` padded
+tokens). Requests are never batched with each other: the numbers a forward pass gives depend (in the last
+bits) on the shape of its batch, so a request's scores must depend on its own sequences only, not on what
+else happened to be waiting. A retried request then gets bitwise the answer it would have got the first
+time. One thread owns the model, so torch never runs two forwards at once on the same weights.
 """
 
 from __future__ import annotations
@@ -60,32 +63,12 @@ class ScoringEngine:
             job = self._queue.get()
             if job is None:
                 return
-            jobs = [job] + self._drain(budget=self.max_batch_tokens - _tokens(job))
             try:
-                scored = self.score([s for j in jobs for s in j.sequences])
-            except Exception as exc:  # answer every waiting request; the server reports a 500
-                for j in jobs:
-                    j.future.set_exception(exc)
+                scored = self.score(job.sequences)  # this request's sequences only: batch-invariant
+            except Exception as exc:  # answer the waiting request; the server reports a 500
+                job.future.set_exception(exc)
                 continue
-            start = 0
-            for j in jobs:
-                j.future.set_result(scored[start: start + len(j.sequences)])
-                start += len(j.sequences)
-
-    def _drain(self, budget: int) -> list[_Job]:
-        """Requests already waiting, while they fit the token budget: batching across clients."""
-        taken = []
-        while budget > 0:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # keep the shutdown signal for the main loop
-                self._queue.put(None)
-                break
-            taken.append(job)
-            budget -= _tokens(job)
-        return taken
+            job.future.set_result(scored)
 
     @torch.no_grad()
     def score(self, sequences: list[list[int]]) -> list[Scored]:
@@ -117,7 +100,3 @@ class ScoringEngine:
         for row, index in enumerate(rows):
             n = len(sequences[index])
             out[index] = Scored(logprobs[row, :n].tolist(), int(next_tokens[row]), float(next_best[row]))
-
-
-def _tokens(job: _Job) -> int:
-    return sum(len(s) for s in job.sequences)

@@ -14,6 +14,11 @@ sequences) the way vLLM and SGLang do, so ``--teacher http://host:port/v1`` work
 
 It scores prompts and generates at most one (greedy) token: it is a teacher, not a chat server. It binds
 127.0.0.1 unless told otherwise, checks an optional bearer API key, and refuses oversized requests.
+
+Whatever a client sends, the answer is a JSON body with a 2xx or 4xx status, never a 500 for a bad request
+and never a hang: a missing, malformed or negative Content-Length, a chunked body, JSON nested too deeply or
+with numbers Python cannot hold, an unknown method. Each connection has its own thread and a read timeout,
+so a client that connects and sends nothing (or half a body) never blocks the others and is dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,10 +58,11 @@ class TeacherServer:
     def __init__(self, model: nn.Module, tokenizer, *, model_name: str = "teacher", host: str = "127.0.0.1",
                  port: int = 8000, api_key: str | None = None, max_batch_tokens: int = 16384,
                  max_request_tokens: int = 262_144, max_request_bytes: int = 32 * 2**20,
-                 request_timeout: float = 600.0, verbose: bool = False):
+                 request_timeout: float = 600.0, idle_timeout: float = 60.0, verbose: bool = False):
         self.tokenizer, self.model_name, self.api_key = tokenizer, model_name, api_key or None
         self.max_request_tokens, self.max_request_bytes = max_request_tokens, max_request_bytes
-        self.request_timeout, self.verbose = request_timeout, verbose
+        # request_timeout: the longest wait for the model; idle_timeout: for a client's next bytes
+        self.request_timeout, self.idle_timeout, self.verbose = request_timeout, idle_timeout, verbose
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.context_length = _context_length(model)
         self.engine = ScoringEngine(model, tokenizer.pad_token_id, max_batch_tokens)
@@ -112,7 +119,11 @@ class TeacherServer:
             if value not in (None, 0):
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be 0: top alternatives are not served")
         echo = bool(body.get("echo", False))
-        scored = self.engine.submit(prompts).result(timeout=self.request_timeout)
+        try:
+            scored = self.engine.submit(prompts).result(timeout=self.request_timeout)
+        except FutureTimeout:
+            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, f"the model did not answer within "
+                               f"{self.request_timeout:g} s: the server is overloaded, retry later") from None
         choices = []
         for index, (prompt, s) in enumerate(zip(prompts, scored)):
             generated = [s.next_token] if max_tokens else []
@@ -170,6 +181,19 @@ def _handler_for(server: TeacherServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mentor-teacher"
+        timeout = server.idle_timeout  # a socket read that waits longer ends the connection (not the server)
+
+        def __getattr__(self, name: str):
+            # any method without a do_X (PUT, DELETE, FOO): 405, where the standard library answers 501
+            if name.startswith("do_"):
+                return self._method_not_allowed
+            raise AttributeError(name)
+
+        def _method_not_allowed(self) -> None:
+            self._answer(self._refuse_method)
+
+        def _refuse_method(self):
+            raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} is not served: use GET or POST")
 
         def do_GET(self) -> None:
             routes = {"/health": lambda: {"status": "ok"}, "/v1/models": server.models,
@@ -186,14 +210,28 @@ def _handler_for(server: TeacherServer):
             raise RequestError(HTTPStatus.NOT_FOUND, f"no route {self.path}")
 
         def _json_body(self) -> dict:
-            length = int(self.headers.get("Content-Length") or 0)
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked")
+            declared = (self.headers.get("Content-Length") or "0").strip()
+            if not declared.isdigit():  # also refuses "-5": reading a negative length would wait for EOF
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {declared[:20]!r} is not a byte count")
+            length = int(declared)
             if length > server.max_request_bytes:
                 raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                    f"request body of {length} bytes exceeds {server.max_request_bytes}")
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                data = self.rfile.read(length)
+            except TimeoutError:
+                raise RequestError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within "
+                                   f"{server.idle_timeout:g} s") from None
+            if len(data) < length:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(data)} of {length} bytes")
+            try:
+                body = json.loads(data or b"{}")
+            except (ValueError, UnicodeDecodeError):  # JSONDecodeError, and integers too long to convert
                 raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON") from None
+            except RecursionError:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is nested too deeply") from None
             if not isinstance(body, dict):
                 raise RequestError(HTTPStatus.BAD_REQUEST, "the request body must be a JSON object")
             return body
@@ -210,13 +248,14 @@ def _handler_for(server: TeacherServer):
                 payload = _error(status, f"{type(exc).__name__}: {exc}")
             data = json.dumps(payload).encode()
             self.send_response(status)
-            if status != HTTPStatus.OK:
+            if status != HTTPStatus.OK or self.command not in ("GET", "POST"):
                 self.close_connection = True  # a body we refused may still sit unread on the socket
                 self.send_header("Connection", "close")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":  # a HEAD answer has headers only
+                self.wfile.write(data)
 
         def _check_key(self) -> None:
             if server.api_key is None or self.path == "/health":
@@ -230,6 +269,28 @@ def _handler_for(server: TeacherServer):
                 super().log_message(format, *args)
 
     return Handler
+
+
+def check_device(device: str) -> None:
+    """``--device`` names a device this machine has, or one line saying which to use."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise MentorError(f"--device {device!r} is not a device: use cpu, cuda, cuda:1 or mps") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if parsed.index is not None and parsed.index < count or parsed.index is None and count:
+            return
+        have = f"it has {count} CUDA device(s)" if count else "it has no CUDA device"
+        raise MentorError(f"--device {device} is not on this machine ({have}): use --device cpu"
+                          + (" or cuda:0" if count else ""))
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise MentorError(f"--device {device} is not available on this machine: use --device cpu")
 
 
 def _error(status: HTTPStatus, message: str) -> dict:
@@ -260,6 +321,17 @@ def serve_teacher(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
     if host not in LOOPBACK and not api_key:
         raise MentorError(f"refusing to serve on {host} without an API key: pass --api-key "
                           "(or keep the default --host 127.0.0.1)")
+    # every flag is checked before the model loads
+    if not 0 <= port <= 65535:
+        raise MentorError(f"--port {port} is not a TCP port: use 1..65535, or 0 to pick a free one")
+    for flag, value in (("--max-batch-tokens", max_batch_tokens), ("--max-request-tokens", max_request_tokens),
+                        ("--max-request-mb", max_request_bytes)):
+        if value < 1:
+            raise MentorError(f"{flag} must be at least 1")
+    from mentor.models.loading import resolve_dtype
+
+    resolve_dtype(dtype)
+    check_device(device)
     tokenizer = load_tokenizer(model_path, "teacher")
     model = load_model(model_path, dtype, device, what="teacher")
     try:
