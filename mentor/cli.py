@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mentor.bench.cli import add_bench_paper
 
     add_bench_paper(bench_sub)
+    from mentor.report.cli import add_report_parsers
+
+    add_report_parsers(sub)  # mentor inspect, mentor report
     return parser
 
 

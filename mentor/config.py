@@ -50,6 +50,9 @@ class TrainConfig:
     overwrite: bool = False  # allow reusing a run directory made with a different config
     resume: bool = False  # continue the run in output_dir (an error if it has no checkpoint)
     quiet: bool = False  # no progress bar
+    progress_every: int = 10  # without a terminal (a log file, CI): a plain progress line every N steps
+    sample_log_every: int = 10  # samples.jsonl: a few completions, token by token, every N steps (0: off)
+    sample_log_rows: int = 4  # sequences per logged step
 
     def __post_init__(self) -> None:
         # every config is checked where it is made, from flags, YAML or Python alike: types first, then values
@@ -88,7 +91,8 @@ class TrainConfig:
             raise MentorError(f"--dtype {self.dtype!r} is unknown: use float32 or bfloat16")
         if self.batch_size * self.group_size < self.num_substeps:
             raise MentorError("--num-substeps cannot exceed the number of sequences per step")
-        for name in ("warmup_steps", "save_every", "eval_every", "max_grad_norm", "weight_decay"):
+        for name in ("warmup_steps", "save_every", "eval_every", "max_grad_norm", "weight_decay",
+                     "progress_every", "sample_log_every", "sample_log_rows"):
             if getattr(self, name) < 0:
                 raise MentorError(f"--{_flag(name)} cannot be negative (got {getattr(self, name)})")
         unknown = [t for t in _comma_list(self.log_with) if t not in TRACKERS]
@@ -402,6 +406,8 @@ SECRET_FIELDS = {"teacher_api_key"}
 # Fields that change nothing about the result: a run directory may be resumed with different values.
 NON_SEMANTIC_FIELDS = {"overwrite", "resume", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every",
                        "teacher_api_key", "teacher_timeout"}
+# what is logged and shown changes no number of the run
+NON_SEMANTIC_FIELDS |= {"progress_every", "sample_log_every", "sample_log_rows"}
 
 
 @dataclass
