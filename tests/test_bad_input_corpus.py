@@ -736,3 +736,13 @@ def test_a_run_whose_every_step_was_skipped_writes_no_final(tiny_dirs, tmp_path,
                                           r"weights never changed and no final model was written"):
         run_distill(config, teacher=teacher, teacher_tokenizer=load_tokenizer(tiny_dirs["teacher"]))
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_a_utf16_config_with_its_byte_order_mark_is_read(tmp_path):
+    """UTF-16 is refused only without a byte-order mark (then it is not text YAML can read): with one it loads."""
+    from mentor.config import build_config
+
+    path = tmp_path / "opd.yaml"
+    path.write_bytes("learning_rate: 0.002\nsteps: 7\n".encode("utf-16"))  # BOM first
+    config = build_config(DistillConfig, yaml_path=str(path), student="s", teacher="t", task="arithmetic")
+    assert (config.learning_rate, config.steps) == (0.002, 7)
