@@ -122,6 +122,8 @@ def select(records: list[dict], steps: str | None = None, prompts: str | None = 
            worst: int = 0, best: int = 0) -> list[dict]:
     """The records to show: at ``steps`` (``--worst``/``--best`` alone search every step), whose prompt contains
     ``prompts``, the ``index``-th of each step, then the N with the highest / lowest mean penalty."""
+    if worst < 0 or best < 0:
+        raise MentorError("--worst and --best count sequences: use 0 or more")
     available = sorted({r["step"] for r in records})
     chosen_steps = parse_steps(steps if steps or not (worst or best) else "all", available)
     out = [r for r in records if r["step"] in chosen_steps]
@@ -261,8 +263,8 @@ def render_html(shown: list[dict], summary: dict, path: str | Path, title: str) 
                       f"<div class='prompt'>{html.escape(str(r.get('prompt', '')))}</div>"
                       f"<div class='text'>{_tokens_html(r, scale)}</div></div>")
     explain = (f"Each token of the student's completion is shaded by its penalty <code>log q(x) - log p_teacher(x)"
-               f"</code>: <span class='legend'></span> from -{scale:.2f} (blue: the teacher likes it more) through 0 "
-               f"to +{scale:.2f} nats (red: the teacher would rarely write it). Hover a token for its numbers; "
+               f"</code>: -{scale:.2f} <span class='legend'></span> +{scale:.2f} nats; red where the teacher would "
+               "rarely write the token, blue where it likes it more than the student. Hover a token for its numbers; "
                "under a strongly penalised token is the teacher's own choice there, where the run recorded it."
                if has_teacher else "These samples have no teacher log-probs (not an OPD run): hover a token for "
                "its sampler log-prob.")
@@ -313,7 +315,8 @@ def render_png(shown: list[dict], path: str | Path, title: str, width: int = 84,
         lines = _wrap([t.replace("\t", " ") for t in r["tokens"]], width)
         cut = len(lines) > max_lines
         layouts.append((r, lines[:max_lines], cut))
-    char_w, line_h = 0.1, 0.36  # inches: monospace cell, line pitch (room for the teacher's token below)
+    font = 10.0  # points; DejaVu Sans Mono advances 0.602 em per character
+    char_w, line_h = font * 0.602 / 72, 0.42  # inches: one character, the line pitch (room for the choice below)
     heights = [0.5 + line_h * (len(lines) + (1 if cut else 0)) + 0.15 for _, lines, cut in layouts]
     fig_w = width * char_w + 0.6
     fig_h = sum(heights) + 0.9
@@ -337,21 +340,22 @@ def render_png(shown: list[dict], path: str | Path, title: str, width: int = 84,
         prompt = " ".join(str(r.get("prompt", "")).split())
         prompt = prompt if len(prompt) <= width - 30 else "..." + prompt[-(width - 33):]
         head = f"step {r['step']}" + (f" · mean penalty {kl:.2f}" if kl is not None else "") + f" · {prompt}"
-        ax.text(0.3, y + 0.18, head, fontsize=7.5, color="#444", va="center", family="DejaVu Sans Mono")
+        ax.text(0.3, y + 0.18, head, fontsize=8, color="#444", va="center", family="DejaVu Sans Mono")
         row_y = y + 0.5
         annotated: set[int] = set()  # the teacher's choice goes under a token's first piece only
         for line in lines:
             x = 0.3
             for i, piece in line:
                 pen = penalties[i]
-                ax.add_patch(Rectangle((x, row_y - 0.13), len(piece) * char_w, 0.24, facecolor=shade(pen, scale),
+                ax.add_patch(Rectangle((x, row_y - 0.11), len(piece) * char_w, 0.22, facecolor=shade(pen, scale),
                                        edgecolor="none"))
-                ax.text(x, row_y, piece, fontsize=7.2, family="DejaVu Sans Mono", va="center", ha="left")
+                ax.text(x, row_y, piece, fontsize=font, family="DejaVu Sans Mono", va="center", ha="left")
                 best = preferred[i] if preferred else None
                 if (best is not None and pen is not None and pen >= ANNOTATE_FROM * scale and best != r["tokens"][i]
                         and i not in annotated):
                     annotated.add(i)
-                    ax.text(x, row_y + 0.2, (best.strip() or repr(best))[:12], fontsize=5.2, color="#8b0000",
+                    indent = (len(piece) - len(piece.lstrip())) * char_w  # under the word, not its space
+                    ax.text(x + indent, row_y + 0.21, (best.strip() or repr(best))[:12], fontsize=6.5, color="#8b0000",
                             family="DejaVu Sans Mono", va="center", ha="left")
                 x += len(piece) * char_w
             row_y += line_h

@@ -50,13 +50,22 @@ def _series(history: list[dict], key: str) -> list[tuple[int, float]]:
             if key in r and isinstance(r[key], (int, float)) and math.isfinite(float(r[key])) and "step" in r]
 
 
+def _same_curve(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
+    return len(a) == len(b) and all(x == y and math.isclose(u, v, rel_tol=1e-5, abs_tol=1e-7)
+                                    for (x, u), (y, v) in zip(a, b))
+
+
 def plot_run(history: list[dict], path: str | Path, title: str) -> Path | None:
     """One PNG, a panel per metric the run logged (metrics it never logged get no panel)."""
+    from matplotlib.ticker import MaxNLocator
+
     from mentor.evaluation.plots import plt
 
     panels = []
     for keys, name, unit in PANELS:
         key = next((k for k in keys if _series(history, k)), None)
+        if key == "loss" and _same_curve(_series(history, "loss"), _series(history, "reverse_kl")):
+            continue  # OPD's loss is its reverse KL: one panel says it
         if key is not None:
             panels.append((key, name, unit))
     if not panels:
@@ -68,9 +77,11 @@ def plot_run(history: list[dict], path: str | Path, title: str) -> Path | None:
         points = _series(history, key)
         xs, ys = zip(*points)
         few = len(points) <= 30
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if key == "skipped_steps":
             ax.step(xs, ys, where="post", color="C3")
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, max(1.0, max(ys) * 1.1))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             ax.plot(xs, ys, marker="o" if few else None, markersize=3, linewidth=1.2)
         if key == "accuracy":
