@@ -184,3 +184,19 @@ def test_progress_bar_keeps_its_counters_in_80_columns():
     last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue()).replace("\r", "\n").strip().splitlines()[-1]
     assert len(last) <= 80 and "1/1000" in last and re.search(r"\d:\d\d:\d\d [0-9-]:[0-9-]{2}:[0-9-]{2} ", last)
     assert "loss=0.123" in last and last.endswith("\u2026")  # the metrics are cut, not the counters
+
+
+def test_report_of_a_coe_directory_links_its_routing_figure(tmp_path):
+    from mentor.report.run_report import write_report
+
+    stage2 = tmp_path / "coe" / "stage2"
+    stage2.mkdir(parents=True)
+    history = [{"step": s, "loss": 2.0 / s, "entropy": 1.0, "grad_norm": 0.5, "skipped_steps": int(s > 3),
+                "router_loss": 0.1} for s in range(1, 6)]
+    (stage2 / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    (tmp_path / "coe" / "inspect").mkdir()
+    (tmp_path / "coe" / "inspect" / "routing.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    files = write_report(tmp_path / "coe")  # the CoE directory resolves to its router-training run
+    text = (stage2 / "summary.md").read_text()
+    assert "![routing](../inspect/routing.png)" in text and "Skipped updates (non-finite loss or gradient): 1" in text
+    assert (stage2 / "report" / "training.png").is_file() and "penalty_png" not in files
