@@ -21,7 +21,8 @@ from mentor.train.run_dir import RunDirectory
 def _config(tiny_dirs, prompts_file, out, **overrides) -> DistillConfig:
     values = dict(student=tiny_dirs["student"], teacher=tiny_dirs["teacher"], prompts=prompts_file,
                   output_dir=str(out), steps=4, batch_size=2, group_size=2, max_new_tokens=6,
-                  learning_rate=1e-3, quiet=True)
+                  learning_rate=1e-3, quiet=True,
+                  sample_log_every=0)  # the poison counts teacher passes; sample logging would add one
     return DistillConfig(**{**values, **overrides})
 
 
