@@ -28,7 +28,9 @@ from mentor.recipes.common import quiet_transformers
 from mentor.recipes.sft import run_sft
 from mentor.tasks.base import get_task
 from mentor.tasks.coe_tasks import CATEGORY_TASKS, COLLABORATION_TASK
+from mentor.errors import MentorError
 from mentor.train.progress import console
+from mentor.train.run_dir import RunDirectory
 
 
 @dataclass
@@ -76,8 +78,13 @@ def run_bench(out: str = "benchmarks/coe", quick: bool = False) -> dict:
 def _run_bench(root: Path, quick: bool) -> dict:
     scale = QUICK if quick else FULL
     work = root / "runs"
-    shutil.rmtree(work, ignore_errors=True)  # a benchmark starts from scratch: no run directory is resumed
+    # a benchmark starts from scratch (no run directory is resumed), but clears only a runs/ it made itself
+    if work.exists() and "coe_shared" not in RunDirectory(work).owned() and any(work.iterdir()):
+        raise MentorError(f"{work} exists and was not made by mentor bench coe, which clears its runs/ folder: "
+                          "choose another --out (or remove that folder yourself)")
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    RunDirectory(work).own("base_init", "base", "coe_shared", "mixed_sft", *map(_slug, VARIANTS))
     started = time.perf_counter()
     tokenizer = build_char_tokenizer()
     base = _make_base(work, tokenizer, scale)
