@@ -154,3 +154,20 @@ def test_ifeval_scores_prompt_and_instruction_level():
     assert scores["instruction_strict"] == pytest.approx(3 / 6)
     assert scores["prompt_loose"] == pytest.approx(2 / 3)
     assert scores["instruction_loose"] == pytest.approx(5 / 6)
+
+
+def test_a_generator_that_runs_out_of_problems_is_one_line_not_a_hang():
+    import random
+
+    from mentor.errors import MentorError
+    from mentor.tasks.base import Problem, problems_outside, unique_problems
+
+    def three(rng: random.Random) -> Problem:
+        value = rng.randrange(3)
+        return Problem(f"{value}=", str(value))
+
+    assert len(unique_problems(three, 3, seed=0)) == 3
+    with pytest.raises(MentorError, match="only about 3 distinct problems"):
+        unique_problems(three, 5, seed=0)
+    with pytest.raises(MentorError, match="outside its test set"):
+        problems_outside(three, 2, seed=0, exclude={"0=", "1=", "2="})

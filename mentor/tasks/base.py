@@ -27,26 +27,41 @@ class Task(Protocol):
     def grade(self, completion: str, problem: Problem) -> float: ...
 
 
+def _draw_budget(n: int) -> int:
+    """Draws allowed before a generator is judged to have run out of new problems (instead of looping forever)."""
+    return 1_000 + 100 * n
+
+
 def unique_problems(make: Callable[[random.Random], Problem], n: int, seed: int) -> list[Problem]:
     """``n`` generated problems with distinct prompts (a test set), reproducible from ``seed``."""
     rng, seen, out = random.Random(seed), set(), []
-    while len(out) < n:
+    for _ in range(_draw_budget(n)):
+        if len(out) == n:
+            return out
         problem = make(rng)
         if problem.prompt not in seen:
             seen.add(problem.prompt)
             out.append(problem)
-    return out
+    if len(out) == n:
+        return out
+    raise MentorError(f"this task has only about {len(out)} distinct problems, fewer than the {n} asked for: "
+                      f"lower --eval-size (or --size) to at most {len(out)}")
 
 
 def problems_outside(make: Callable[[random.Random], Problem], n: int, seed: int,
                      exclude: set[str]) -> list[Problem]:
     """``n`` generated problems whose prompts are not in ``exclude`` (training data kept off the test set)."""
     rng, out = random.Random(seed), []
-    while len(out) < n:
+    for _ in range(_draw_budget(n)):
+        if len(out) == n:
+            return out
         problem = make(rng)
         if problem.prompt not in exclude:
             out.append(problem)
-    return out
+    if len(out) == n:
+        return out
+    raise MentorError(f"this task's generator found only {len(out)} of {n} problems outside its test set: "
+                      "lower --eval-size so more problems are left for training")
 
 
 _REGISTRY: dict[str, Callable[[], Task]] = {}
