@@ -18,6 +18,9 @@ from mentor.rollout import RolloutBatch
 from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.score.local import LocalTeacher
+from mentor.update.divergence import FullReverseKL
+from mentor.update.logprobs import PolicyOutput
+from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
 
 Grader = Callable[[str, object], float]
@@ -60,18 +63,21 @@ class OnPolicyDistillation:
     - ``top_k``: the same over the student's ``kl_top_k`` likeliest tokens plus a rest bucket.
     The last two are the Rao-Blackwellised form of the first (same expected gradient at ``kl_discount`` 0,
     lower variance, a vocabulary-wide pass per token).
+    ``clip_ratio`` > 0 clips the importance ratio (PPO); the recipe sets it from ``--loss ppo --clip-ratio``.
     """
 
     name = "opd"
+    on_policy = True
 
     def __init__(self, sampler: Sampler, teacher: Teacher | TeacherPerSource, tokenizer, *, group_size: int,
                  temperature: float,
                  kl_coef: float = 1.0, kl_discount: float = 0.0, loss: str = "importance_sampling",
                  reward_coef: float = 0.0, grader: Grader | None = None, divergence: str = "sampled",
-                 kl_top_k: int = 0):
+                 kl_top_k: int = 0, clip_ratio: float = 0.0):
         self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
         self.group_size, self.temperature = group_size, temperature
-        self.kl_coef, self.kl_discount, self.loss = kl_coef, kl_discount, loss
+        self.kl_coef, self.kl_discount, self.loss_name = kl_coef, kl_discount, loss
+        self.clip_ratio = clip_ratio
         self.reward_coef, self.grader = reward_coef, grader
         self.divergence = divergence
         self.kl_teacher_model, self.kl_top_k = None, kl_top_k if divergence == "top_k" else 0
@@ -79,7 +85,7 @@ class OnPolicyDistillation:
             if not isinstance(teacher, LocalTeacher):  # DistillConfig refuses this before anything loads
                 raise MentorError(f"divergence={divergence!r} needs a LocalTeacher's whole distribution, "
                                   f"not a {type(teacher).__name__}")
-            self.kl_teacher_model = teacher.model  # the trainer's update runs it next to the student
+            self.kl_teacher_model = teacher.model  # the policy forward runs it next to the student
 
     def collect(self, examples: list[EncodedExample]) -> tuple[RolloutBatch, dict[str, float]]:
         t0 = time.perf_counter()
@@ -89,7 +95,7 @@ class OnPolicyDistillation:
         num_tokens = max(float(mask.sum()), 1.0)
         metrics = {}
         if self.kl_teacher_model is not None:
-            # the teacher runs in the update, next to the student; the trainer logs full_reverse_kl
+            # the teacher runs in the update, next to the student; ``loss`` adds (and logs) full_reverse_kl
             batch.advantages = torch.zeros_like(batch.sampler_logprobs)
         else:
             if isinstance(self.teacher, TeacherPerSource):
@@ -115,3 +121,25 @@ class OnPolicyDistillation:
             truncated_fraction=float(batch.truncated.float().mean()),
             time_sample=t1 - t0, time_score=t2 - t1)
         return batch, metrics
+
+    def forward_options(self) -> dict:
+        """The policy forward's arguments: with ``divergence`` full/top_k it also computes the per-position
+        reverse KL to the in-process teacher from the student's hidden states (inside the DDP/FSDP forward)."""
+        options = {"temperature": self.temperature, "with_entropy": True}
+        if self.kl_teacher_model is not None:
+            options["hidden_term"] = FullReverseKL(self.kl_teacher_model, self.kl_top_k)
+        return options
+
+    def carries_signal(self, batch: RolloutBatch) -> bool:
+        # the full/top-k reverse KL is a loss term of its own, whatever the advantages
+        return self.kl_teacher_model is not None or carries_signal(batch.advantages, batch.loss_mask)
+
+    def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
+        """The importance-sampling policy gradient on the advantages, plus ``kl_coef`` times the full (or
+        top-k) reverse KL when the teacher is in-process."""
+        loss, metrics = policy_gradient_loss(output.logprobs, micro, num_tokens, self.clip_ratio)
+        if output.term is not None:
+            kl_sum = (output.term * micro.loss_mask).sum()
+            loss = loss + self.kl_coef * kl_sum / num_tokens
+            metrics["full_reverse_kl"] = float(kl_sum.detach()) / num_tokens
+        return loss, metrics

@@ -20,6 +20,8 @@ from mentor.data.prompts import EncodedExample
 from mentor.rollout import RolloutBatch
 from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
+from mentor.update.logprobs import PolicyOutput
+from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
 
 
@@ -33,15 +35,19 @@ def constant_reward_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> to
 
 
 class ReinforcementLearning:
+    """``clip_ratio`` > 0 clips the importance ratio (PPO); the recipe sets it from ``--loss ppo --clip-ratio``."""
+
     name = "rl"
+    on_policy = True
 
     def __init__(self, sampler: Sampler, tokenizer, grader: Grader, *, group_size: int, temperature: float,
                  normalize_std: bool = False, loss: str = "importance_sampling", kl_coef: float = 0.0,
-                 reference: Teacher | None = None, drop_constant_groups: bool = True):
+                 reference: Teacher | None = None, drop_constant_groups: bool = True, clip_ratio: float = 0.0):
         if kl_coef and reference is None:
             raise ValueError("a KL penalty needs a reference model")
         self.sampler, self.tokenizer, self.grader = sampler, tokenizer, grader
-        self.group_size, self.temperature, self.loss = group_size, temperature, loss
+        self.group_size, self.temperature, self.loss_name = group_size, temperature, loss
+        self.clip_ratio = clip_ratio
         self.normalize_std, self.kl_coef, self.reference = normalize_std, kl_coef, reference
         self.drop_constant_groups = drop_constant_groups
 
@@ -72,3 +78,12 @@ class ReinforcementLearning:
             metrics["reference_tokens"] = float(batch.attention_mask.sum())
         metrics.update(time_sample=t1 - t0, time_score=time.perf_counter() - t1)
         return batch, metrics
+
+    def forward_options(self) -> dict:
+        return {"temperature": self.temperature, "with_entropy": True}
+
+    def carries_signal(self, batch: RolloutBatch) -> bool:
+        return carries_signal(batch.advantages, batch.loss_mask)
+
+    def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
+        return policy_gradient_loss(output.logprobs, micro, num_tokens, self.clip_ratio)

@@ -8,11 +8,13 @@ import torch
 
 from mentor.data.prompts import EncodedExample
 from mentor.rollout import RolloutBatch, right_pad
+from mentor.update.logprobs import PolicyOutput
+from mentor.update.losses import carries_signal, cross_entropy_loss
 
 
 class SupervisedFineTuning:
     name = "sft"
-    loss = "cross_entropy"
+    on_policy = False  # dropout stays on in the update; no sample log (the tokens are the data's)
     temperature = 1.0
 
     def __init__(self, pad_id: int):
@@ -30,3 +32,14 @@ class SupervisedFineTuning:
                              prompt_lengths=torch.tensor([len(e.prompt_ids) for e in examples]),
                              group_ids=torch.arange(len(examples)))
         return batch, {"completion_length": float(loss_mask.sum(1).mean()), "time_data": time.perf_counter() - t0}
+
+    def forward_options(self) -> dict:
+        """What the policy forward computes for ``loss`` (keyword arguments of ``PolicyLogprobs.forward``)."""
+        return {"temperature": self.temperature, "with_entropy": True}
+
+    def carries_signal(self, batch: RolloutBatch) -> bool:
+        return carries_signal(batch.advantages, batch.loss_mask)
+
+    def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
+        """Negative log-likelihood of the completion tokens, summed and divided by the step's ``num_tokens``."""
+        return cross_entropy_loss(output.logprobs, micro.loss_mask, num_tokens), {}

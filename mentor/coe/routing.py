@@ -19,6 +19,7 @@ from mentor.algorithms.sft import SupervisedFineTuning
 from mentor.data.prompts import EncodedExample
 from mentor.errors import MentorError
 from mentor.rollout import RolloutBatch
+from mentor.update.logprobs import PolicyOutput
 
 ROUTER_LOSSES = ("margin", "ce", "none")
 
@@ -88,7 +89,7 @@ class RouterLogitsRecorder:
 
 
 class CoEExpertUtilization(SupervisedFineTuning):
-    """SFT whose batches carry each sequence's category, plus the routing loss as an auxiliary term."""
+    """SFT whose batches carry each sequence's category; its loss is SFT's plus the routing loss."""
 
     name = "coe"
 
@@ -105,8 +106,14 @@ class CoEExpertUtilization(SupervisedFineTuning):
         batch.categories = torch.tensor([e.reference for e in examples], dtype=torch.long)
         return batch, metrics
 
+    def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
+        """The next-token loss plus the routing loss on the router logits of the same forward pass."""
+        loss, metrics = super().loss(output, micro, num_tokens)
+        extra, extra_metrics = self.auxiliary_loss(micro, num_tokens)
+        return loss + extra, {**metrics, **extra_metrics}
+
     def auxiliary_loss(self, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Called by the trainer right after the policy forward of ``micro``: the routers just ran on it."""
+        """The routing loss of ``micro``, right after the policy forward of it: the routers just ran on it."""
         logits = self.recorder.take()
         if self.router_loss == "none" or not logits:
             return torch.zeros(()), {}

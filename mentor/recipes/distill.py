@@ -62,7 +62,8 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         _sampler(config, student, tokenizer), scorer, tokenizer,
         group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
         kl_discount=config.kl_discount, loss=config.loss, reward_coef=config.reward_coef,
-        grader=task.grade if task else None, divergence=config.divergence, kl_top_k=config.kl_top_k)
+        grader=task.grade if task else None, divergence=config.divergence, kl_top_k=config.kl_top_k,
+        clip_ratio=config.clip_ratio if config.loss == "ppo" else 0.0)  # --clip-ratio acts with --loss ppo
     evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
                                 chat_template=config.chat_template) if task else None)
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)

@@ -47,7 +47,8 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
         tokenizer, grader, group_size=config.group_size, temperature=config.temperature,
         normalize_std=config.normalize_std, loss=config.loss, kl_coef=config.kl_coef,
         reference=LocalTeacher(reference, tokenizer.pad_token_id, config.micro_batch_size) if reference else None,
-        drop_constant_groups=config.drop_constant_groups)
+        drop_constant_groups=config.drop_constant_groups,
+        clip_ratio=config.clip_ratio if config.loss == "ppo" else 0.0)  # --clip-ratio acts with --loss ppo
     evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
                                 chat_template=config.chat_template) if task else None)
     ledger = ComputeLedger(reference_params=MatmulParams.of(reference).total if reference else None)

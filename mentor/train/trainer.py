@@ -2,8 +2,9 @@
 
     for step: examples -> algorithm.collect (sample, score, weigh) -> update (loss, optimizer) -> log/save
 
-An algorithm only says where tokens come from and how each is weighted (``mentor/algorithms``); the
-update below is the same for all of them.
+An algorithm says where tokens come from, how each is weighted and what its loss is (``mentor/algorithms``);
+the update below (substeps, micro-batches, gradient sync, clipping, skipped steps, metrics) is the same for
+all of them and knows none by name.
 """
 
 from __future__ import annotations
@@ -29,18 +30,31 @@ from mentor.score.local import LocalTeacher
 from mentor.train.interrupt import StopOnSignal, TrainingInterrupted
 from mentor.train.progress import TrainingProgress
 from mentor.train.run_dir import RunDirectory, load_trainer_state, load_weights, seed_everything, set_rng_state
-from mentor.update.logprobs import PolicyLogprobs
-from mentor.update.losses import cross_entropy_loss, importance_sampling_loss
+from mentor.update.logprobs import PolicyLogprobs, PolicyOutput
 from mentor.update.optim import make_optimizer, make_scheduler
 
 
 class Algorithm(Protocol):
+    """What the trainer runs: where the tokens come from and how they are weighed (``collect``), and the loss
+    of a micro-batch given the policy forward's output (``loss``). The trainer knows no algorithm by name."""
+
     name: str
-    loss: str  # "importance_sampling" | "ppo" | "cross_entropy"
-    temperature: float  # the sampling temperature the policy log-probs must be computed at
+    on_policy: bool  # its tokens come from the policy: dropout off in the update, a sample log is kept
 
     def collect(self, examples: list) -> tuple[RolloutBatch, dict[str, float]]:
         """Sample (or read) tokens, score them and fill in per-token advantages."""
+
+    def forward_options(self) -> dict:
+        """Keyword arguments of the policy forward (``PolicyLogprobs.forward``): the temperature, whether to
+        compute the entropy, a ``hidden_term`` (e.g. a full-vocabulary KL) computed inside the forward."""
+
+    def carries_signal(self, batch: RolloutBatch) -> bool:
+        """Whether ``batch`` can move the weights (a loss token with a non-zero advantage or weight)."""
+
+    def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
+        """The micro-batch's loss (a token sum divided by the step's ``num_tokens``) and its metrics: each is
+        summed over micro-batches and processes (a name ending in ``_max``: the maximum), then averaged over
+        substeps."""
 
 
 Evaluator = Callable[[nn.Module], dict]
@@ -81,6 +95,7 @@ class Trainer:
         self.step = 0
         self.bad_steps_in_a_row = 0
         self.skipped_steps = 0
+        self.skipped_zero_advantage_steps = 0  # updates skipped because no token carried a learning signal
         if trackers:
             flat = {k: v for k, v in config_to_dict(config).items() if isinstance(v, (int, float, str, bool))}
             self.accelerator.init_trackers(Path(config.output_dir).name, config=flat)
@@ -142,7 +157,8 @@ class Trainer:
         metrics.update(self.ledger.record_step(tokens, metrics, self.world_size))
         metrics.update(step=self.step, time_update=end - update_start, time_step=end - start,
                        tokens=tokens, tokens_per_second=tokens / max(end - start, 1e-9),
-                       lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps)
+                       lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps,
+                       skipped_zero_advantage_steps=self.skipped_zero_advantage_steps)
         if self.bad_steps_in_a_row >= self.config.max_bad_steps:
             kept = ("the last checkpoint is intact" if self.run.latest_checkpoint() is not None
                     else "no checkpoint was written: --save-every N keeps one")
@@ -150,12 +166,11 @@ class Trainer:
                               f"stopped ({kept}): lower --learning-rate or check the data")
         return metrics
 
-    # --- the update: identical for SFT, RL and OPD -------------------------------------------------
+    # --- the update: identical for every algorithm --------------------------------------------------
     def update(self, batch: RolloutBatch, algorithm: Algorithm) -> dict[str, float]:
-        cfg = self.config
         # On-policy losses need the log-probs of the policy the sampler drew from, which ran in eval mode:
         # with dropout on, the importance ratio of a fresh sample would be noise, not 1. SFT keeps dropout.
-        self.model.train(algorithm.loss == "cross_entropy")
+        self.model.train(not algorithm.on_policy)
         try:
             return self._update(batch, algorithm)
         finally:
@@ -164,51 +179,50 @@ class Trainer:
     def _update(self, batch: RolloutBatch, algorithm: Algorithm) -> dict[str, float]:
         cfg = self.config
         rows = torch.arange(len(batch))
-        totals = {"loss": 0.0, "entropy": 0.0, "ratio_max": 0.0, "ratio_mean": 0.0, "grad_norm": 0.0}
+        totals = {"loss": 0.0, "entropy": 0.0}
+        loss_totals: dict[str, float] = {}
+        grad_norm_max = 0.0
         substeps = list(torch.tensor_split(rows, cfg.num_substeps))
+        options = algorithm.forward_options()
         for substep_rows in substeps:
             minibatch = batch.select(substep_rows)
+            if not self._all_reduce([float(algorithm.carries_signal(minibatch))], op="max")[0]:
+                # no token carries a non-zero advantage: the gradient is zero, yet an optimizer step would
+                # still move the weights (Adam's moments, weight decay). Skip it, count it.
+                self.skipped_zero_advantage_steps += 1
+                continue
             # normalise by the loss tokens of ALL processes: the gradient equals a single-process run's
             num_tokens = max(int(self._all_reduce([float(minibatch.num_loss_tokens)])[0]), 1)
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum, entropy_sum, ratio_sum, ratio_max = 0.0, 0.0, 0.0, 0.0
-            extra_sums: dict[str, float] = {}
+            loss_sum, entropy_sum = 0.0, 0.0
+            sums: dict[str, float] = {}
             micro_batches = torch.split(torch.arange(len(minibatch)), cfg.micro_batch_size)
             for index, micro_rows in enumerate(micro_batches):
                 micro = minibatch.select(micro_rows).to(self.accelerator.device)
                 last = index == len(micro_batches) - 1  # gradients are all-reduced once, after the last one
                 with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
-                    # an algorithm may ask for the exact reverse KL to an in-process teacher (OPD --divergence)
-                    kl_teacher = getattr(algorithm, "kl_teacher_model", None)
-                    logprobs, entropy, full_kl = self.policy(
-                        micro.input_ids, micro.attention_mask, positions=micro.loss_mask > 0,
-                        temperature=algorithm.temperature, with_entropy=True, kl_teacher=kl_teacher,
-                        kl_top_k=getattr(algorithm, "kl_top_k", 0))
-                    loss, ratio = self._loss(algorithm.loss, logprobs, micro, num_tokens)
-                    if full_kl is not None:
-                        kl_sum = (full_kl * micro.loss_mask).sum()
-                        loss = loss + algorithm.kl_coef * kl_sum / num_tokens
-                        kl_per_token = float(kl_sum.detach()) / num_tokens
-                        extra_sums["full_reverse_kl"] = extra_sums.get("full_reverse_kl", 0.0) + kl_per_token
-                    # an algorithm may add a term computed from this forward pass (e.g. CoE's routing loss)
-                    if hasattr(algorithm, "auxiliary_loss"):
-                        extra, extra_metrics = algorithm.auxiliary_loss(micro, num_tokens)
-                        loss = loss + extra
-                        for key, value in extra_metrics.items():
-                            extra_sums[key] = extra_sums.get(key, 0.0) + value
+                    # the forward computes what the algorithm asks for, inside the DDP/FSDP wrapper
+                    output = self.policy(micro.input_ids, micro.attention_mask, positions=micro.loss_mask > 0,
+                                         **options)
+                    loss, metrics = algorithm.loss(output, micro, num_tokens)
                     # DDP averages gradients over processes; scaling by their number turns that into a sum
                     self.accelerator.backward(loss * self.world_size)
                 loss_sum += loss.item()
-                entropy_sum += float((entropy * micro.loss_mask).sum())
-                if ratio is not None:
-                    ratio_sum += float((ratio * micro.loss_mask).sum())
-                    ratio_max = max(ratio_max, float((ratio * micro.loss_mask).max()))
-            loss_sum, entropy_sum, ratio_sum = self._all_reduce([loss_sum, entropy_sum, ratio_sum])
-            ratio_max = self._all_reduce([ratio_max], op="max")[0]
-            # extra terms are normalised by the global token count, so their sum over processes is the total
-            extra_sums = dict(zip(sorted(extra_sums), self._all_reduce([extra_sums[k] for k in sorted(extra_sums)])))
+                if output.entropy is not None:
+                    entropy_sum += float((output.entropy * micro.loss_mask).sum())
+                for key, value in metrics.items():
+                    sums[key] = max(sums.get(key, 0.0), value) if _is_max(key) else sums.get(key, 0.0) + value
+            loss_sum, entropy_sum = self._all_reduce([loss_sum, entropy_sum])
+            # loss metrics are normalised by the global token count, so their sum over processes is the total
+            keys = sorted(sums)
+            summed = [k for k in keys if not _is_max(k)]
+            maxed = [k for k in keys if _is_max(k)]
+            sums = {**dict(zip(maxed, self._all_reduce([sums[k] for k in maxed], op="max"))),
+                    **dict(zip(summed, self._all_reduce([sums[k] for k in summed])))}
             grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
             grad_norm = float(grad_norm) if grad_norm is not None else 0.0  # DeepSpeed clips inside its step
+            for key in keys:
+                loss_totals.setdefault(key, 0.0)
             if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
                 # a NaN/inf would poison the weights and Adam's moments: skip the step, count it
                 self.optimizer.zero_grad(set_to_none=True)
@@ -219,15 +233,14 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             totals["loss"] += loss_sum / len(substeps)
-            totals["grad_norm"] = max(totals["grad_norm"], grad_norm)
+            grad_norm_max = max(grad_norm_max, grad_norm)
             totals["entropy"] += entropy_sum / num_tokens / len(substeps)
-            totals["ratio_mean"] += ratio_sum / num_tokens / len(substeps)
-            totals["ratio_max"] = max(totals["ratio_max"], ratio_max)
-            for key, value in extra_sums.items():
-                totals[key] = totals.get(key, 0.0) + value / len(substeps)
-        if algorithm.loss == "cross_entropy":
-            del totals["ratio_max"], totals["ratio_mean"]
-        return totals
+            for key in keys:
+                if _is_max(key):
+                    loss_totals[key] = max(loss_totals[key], sums[key])
+                else:
+                    loss_totals[key] += sums[key] / len(substeps)
+        return {**totals, **loss_totals, "grad_norm": grad_norm_max}
 
     # --- multi-process: every rank holds a share of the batch ----------------------------------------
     def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
@@ -252,18 +265,11 @@ class Trainer:
         reduced.update({k: v / self.world_size for k, v in zip(averaged, sums)})
         return reduced
 
-    def _loss(self, kind: str, logprobs, micro: RolloutBatch, num_tokens: int):
-        if kind == "cross_entropy":
-            return cross_entropy_loss(logprobs, micro.loss_mask, num_tokens), None
-        clip = getattr(self.config, "clip_ratio", 0.0) if kind == "ppo" else 0.0
-        return importance_sampling_loss(logprobs, micro.sampler_logprobs, micro.advantages, micro.loss_mask,
-                                        num_tokens, clip_ratio=clip or None)
-
     # --- logging, checkpoints, resume --------------------------------------------------------------
     def _log_samples(self, algorithm: Algorithm, batch: RolloutBatch) -> None:
         """A few of this step's sequences, token by token, to samples.jsonl (see mentor/report/samples.py)."""
         cfg = self.config
-        if (not self.accelerator.is_main_process or algorithm.loss == "cross_entropy" or cfg.sample_log_rows < 1
+        if (not self.accelerator.is_main_process or not algorithm.on_policy or cfg.sample_log_rows < 1
                 or not is_logged_step(self.step, cfg.sample_log_every, cfg.steps)):
             return
         teacher = getattr(algorithm, "teacher", None)
@@ -294,7 +300,8 @@ class Trainer:
         return self.run.save_checkpoint(
             self.step, self.accelerator.unwrap_model(self.policy).model, self.optimizer, self.scheduler,
             {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps,
-             "bad_steps_in_a_row": self.bad_steps_in_a_row}, self.config.keep_checkpoints)
+             "bad_steps_in_a_row": self.bad_steps_in_a_row,
+             "skipped_zero_advantage_steps": self.skipped_zero_advantage_steps}, self.config.keep_checkpoints)
 
     def _resume(self) -> None:
         checkpoint = self.run.latest_checkpoint()
@@ -306,6 +313,7 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
         self.bad_steps_in_a_row = state.get("bad_steps_in_a_row", 0)
+        self.skipped_zero_advantage_steps = state.get("skipped_zero_advantage_steps", 0)
         self.run.truncate_metrics(self.step)
 
     def save_final(self, path: str | Path | None = None) -> Path:
@@ -327,3 +335,8 @@ class Trainer:
 
 def _load_weights(model: nn.Module, directory: Path) -> None:
     load_weights(model, directory)  # the module's own state_dict, as save_checkpoint wrote it
+
+
+def _is_max(metric: str) -> bool:
+    """Loss metrics named ``*_max`` are maxima (over micro-batches, processes, substeps); the rest are sums."""
+    return metric.endswith("_max")

@@ -96,6 +96,21 @@ def reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, tea
     return out.index_put((rows, cols), torch.cat(pieces)) if pieces else out
 
 
+class FullReverseKL:
+    """The policy forward's ``hidden_term`` for a full (``top_k`` 0) or top-k reverse KL to ``teacher``.
+
+    A plain object (no tensors of its own), so DDP/FSDP pass it through their forward untouched.
+    """
+
+    def __init__(self, teacher: nn.Module, top_k: int = 0):
+        self.teacher, self.top_k = teacher, top_k
+
+    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
+        return reverse_kl_from_hidden(model, hidden, self.teacher, input_ids, attention_mask, wanted,
+                                      temperature=temperature, top_k=self.top_k)
+
+
 def naive_reverse_kl(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
                      attention_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Reference: both models' full float32 log-softmax over the whole sequence. For tests and benchmarks."""

@@ -7,6 +7,8 @@ peak memory is one chunk of logits instead of the whole sequence's.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,11 +138,33 @@ def naive_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_ma
     return out
 
 
-class PolicyLogprobs(nn.Module):
-    """Wraps a causal LM so that its forward returns token log-probs.
+class PolicyOutput(NamedTuple):
+    """What the policy forward hands an algorithm's ``loss``.
 
-    Distributed wrappers (DDP/FSDP via accelerate) wrap *this* module, so the chunked head runs inside
-    their forward and gradient sync/sharding see every parameter.
+    ``logprobs``: ``[B, T]`` float32 log-probs of the tokens (0 outside the asked-for positions);
+    ``entropy``: ``[B, T]`` policy entropy there, or None when not asked for; ``term``: the per-position
+    ``[B, T]`` tensor that the algorithm's ``hidden_term`` computed from the decoder's hidden states (e.g. a
+    full-vocabulary reverse KL to an in-process teacher), or None.
+    """
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor | None
+    term: torch.Tensor | None
+
+
+class HiddenTerm(Protocol):
+    """A per-position term computed from the policy's last hidden states, inside the (DDP/FSDP) forward."""
+
+    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor: ...
+
+
+class PolicyLogprobs(nn.Module):
+    """Wraps a causal LM so that its forward returns token log-probs (and what else an algorithm asks for).
+
+    Distributed wrappers (DDP/FSDP via accelerate) wrap *this* module, so the chunked head and any
+    ``hidden_term`` (a full-vocabulary loss term) run inside their forward and gradient sync/sharding see
+    every parameter: every algorithm's loss stays correct when data-parallel.
     """
 
     def __init__(self, model: nn.Module):
@@ -148,16 +172,24 @@ class PolicyLogprobs(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, positions=None, temperature: float = 1.0,
-                with_entropy: bool = False, kl_teacher: nn.Module | None = None, kl_top_k: int = 0):
-        """``(log-probs, entropy or None, full reverse KL to kl_teacher or None)``, one decoder pass."""
-        from mentor.update.divergence import reverse_kl_from_hidden  # it builds on this module
+                with_entropy: bool = False, kl_teacher: nn.Module | None = None, kl_top_k: int = 0,
+                hidden_term: HiddenTerm | None = None) -> PolicyOutput:
+        """``(log-probs, entropy or None, term or None)``, one decoder pass.
 
+        ``term`` is ``hidden_term(...)``; ``kl_teacher`` (with ``kl_top_k``) is shorthand for the full reverse
+        KL to that model (``mentor.update.divergence.FullReverseKL``).
+        """
+        if kl_teacher is not None:
+            if hidden_term is not None:
+                raise ValueError("pass kl_teacher or hidden_term, not both")
+            from mentor.update.divergence import FullReverseKL  # it builds on this module
+
+            hidden_term = FullReverseKL(kl_teacher, kl_top_k)
         hidden = last_hidden_states(self.model, input_ids, attention_mask)
         wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
         logprobs, entropy = logprobs_from_hidden(self.model, hidden, input_ids, wanted, temperature=temperature,
                                                  with_entropy=with_entropy)
-        kl = None
-        if kl_teacher is not None:
-            kl = reverse_kl_from_hidden(self.model, hidden, kl_teacher, input_ids, attention_mask, wanted,
-                                        temperature=temperature, top_k=kl_top_k)
-        return logprobs, entropy, kl
+        term = None
+        if hidden_term is not None:
+            term = hidden_term(self.model, hidden, input_ids, attention_mask, wanted, temperature)
+        return PolicyOutput(logprobs, entropy, term)

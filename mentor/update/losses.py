@@ -32,3 +32,20 @@ def cross_entropy_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor, num_toke
     """Negative log-likelihood of the target tokens (SFT, off-policy distillation)."""
     per_token = -logprobs if weights is None else -logprobs * weights
     return (per_token * loss_mask).sum() / max(num_tokens, 1)
+
+
+def policy_gradient_loss(logprobs: torch.Tensor, micro, num_tokens: int,
+                         clip_ratio: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """RL's and OPD's loss on a micro-batch (a ``RolloutBatch``): ``importance_sampling_loss`` of its
+    advantages, PPO-clipped whenever ``clip_ratio`` > 0, and the importance-ratio metrics (``ratio_mean`` is
+    this micro-batch's share of the step's per-token mean, ``ratio_max`` its maximum)."""
+    loss, ratio = importance_sampling_loss(logprobs, micro.sampler_logprobs, micro.advantages, micro.loss_mask,
+                                           num_tokens, clip_ratio=clip_ratio or None)
+    masked = ratio * micro.loss_mask
+    return loss, {"ratio_max": float(masked.max()), "ratio_mean": float(masked.sum()) / max(num_tokens, 1)}
+
+
+def carries_signal(advantages: torch.Tensor, loss_mask: torch.Tensor) -> bool:
+    """Whether any loss token has a non-zero advantage (weight): without one the gradient is zero, and an
+    Adam step would still move the weights through its moments."""
+    return bool(((advantages != 0) & (loss_mask > 0)).any())
