@@ -69,8 +69,9 @@ def _with_length(head: bytes, length: int) -> bytes:
 class FaultProxy:
     """A threaded TCP proxy that injects ``schedule[n]`` into its n-th connection (then forwards cleanly)."""
 
-    def __init__(self, upstream_port: int, schedule: list[str] | None = None, down_after: int | None = None):
-        self.upstream_port, self.schedule, self.down_after = upstream_port, list(schedule or []), down_after
+    def __init__(self, upstream_port: int, schedule: list[str] | None = None, down_when=None):
+        """``down_when()``: checked at each new connection; once true, the proxy stops listening for good."""
+        self.upstream_port, self.schedule, self.down_when = upstream_port, list(schedule or []), down_when
         self.injected: Counter[str] = Counter()
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -100,7 +101,7 @@ class FaultProxy:
             with self._lock:
                 index, self.connections = self.connections, self.connections + 1
                 fault = self.schedule[index] if index < len(self.schedule) else "pass"
-            if self.down_after is not None and index >= self.down_after:
+            if self.down_when is not None and self.down_when():
                 client.close()
                 self.close()
                 return
@@ -190,14 +191,11 @@ def test_a_run_through_injected_faults_equals_a_clean_run(tiny_dirs, served, tmp
 
 
 def test_a_server_that_stays_down_stops_the_run_with_one_line(tiny_dirs, served, tmp_path, prompts_file):
-    # count the connections two steps take, then let the proxy die right after them during a 4-step run
-    # no slow fault here: a generous timeout, so no retry (which would shift the count) can happen under load
-    counting = FaultProxy(served.httpd.server_address[1])
-    run_distill(_config(tiny_dirs, counting.url, tmp_path / "count", prompts_file, steps=2, timeout=120))
-    counting.close()
-
-    dying = FaultProxy(served.httpd.server_address[1], down_after=counting.connections)
+    # the server goes down for good once step 2's checkpoint is complete: a state, not a connection count,
+    # so a spurious retry under load cannot move the point where it dies
     out = tmp_path / "run"
+    dying = FaultProxy(served.httpd.server_address[1],
+                       down_when=lambda: (out / "checkpoints" / "step_00000002" / "COMPLETE").exists())
     with pytest.raises(MentorError) as failure:
         run_distill(_config(tiny_dirs, dying.url, out, prompts_file, steps=4, timeout=120))
     message = str(failure.value)
