@@ -1,10 +1,12 @@
-"""Full-distribution reverse KL (and its top-k approximation), chunked, against the naive computation."""
+"""Full-distribution reverse KL (and its top-k approximation) and the generalized JSD, chunked, against the naive
+computation."""
 
 import pytest
 import torch
 
 from mentor.models.loading import load_model
-from mentor.update.divergence import naive_reverse_kl, reverse_kl
+from mentor.update.divergence import (GeneralizedJSD, generalized_jsd, naive_generalized_jsd, naive_reverse_kl,
+                                      reverse_kl)
 
 
 @pytest.fixture(scope="module")
@@ -12,8 +14,8 @@ def models(tiny_dirs):
     return load_model(tiny_dirs["student"]), load_model(tiny_dirs["teacher"])
 
 
-def _batch():
-    g = torch.Generator().manual_seed(0)
+def _batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(3, 20, (3, 11), generator=g)
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 7:] = 0  # right padding
@@ -33,13 +35,19 @@ def test_chunked_reverse_kl_and_its_gradient_match_the_naive_computation(models,
     assert torch.allclose(chunked[where], naive[where], atol=1e-5)
     assert (chunked[~where] == 0).all() and (chunked[where] > 0).all()
 
-    grads = []
-    for kl in (chunked, naive):
-        student.zero_grad()
-        (kl * where).sum().backward()
-        grads.append(torch.cat([p.grad.flatten() for p in student.parameters()]))
+    grads = _student_grads(student, teacher, (chunked, naive), where)
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def _student_grads(student, teacher, values, where):
+    """The student's flattened gradient of each per-position value summed over ``where``; the teacher gets none."""
+    grads = []
+    for value in values:
+        student.zero_grad()
+        (value * where).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in student.parameters()]))
     assert all(p.grad is None for p in teacher.parameters())
+    return grads
 
 
 def test_top_k_is_a_lower_bound_that_becomes_exact(models):
@@ -103,3 +111,98 @@ def test_the_full_reverse_kl_needs_one_in_process_teacher(tiny_dirs, tmp_path):
         code = main(["distill", "--student", tiny_dirs["student"], "--teacher", teacher, "--task", "arithmetic",
                      "--divergence", "full", "--output-dir", str(tmp_path / "x"), "--quiet"])
         assert code == 2 and not (tmp_path / "x").exists()
+
+
+# --- the generalized JSD (TRL's GKD / DistillationTrainer definition) ---
+
+def _jsd_batch():
+    input_ids, attention_mask, positions = _batch(seed=1)
+    positions[:, 3] = True
+    return input_ids, attention_mask, positions
+
+
+def _by_hand(student, teacher, input_ids, attention_mask, beta, temperature):
+    """Straight from the definition, in float64 probabilities (no logsumexp, no kl_div)."""
+    with torch.no_grad():
+        q = torch.softmax(student(input_ids=input_ids, attention_mask=attention_mask).logits.double() / temperature, -1)
+        p = torch.softmax(teacher(input_ids=input_ids, attention_mask=attention_mask).logits.double() / temperature, -1)
+    kl = lambda a, b: (a * (a.log() - b.log())).sum(-1)  # noqa: E731
+    if beta == 0:
+        value = kl(p, q)
+    elif beta == 1:
+        value = kl(q, p)
+    else:
+        m = beta * p + (1 - beta) * q
+        value = beta * kl(p, m) + (1 - beta) * kl(q, m)
+    out = torch.zeros(input_ids.shape, dtype=torch.float64)
+    out[:, 1:] = value[:, :-1] * attention_mask[:, 1:]
+    return out
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("chunk_size", [4, None])
+def test_chunked_jsd_and_its_gradient_match_the_naive_computation(models, beta, chunk_size):
+    student, teacher = models
+    input_ids, attention_mask, positions = _jsd_batch()
+    where = positions & attention_mask.bool()
+    chunked = generalized_jsd(student, teacher, input_ids, attention_mask, beta=beta, positions=positions,
+                              temperature=0.8, chunk_size=chunk_size)
+    naive = naive_generalized_jsd(student, teacher, input_ids, attention_mask, beta, temperature=0.8)
+    assert torch.allclose(chunked[where], naive[where], atol=1e-5)
+    hand = _by_hand(student, teacher, input_ids, attention_mask, beta, 0.8)
+    assert torch.allclose(chunked[where].double(), hand[where], atol=1e-5)
+    assert (chunked[~where] == 0).all() and (chunked[where] > 0).all()
+
+    grads = _student_grads(student, teacher, (chunked, naive), where)
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_the_endpoints_are_the_forward_and_reverse_kl(models):
+    student, teacher = models
+    input_ids, attention_mask, positions = _jsd_batch()
+    where = positions & attention_mask.bool()
+    with torch.no_grad():
+        reverse = generalized_jsd(student, teacher, input_ids, attention_mask, beta=1.0, positions=positions)
+        assert torch.allclose(reverse[where], naive_reverse_kl(student, teacher, input_ids, attention_mask)[where],
+                              atol=1e-5)
+        forward = generalized_jsd(student, teacher, input_ids, attention_mask, beta=0.0, positions=positions)
+        swapped = naive_reverse_kl(teacher, student, input_ids, attention_mask)  # KL(teacher || student)
+        assert torch.allclose(forward[where], swapped[where], atol=1e-5)
+        half = generalized_jsd(student, teacher, input_ids, attention_mask, beta=0.5, positions=positions)
+        assert (half[where] <= torch.log(torch.tensor(2.0)) + 1e-6).all()  # the JSD is bounded by log 2
+    with pytest.raises(ValueError):
+        GeneralizedJSD(teacher, beta=1.5)
+
+
+def test_opd_selects_the_jsd_from_python_and_logs_it(models, tiny_dirs):
+    from types import SimpleNamespace
+
+    from mentor.algorithms.opd import DIVERGENCES, OnPolicyDistillation
+    from mentor.errors import MentorError
+    from mentor.score.local import LocalTeacher
+    from mentor.update.logprobs import PolicyLogprobs
+
+    student, teacher = models
+    assert "jsd" not in DIVERGENCES  # not (yet) on the command line
+    algorithm = OnPolicyDistillation(None, LocalTeacher(teacher, pad_id=0), None, group_size=2, temperature=1.0,
+                                     divergence="jsd", jsd_beta=0.3, kl_coef=2.0)
+    options = algorithm.forward_options()
+    assert isinstance(options["hidden_term"], GeneralizedJSD) and options["hidden_term"].beta == 0.3
+    input_ids, attention_mask, positions = _jsd_batch()
+    where = positions & attention_mask.bool()
+    output = PolicyLogprobs(student)(input_ids, attention_mask, positions=positions, **options)
+    naive = naive_generalized_jsd(student, teacher, input_ids, attention_mask, 0.3)
+    assert torch.allclose(output.term[where], naive[where], atol=1e-5)
+    micro = SimpleNamespace(sampler_logprobs=output.logprobs.detach(), advantages=torch.zeros_like(output.logprobs),
+                            loss_mask=where.float())
+    num_tokens = int(where.sum())
+    loss, metrics = algorithm.loss(output, micro, num_tokens)
+    expected = float((naive.detach() * where).sum()) / num_tokens
+    assert metrics["generalized_jsd"] == pytest.approx(expected, abs=1e-5) and "full_reverse_kl" not in metrics
+    assert float(loss.detach()) == pytest.approx(2.0 * expected, abs=1e-5)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    student.zero_grad()
+    for bad in ({"divergence": "jsd", "jsd_beta": -0.1}, {"divergence": "nope"}):
+        with pytest.raises(MentorError):
+            OnPolicyDistillation(None, LocalTeacher(teacher, pad_id=0), None, group_size=2, temperature=1.0, **bad)

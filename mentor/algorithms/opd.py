@@ -18,7 +18,7 @@ from mentor.rollout import RolloutBatch
 from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.score.local import LocalTeacher
-from mentor.update.divergence import FullReverseKL
+from mentor.update.divergence import FullReverseKL, GeneralizedJSD
 from mentor.update.logprobs import PolicyOutput
 from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
@@ -50,7 +50,8 @@ class TeacherPerSource:
         return out, flops
 
 
-DIVERGENCES = ("sampled", "full", "top_k")
+DIVERGENCES = ("sampled", "full", "top_k")  # what --divergence offers
+PYTHON_DIVERGENCES = DIVERGENCES + ("jsd",)  # jsd (with jsd_beta) is selectable from Python only, for now
 
 
 class OnPolicyDistillation:
@@ -60,8 +61,10 @@ class OnPolicyDistillation:
       per-token advantage; any teacher (in-process, a server, one per data set);
     - ``full``: the exact ``KL(q || p)`` over the whole vocabulary at each position, differentiated directly
       (TRL's ``DistillationTrainer`` with beta=1); needs the teacher in-process, runs it in the update;
-    - ``top_k``: the same over the student's ``kl_top_k`` likeliest tokens plus a rest bucket.
-    The last two are the Rao-Blackwellised form of the first (same expected gradient at ``kl_discount`` 0,
+    - ``top_k``: the same over the student's ``kl_top_k`` likeliest tokens plus a rest bucket;
+    - ``jsd`` (Python only): TRL's generalized JSD with ``jsd_beta`` (0 forward ``KL(p || q)``, 1 reverse
+      ``KL(q || p)`` as ``full``, between the interpolated JSD), in-process teacher, chunked like ``full``.
+    ``full`` and ``top_k`` are the Rao-Blackwellised form of ``sampled`` (same expected gradient at ``kl_discount`` 0,
     lower variance, a vocabulary-wide pass per token).
     ``clip_ratio`` > 0 clips the importance ratio (PPO); the recipe sets it from ``--loss ppo --clip-ratio``.
     """
@@ -73,13 +76,17 @@ class OnPolicyDistillation:
                  temperature: float,
                  kl_coef: float = 1.0, kl_discount: float = 0.0, loss: str = "importance_sampling",
                  reward_coef: float = 0.0, grader: Grader | None = None, divergence: str = "sampled",
-                 kl_top_k: int = 0, clip_ratio: float = 0.0):
+                 kl_top_k: int = 0, clip_ratio: float = 0.0, jsd_beta: float = 0.5):
         self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
         self.group_size, self.temperature = group_size, temperature
         self.kl_coef, self.kl_discount, self.loss_name = kl_coef, kl_discount, loss
         self.clip_ratio = clip_ratio
         self.reward_coef, self.grader = reward_coef, grader
-        self.divergence = divergence
+        if divergence not in PYTHON_DIVERGENCES:
+            raise MentorError(f"divergence {divergence!r} is unknown: use {', '.join(PYTHON_DIVERGENCES)}")
+        if not 0 <= jsd_beta <= 1:
+            raise MentorError(f"jsd_beta must lie in [0, 1] (got {jsd_beta})")
+        self.divergence, self.jsd_beta = divergence, jsd_beta
         self.kl_teacher_model, self.kl_top_k = None, kl_top_k if divergence == "top_k" else 0
         if divergence != "sampled":
             if not isinstance(teacher, LocalTeacher):  # DistillConfig refuses this before anything loads
@@ -127,7 +134,8 @@ class OnPolicyDistillation:
         reverse KL to the in-process teacher from the student's hidden states (inside the DDP/FSDP forward)."""
         options = {"temperature": self.temperature, "with_entropy": True}
         if self.kl_teacher_model is not None:
-            options["hidden_term"] = FullReverseKL(self.kl_teacher_model, self.kl_top_k)
+            options["hidden_term"] = (GeneralizedJSD(self.kl_teacher_model, self.jsd_beta) if self.divergence == "jsd"
+                                      else FullReverseKL(self.kl_teacher_model, self.kl_top_k))
         return options
 
     def carries_signal(self, batch: RolloutBatch) -> bool:
@@ -141,5 +149,6 @@ class OnPolicyDistillation:
         if output.term is not None:
             kl_sum = (output.term * micro.loss_mask).sum()
             loss = loss + self.kl_coef * kl_sum / num_tokens
-            metrics["full_reverse_kl"] = float(kl_sum.detach()) / num_tokens
+            metrics["generalized_jsd" if self.divergence == "jsd" else "full_reverse_kl"] = \
+                float(kl_sum.detach()) / num_tokens
         return loss, metrics

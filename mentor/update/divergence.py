@@ -18,6 +18,8 @@ log-probs can support.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,6 +76,16 @@ def reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, tea
                            input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor, *,
                            temperature: float = 1.0, top_k: int = 0, chunk_size: int | None = None) -> torch.Tensor:
     """``reverse_kl`` from the student's final hidden states, so a training step runs its decoder once."""
+    # three float32 (chunk x vocab) tensors are alive at once: the student's, the teacher's, their product
+    return _per_position_from_hidden(_chunk_reverse_kl, top_k, 3, student, student_hidden, teacher, input_ids,
+                                     attention_mask, wanted, temperature=temperature, chunk_size=chunk_size)
+
+
+def _per_position_from_hidden(chunk_fn, option, tensors: int, student: nn.Module, student_hidden: torch.Tensor,
+                              teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              wanted: torch.Tensor, *, temperature: float, chunk_size: int | None) -> torch.Tensor:
+    """``chunk_fn(student_logits_of, teacher_logits_of, student_hidden, teacher_hidden, option)`` over chunks of
+    the wanted positions (each recomputed in backward), scattered back to a float32 ``[B, T]``."""
     with torch.no_grad():
         teacher_hidden = last_hidden_states(teacher, input_ids, attention_mask)
     wanted = wanted.bool().clone()
@@ -83,15 +95,13 @@ def reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, tea
     vocab = min(_vocab_rows(student), _vocab_rows(teacher))
     student_logits_of = _truncated(head_fn(causal_lm_of(student), temperature), vocab)
     teacher_logits_of = _truncated(head_fn(causal_lm_of(teacher), temperature), vocab)
-    # three float32 (chunk x vocab) tensors are alive at once: the student's, the teacher's, their product
-    chunk = chunk_size or chunk_rows(vocab, student_hidden.device, tensors=3)
+    chunk = chunk_size or chunk_rows(vocab, student_hidden.device, tensors=tensors)
     needs_grad = torch.is_grad_enabled() and student_flat.requires_grad
     pieces = []
     for start in range(0, student_flat.shape[0], chunk):
         args = (student_logits_of, teacher_logits_of, student_flat[start: start + chunk],
-                teacher_flat[start: start + chunk], top_k)
-        pieces.append(checkpoint(_chunk_reverse_kl, *args, use_reentrant=False) if needs_grad
-                      else _chunk_reverse_kl(*args))
+                teacher_flat[start: start + chunk], option)
+        pieces.append(checkpoint(chunk_fn, *args, use_reentrant=False) if needs_grad else chunk_fn(*args))
     out = student_hidden.new_zeros(input_ids.shape, dtype=torch.float32)
     return out.index_put((rows, cols), torch.cat(pieces)) if pieces else out
 
@@ -111,18 +121,107 @@ class FullReverseKL:
                                       temperature=temperature, top_k=self.top_k)
 
 
+def _generalized_jsd_of(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
+    """TRL's ``generalized_jsd_loss`` (GKD / ``DistillationTrainer``) summed over the last (vocabulary) axis:
+    beta 0 is ``KL(p_teacher || q)``, beta 1 ``KL(q || p_teacher)``, otherwise, with the mixture
+    ``m = beta * p_teacher + (1 - beta) * q`` (in probability space, by logsumexp),
+    ``beta * KL(p_teacher || m) + (1 - beta) * KL(q || m)``."""
+    if beta == 0:
+        return (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(-1)
+    if beta == 1:
+        return (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
+    mixture = torch.logsumexp(torch.stack([student_logprobs + math.log1p(-beta),
+                                           teacher_logprobs + math.log(beta)]), dim=0)
+    kl_teacher = (teacher_logprobs.exp() * (teacher_logprobs - mixture)).sum(-1)
+    kl_student = (student_logprobs.exp() * (student_logprobs - mixture)).sum(-1)
+    return beta * kl_teacher + (1 - beta) * kl_student
+
+
+def _chunk_generalized_jsd(student_logits_of, teacher_logits_of, student_hidden: torch.Tensor,
+                           teacher_hidden: torch.Tensor, beta: float) -> torch.Tensor:
+    student_logprobs = F.log_softmax(student_logits_of(student_hidden), dim=-1)
+    with torch.no_grad():
+        teacher_logprobs = F.log_softmax(teacher_logits_of(teacher_hidden), dim=-1)
+    return _generalized_jsd_of(student_logprobs, teacher_logprobs, beta)
+
+
+def generalized_jsd_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher: nn.Module,
+                                input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor, *,
+                                beta: float = 0.5, temperature: float = 1.0,
+                                chunk_size: int | None = None) -> torch.Tensor:
+    """Per-position generalized JSD (``_generalized_jsd_of``) between the student's and the in-process
+    teacher's next-token distributions, float32 ``[B, T]`` aligned like ``reverse_kl``; chunked the same way
+    (about six float32 chunk x vocab tensors alive: two log-softmaxes, the stacked pair, the mixture, a product)."""
+    if not 0 <= beta <= 1:
+        raise ValueError(f"the generalized JSD's beta must lie in [0, 1] (got {beta})")
+    return _per_position_from_hidden(_chunk_generalized_jsd, float(beta), 6, student, student_hidden, teacher,
+                                     input_ids, attention_mask, wanted, temperature=temperature,
+                                     chunk_size=chunk_size)
+
+
+def generalized_jsd(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    *, beta: float = 0.5, positions: torch.Tensor | None = None, temperature: float = 1.0,
+                    chunk_size: int | None = None) -> torch.Tensor:
+    """``generalized_jsd_from_hidden`` from the token ids (runs the student's decoder)."""
+    student_hidden = last_hidden_states(student, input_ids, attention_mask)
+    wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
+    return generalized_jsd_from_hidden(student, student_hidden, teacher, input_ids, attention_mask, wanted,
+                                       beta=beta, temperature=temperature, chunk_size=chunk_size)
+
+
+class GeneralizedJSD:
+    """The policy forward's ``hidden_term`` for the generalized JSD (``beta``) to an in-process ``teacher``."""
+
+    def __init__(self, teacher: nn.Module, beta: float = 0.5):
+        if not 0 <= beta <= 1:
+            raise ValueError(f"the generalized JSD's beta must lie in [0, 1] (got {beta})")
+        self.teacher, self.beta = teacher, beta
+
+    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
+        return generalized_jsd_from_hidden(model, hidden, self.teacher, input_ids, attention_mask, wanted,
+                                           beta=self.beta, temperature=temperature)
+
+
+def naive_generalized_jsd(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor, beta: float, temperature: float = 1.0) -> torch.Tensor:
+    """Reference: TRL's formula on both models' whole float32 log-softmax. For tests and benchmarks."""
+    student_logprobs, teacher_logprobs = _naive_logprobs(student, teacher, input_ids, attention_mask, temperature)
+    if beta == 0:
+        jsd = F.kl_div(student_logprobs, teacher_logprobs, reduction="none", log_target=True).sum(-1)
+    elif beta == 1:
+        jsd = F.kl_div(teacher_logprobs, student_logprobs, reduction="none", log_target=True).sum(-1)
+    else:
+        mixture = torch.logsumexp(torch.stack([student_logprobs + math.log1p(-beta),
+                                               teacher_logprobs + math.log(beta)]), dim=0)
+        jsd = (beta * F.kl_div(mixture, teacher_logprobs, reduction="none", log_target=True)
+               + (1 - beta) * F.kl_div(mixture, student_logprobs, reduction="none", log_target=True)).sum(-1)
+    return _predicting(jsd, input_ids, attention_mask)
+
+
 def naive_reverse_kl(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
                      attention_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Reference: both models' full float32 log-softmax over the whole sequence. For tests and benchmarks."""
+    student_logprobs, teacher_logprobs = _naive_logprobs(student, teacher, input_ids, attention_mask, temperature)
+    kl = (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
+    return _predicting(kl, input_ids, attention_mask)
+
+
+def _naive_logprobs(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both models' whole float32 log-softmax over the shared vocabulary (the teacher's without gradients)."""
     student_logits = student(input_ids=input_ids, attention_mask=attention_mask).logits.float()
     with torch.no_grad():
         teacher_logits = teacher(input_ids=input_ids, attention_mask=attention_mask).logits.float()
     vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
-    student_logprobs = F.log_softmax(student_logits[..., :vocab] / temperature, dim=-1)
-    teacher_logprobs = F.log_softmax(teacher_logits[..., :vocab] / temperature, dim=-1)
-    kl = (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
+    return (F.log_softmax(student_logits[..., :vocab] / temperature, dim=-1),
+            F.log_softmax(teacher_logits[..., :vocab] / temperature, dim=-1))
+
+
+def _predicting(per_position: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Shift a per-position value of the prediction made at ``t - 1`` onto token ``t`` (0 at t=0 and padding)."""
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    out[:, 1:] = kl[:, :-1] * attention_mask[:, 1:]
+    out[:, 1:] = per_position[:, :-1] * attention_mask[:, 1:]
     return out
 
 
