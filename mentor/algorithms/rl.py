@@ -35,19 +35,21 @@ def constant_reward_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> to
 
 
 class ReinforcementLearning:
-    """``clip_ratio`` > 0 clips the importance ratio (PPO); the recipe sets it from ``--loss ppo --clip-ratio``."""
+    """``clip_ratio`` > 0 clips the importance ratio (PPO); the recipe sets it from ``--loss ppo --clip-ratio``.
+    ``tis_cap`` > 0 truncates the sampler/trainer importance ratio at that cap (Python only, for now)."""
 
     name = "rl"
     on_policy = True
 
     def __init__(self, sampler: Sampler, tokenizer, grader: Grader, *, group_size: int, temperature: float,
                  normalize_std: bool = False, loss: str = "importance_sampling", kl_coef: float = 0.0,
-                 reference: Teacher | None = None, drop_constant_groups: bool = True, clip_ratio: float = 0.0):
+                 reference: Teacher | None = None, drop_constant_groups: bool = True, clip_ratio: float = 0.0,
+                 tis_cap: float = 0.0):
         if kl_coef and reference is None:
             raise ValueError("a KL penalty needs a reference model")
         self.sampler, self.tokenizer, self.grader = sampler, tokenizer, grader
         self.group_size, self.temperature, self.loss_name = group_size, temperature, loss
-        self.clip_ratio = clip_ratio
+        self.clip_ratio, self.tis_cap = clip_ratio, tis_cap
         self.normalize_std, self.kl_coef, self.reference = normalize_std, kl_coef, reference
         self.drop_constant_groups = drop_constant_groups
 
@@ -86,4 +88,4 @@ class ReinforcementLearning:
         return carries_signal(batch.advantages, batch.loss_mask)
 
     def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
-        return policy_gradient_loss(output.logprobs, micro, num_tokens, self.clip_ratio)
+        return policy_gradient_loss(output.logprobs, micro, num_tokens, self.clip_ratio, self.tis_cap)
