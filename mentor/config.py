@@ -9,11 +9,11 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
 from mentor.errors import MentorError
+from mentor.files import read_user_file
 from mentor.algorithms.opd import DIVERGENCES
 from mentor.update.losses import LOSSES
 from mentor.update.optim import SCHEDULES
@@ -331,19 +331,10 @@ class _DuplicateKey(Exception):
 
 def load_yaml_config(yaml_path: str) -> dict:
     """A config file's fields, or one line saying what is wrong with the file."""
-    path = Path(yaml_path)
-    if not path.exists():
-        raise MentorError(f"config file {yaml_path!r} does not exist: check the --config path")
-    if not path.is_file():
-        raise MentorError(f"config file {yaml_path!r} is not a file: pass a .yaml file to --config")
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise MentorError(f"config file {yaml_path!r} is {size / 2**20:.0f} MiB, not a config: pass the "
-                              "YAML file of config fields")
-        data = path.read_bytes()  # bytes: PyYAML reads UTF-8 and, with a byte-order mark, UTF-16
-    except OSError as exc:
-        raise MentorError(f"cannot read config file {yaml_path!r} ({exc.strerror}): check its permissions") from None
+    # bytes: PyYAML reads UTF-8 and, with a byte-order mark, UTF-16
+    data = read_user_file(yaml_path, "config file", missing="check the --config path",
+                          not_a_file="pass a .yaml file to --config", max_bytes=MAX_CONFIG_BYTES,
+                          too_big="not a config: pass the YAML file of config fields")
     try:
         loaded = yaml.load(data, Loader=_StrictLoader)
     except _DuplicateKey as exc:

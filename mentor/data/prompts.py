@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from mentor.errors import MentorError
+from mentor.files import read_user_file
 from mentor.models.chat import assistant_turn_ids, chat_ids
 
 
@@ -25,15 +26,8 @@ class Example:
 
 def read_data_file(path: str | Path) -> bytes:
     """A data file's bytes, or one line saying why there are none."""
-    path = Path(path)
-    if not path.exists():
-        raise MentorError(f"data file {str(path)!r} does not exist: check the path")
-    if not path.is_file():
-        raise MentorError(f"data file {str(path)!r} is not a file: pass a {path.suffix or '.jsonl'} file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise MentorError(f"cannot read data file {str(path)!r}: {exc.strerror}") from None
+    return read_user_file(path, "data file", missing="check the path",
+                          not_a_file=f"pass a {Path(path).suffix or '.jsonl'} file")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
