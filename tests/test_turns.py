@@ -4,7 +4,6 @@ real models' configs (dropout, generation configs, EOS lists, chat templates, mi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,9 @@ from mentor.models.loading import load_model, load_tokenizer, save_pretrained
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
 from mentor.sample.hf import HFSampler
 from mentor.update.logprobs import token_logprobs
+from real_assets import SHARED_REAL
 
-QWEN3_TOKENIZER = Path(__file__).parents[1] / ".." / "shared" / "real" / "tokenizers" / "qwen3"
+QWEN3_TOKENIZER = SHARED_REAL / "tokenizers" / "qwen3"
 
 
 def _tiny_dir(path, generation: dict | None = None, seed: int = 0):
