@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
+
+from mentor.train.run_dir import read_records, truncate_records
 
 SAMPLES_FILE = "samples.jsonl"
 MAX_LOGGED_STEPS = 100
@@ -114,23 +115,8 @@ class SampleLog:
             handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill mid-write; the resumed run writes it again
-            if isinstance(record, dict) and isinstance(record.get("tokens"), list):
-                records.append(record)
-        return records
+        return [r for r in read_records(self.path) if isinstance(r.get("tokens"), list)]
 
     def truncate(self, last_step: int) -> None:
         """Drop the records of steps after ``last_step`` (a resumed run writes them again, identically)."""
-        if not self.path.exists():
-            return
-        kept = [r for r in self.read() if r.get("step", 0) <= last_step]
-        tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        truncate_records(self.path, last_step)

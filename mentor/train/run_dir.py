@@ -203,24 +203,11 @@ class RunDirectory:
             handle.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        file = self.path / "metrics.jsonl"
-        if not file.exists():
-            return []
-        records = []
-        for line in file.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill mid-write; resuming rewrites it
-        return records
+        return read_records(self.path / "metrics.jsonl")
 
     def truncate_metrics(self, last_step: int) -> None:
         """Drop records past a checkpoint we resume from (they will be recomputed identically)."""
-        file = self.path / "metrics.jsonl"
-        if not file.exists():
-            return
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
-        _atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        truncate_records(self.path / "metrics.jsonl", last_step)
 
     # --- checkpoints ------------------------------------------------------------------------------
     def latest_checkpoint(self) -> Path | None:
@@ -396,6 +383,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def read_records(file: Path) -> list[dict]:
+    """The JSON objects of a run's JSONL file (metrics, samples); none if it does not exist yet."""
+    if not file.exists():
+        return []
+    records = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill mid-write; resuming rewrites it
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def truncate_records(file: Path, last_step: int) -> None:
+    """Keep the records of steps up to ``last_step`` (a resumed run writes the later ones again, identically)."""
+    if file.exists():
+        kept = [r for r in read_records(file) if r.get("step", 0) <= last_step]
+        _atomic_write_text(file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
