@@ -12,12 +12,13 @@ from __future__ import annotations
 from torch import nn
 
 from mentor.errors import MentorError
+from mentor.update.logprobs import causal_lm_of
 
 
 def stop_token_ids(tokenizer, model: nn.Module | None = None) -> list[int]:
     """Every id that ends a completion: the model's generation config EOS list plus the tokenizer's EOS."""
     ids: list[int] = []
-    config = getattr(_causal_lm(model), "generation_config", None) if model is not None else None
+    config = getattr(causal_lm_of(model), "generation_config", None) if model is not None else None
     configured = getattr(config, "eos_token_id", None)
     for value in (configured if isinstance(configured, (list, tuple)) else [configured]) + [tokenizer.eos_token_id]:
         if isinstance(value, int) and value not in ids:
@@ -26,11 +27,6 @@ def stop_token_ids(tokenizer, model: nn.Module | None = None) -> list[int]:
         raise MentorError("the tokenizer defines no EOS token and the model's generation config lists none: "
                           "set eos_token in tokenizer_config.json or eos_token_id in generation_config.json")
     return ids
-
-
-def _causal_lm(model: nn.Module) -> nn.Module:
-    get_base = getattr(model, "get_base_model", None)  # a peft wrapper: its config is the base model's
-    return get_base() if callable(get_base) else model
 
 
 def has_chat_template(tokenizer) -> bool:

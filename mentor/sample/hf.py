@@ -18,6 +18,7 @@ from torch import nn
 
 from mentor.models.chat import stop_token_ids
 from mentor.sample.base import SampledBatch
+from mentor.update.logprobs import causal_lm_of
 
 
 class HFSampler:
@@ -87,7 +88,7 @@ def neutral_generation_config(model: nn.Module):
     """
     from transformers import GenerationConfig
 
-    target = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    target = causal_lm_of(model)  # a peft wrapper's generate runs the base model's
     saved = target.generation_config
     target.generation_config = GenerationConfig()
     try:
