@@ -164,3 +164,9 @@ def test_truncated_sampling_is_refused_for_training():
     for flags in ({"top_k": 5}, {"top_p": 0.9}):
         with pytest.raises(MentorError, match="top-k/--top-p"):
             build_config(DistillConfig, student="s", teacher="t", task="arithmetic", **flags)
+
+
+def test_a_folder_of_gguf_files_names_the_file_to_pass(tmp_path):
+    (tmp_path / "model.Q4_K_M.gguf").write_bytes(b"GGUF")
+    with pytest.raises(MentorError, match=r"holds GGUF files.*pass the file itself.*model\.Q4_K_M\.gguf"):
+        load_tokenizer(str(tmp_path), "student")

@@ -60,6 +60,11 @@ def _source_kwargs(path: str, what: str) -> tuple[str, dict]:
     _check_exists(path, what)
     directory, gguf_file = split_gguf(path)
     if gguf_file is None:
+        local = Path(path).expanduser()
+        ggufs = sorted(local.glob("*.gguf")) if local.is_dir() and not (local / "config.json").exists() else []
+        if ggufs:  # a llama.cpp / Ollama folder: transformers would fail on its missing tokenizer files
+            raise MentorError(f"{what} {path!r} holds GGUF files, not a transformers model: pass the file itself, "
+                              f"e.g. {str(ggufs[0])!r}")
         return path, {}
     try:
         import gguf  # noqa: F401  (transformers' GGUF reader needs it)
