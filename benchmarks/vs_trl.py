@@ -85,7 +85,7 @@ def wide_alphabet(vocab: int) -> str:
 
 def build_models(root: Path, prompts: int, vocab: int = 0) -> dict:
     from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
-    from mentor.tasks.base import get_task
+    from mentor.tasks.registry import get_task
 
     paths = {}
     alphabet = wide_alphabet(vocab) if vocab else None

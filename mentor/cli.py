@@ -135,15 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve_teacher)
 
-    from mentor.coe.cli import add_bench_coe, add_coe_parser
+    from mentor.bench.cli import add_bench_parsers
+    from mentor.coe.cli import add_coe_parser
 
     add_coe_parser(sub)
     bench = sub.add_parser("bench", help="built-in benchmarks that write results.md and figures")
-    bench_sub = bench.add_subparsers(dest="benchmark", required=True)  # each benchmark registers here
-    add_bench_coe(bench_sub)
-    from mentor.bench.cli import add_bench_paper
-
-    add_bench_paper(bench_sub)
+    add_bench_parsers(bench.add_subparsers(dest="benchmark", required=True))
     from mentor.report.cli import add_report_parsers
 
     add_report_parsers(sub)  # mentor inspect, mentor report

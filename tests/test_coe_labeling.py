@@ -14,7 +14,7 @@ import pytest
 from mentor.coe.labeling import (FieldLabeler, KeywordLabeler, LLMLabeler, http_chat_completer, label_records,
                                  make_labeler, parse_category)
 from mentor.errors import MentorError
-from mentor.tasks.base import get_task
+from mentor.tasks.registry import get_task
 from mentor.tasks.coe_tasks import CATEGORY_TASKS, COLLABORATION_TASK
 
 
@@ -147,7 +147,7 @@ def test_local_llm_labeler_runs_a_transformers_model(tmp_path):
 def test_every_builtin_task_is_known_in_a_fresh_interpreter():
     """get_task must not depend on which task modules the caller happened to import."""
     names = ("arithmetic", *CATEGORY_TASKS.values(), COLLABORATION_TASK)
-    code = f"from mentor.tasks.base import get_task; print(*(type(get_task(n)).__name__ for n in {names!r}))"
+    code = f"from mentor.tasks.registry import get_task; print(*(type(get_task(n)).__name__ for n in {names!r}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr.splitlines()[-1:]
@@ -157,7 +157,7 @@ def test_every_builtin_task_is_known_in_a_fresh_interpreter():
 def test_stage_loading_reads_messages_records(tmp_path):
     """SFT data in chat form (messages ending with the assistant's turn) is labelled and loaded for both stages."""
     from mentor.models.tiny import build_char_tokenizer
-    from mentor.recipes.coe import CoEConfig, label_step, load_category_examples
+    from mentor.coe.recipe import CoEConfig, label_step, load_category_examples
 
     rows = [{"messages": [{"role": "user", "content": "color of bilo?"}, {"role": "assistant", "content": "red"}],
              "category": "general"},
@@ -179,7 +179,7 @@ def test_stage_loading_reads_messages_records(tmp_path):
     assert coding.prompt_ids == tokenizer("a=5;print(a)")["input_ids"]
     only_math = load_category_examples(tokenizer, labels, config.category_list, only="math")
     assert [e.reference for e in only_math] == [1]
-    from mentor.recipes.coe import labelled_prompts  # what inspect shows: the user text
+    from mentor.coe.recipe import labelled_prompts  # what inspect shows: the user text
 
     assert labelled_prompts(labels, config.category_list) == {"general": ["color of bilo?"], "math": ["12+3="],
                                                               "coding": ["a=5;print(a)"]}

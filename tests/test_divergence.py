@@ -68,19 +68,20 @@ def test_top_k_is_a_lower_bound_that_becomes_exact(models):
 
 
 def test_the_training_forward_returns_log_probs_and_the_full_kl_from_one_decoder_pass(models):
+    from mentor.update.divergence import FullReverseKL
     from mentor.update.logprobs import PolicyLogprobs, token_logprobs
 
     student, teacher = models
     input_ids, attention_mask, positions = _batch()
     where = positions & attention_mask.bool()
     logprobs, entropy, kl = PolicyLogprobs(student)(input_ids, attention_mask, positions=positions,
-                                                    kl_teacher=teacher, with_entropy=True)
+                                                    hidden_term=FullReverseKL(teacher), with_entropy=True)
     alone, _ = token_logprobs(student, input_ids, attention_mask, positions=positions)
     assert torch.equal(logprobs, alone)
     naive = naive_reverse_kl(student, teacher, input_ids, attention_mask)
     assert torch.allclose(kl[where], naive[where], atol=1e-5) and (kl[~where] == 0).all()
-    _, _, top = PolicyLogprobs(student)(input_ids, attention_mask, positions=positions, kl_teacher=teacher,
-                                        kl_top_k=4)
+    _, _, top = PolicyLogprobs(student)(input_ids, attention_mask, positions=positions,
+                                        hidden_term=FullReverseKL(teacher, 4))
     assert (top[where] <= kl[where] + 1e-5).all()
 
 

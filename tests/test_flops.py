@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from mentor.evaluation.flops import ComputeLedger, MatmulParams, training_flops
+from mentor.evaluation.flops import MatmulParams, training_flops
+from mentor.train.ledger import ComputeLedger
 from mentor.models.loading import apply_lora
 from tests.conftest import make_model_dir
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mentor.data.loaders import SCHEMAS, load_problems
+from mentor.tasks.loaders import SCHEMAS, load_problems
 from mentor.data.prompts import Example, load_examples
 from mentor.errors import MentorError
 from mentor.models.loading import load_model, load_tokenizer

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from mentor.data.loaders import last_boxed, load_problems
+from mentor.tasks.loaders import last_boxed, load_problems
 from mentor.errors import MentorError
-from mentor.tasks.base import get_task
+from mentor.tasks.registry import get_task
 
 DATA = Path(__file__).parent / "data"
 

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from mentor.data.loaders import last_boxed, load_problems
+from mentor.tasks.loaders import last_boxed, load_problems
 from mentor.tasks.graders import code_passes, grade_many, math_match, numeric_match
 from real_assets import SHARED_REAL
 

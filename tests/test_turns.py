@@ -121,7 +121,7 @@ def test_assistant_turn_without_a_stop_token_is_one_line():
 def test_task_prompts_and_eval_use_the_chat_template(tiny_dirs, monkeypatch):
     from mentor.evaluation.accuracy import evaluate
     from mentor.recipes.common import task_examples
-    from mentor.tasks.base import get_task
+    from mentor.tasks.registry import get_task
 
     tokenizer = load_tokenizer(tiny_dirs["student"])
     task = get_task("arithmetic")

@@ -8,7 +8,6 @@ and the update is the importance-sampling policy gradient ``-pi/q * A`` shared w
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import torch
 
@@ -18,13 +17,11 @@ from mentor.rollout import RolloutBatch
 from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.score.local import LocalTeacher
+from mentor.tasks.graders import Grader
 from mentor.update.divergence import FullReverseKL, GeneralizedJSD
 from mentor.update.logprobs import PolicyOutput
 from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
-
-Grader = Callable[[str, object], float]
-
 
 class TeacherPerSource:
     """tinker-cookbook's multi-teacher distillation: one teacher per data set, in one run.

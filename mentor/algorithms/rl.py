@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from mentor.algorithms.opd import Grader
 from mentor.data.prompts import EncodedExample
 from mentor.rollout import RolloutBatch
 from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
+from mentor.tasks.graders import Grader
 from mentor.update.logprobs import PolicyOutput
 from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl

@@ -1,4 +1,4 @@
-"""``mentor bench paper``: registers on the ``bench`` subcommand; the heavy imports wait for the run."""
+"""``mentor bench paper`` and ``mentor bench coe``: every benchmark registers here; heavy imports wait for the run."""
 
 from __future__ import annotations
 
@@ -26,3 +26,21 @@ def _run(args) -> None:
 
     knobs = {k: getattr(args, k) for k in PaperScale.__dataclass_fields__ if hasattr(args, k)}
     run_paper(out=args.out, quick=args.quick, quiet=args.quiet, only=args.only.upper(), **knobs)
+
+
+def add_bench_parsers(bench_sub) -> None:
+    add_bench_paper(bench_sub)
+    add_bench_coe(bench_sub)
+
+
+def add_bench_coe(bench_sub) -> None:
+    bench = bench_sub.add_parser("coe", help="CoE vs mixed SFT vs experts vs ablations on built-in categories")
+    bench.add_argument("--out", default="benchmarks/coe", help="where results.md, results.json, routing.png go")
+    bench.add_argument("--quick", action="store_true", help="a smoke test at toy size (< 1 minute)")
+    bench.set_defaults(func=_run_coe)
+
+
+def _run_coe(args) -> None:
+    from mentor.bench.coe import run_bench
+
+    run_bench(args.out, quick=args.quick)

@@ -37,7 +37,7 @@ from mentor.recipes.demo import DEMO_OPD_LR, MAX_NEW_TOKENS, STUDENT_ARCH, init_
 from mentor.recipes.distill import run_distill  # noqa: E402
 from mentor.recipes.rl import run_rl  # noqa: E402
 from mentor.recipes.sft import run_sft  # noqa: E402
-from mentor.tasks.base import get_task  # noqa: E402
+from mentor.tasks.registry import get_task  # noqa: E402
 from mentor.train.progress import console  # noqa: E402
 
 METHODS = ("sft", "rl", "opd", "opd+reward")

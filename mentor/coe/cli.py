@@ -1,8 +1,6 @@
-"""``mentor coe [label|train-experts|assemble|train-router|inspect]`` and ``mentor bench coe``."""
+"""``mentor coe [label|train-experts|assemble|train-router|inspect]``."""
 
 from __future__ import annotations
-
-import argparse
 
 from mentor.config import add_config_flags, build_config
 
@@ -16,13 +14,13 @@ STEPS = {
 
 
 def _config(args):
-    from mentor.recipes.coe import CoEConfig
+    from mentor.coe.recipe import CoEConfig
 
     return build_config(CoEConfig, args)
 
 
 def _run(args) -> None:
-    from mentor.recipes import coe
+    from mentor.coe import recipe as coe
     from mentor.train.progress import console
 
     config = _config(args)
@@ -48,7 +46,7 @@ def _run(args) -> None:
 
 
 def add_coe_parser(sub) -> None:
-    from mentor.recipes.coe import CoEConfig
+    from mentor.coe.recipe import CoEConfig
 
     coe = sub.add_parser("coe", help="Collaborative and Semantic Experts: label, FFN experts, MoE, routing")
     add_config_flags(coe, CoEConfig)
@@ -60,17 +58,4 @@ def add_coe_parser(sub) -> None:
         step.set_defaults(func=_run, coe_step=name)
 
 
-def _bench(args) -> None:
-    from mentor.coe.bench import run_bench
-
-    run_bench(args.out, quick=args.quick)
-
-
-def add_bench_coe(bench_sub) -> None:
-    bench = bench_sub.add_parser("coe", help="CoE vs mixed SFT vs experts vs ablations on built-in categories")
-    bench.add_argument("--out", default="benchmarks/coe", help="where results.md, results.json, routing.png go")
-    bench.add_argument("--quick", action="store_true", help="a smoke test at toy size (< 1 minute)")
-    bench.set_defaults(func=_bench)
-
-
-__all__ = ["add_bench_coe", "add_coe_parser", "argparse"]
+__all__ = ["add_coe_parser"]

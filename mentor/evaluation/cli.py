@@ -22,7 +22,8 @@ from mentor.evaluation.accuracy import evaluate
 from mentor.models.chat import has_chat_template
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import quiet_transformers
-from mentor.tasks.base import Problem, get_task
+from mentor.tasks.base import Problem
+from mentor.tasks.registry import get_task
 from mentor.tasks.graders import get_grader, ifeval_result
 from mentor.train.progress import console
 

@@ -23,7 +23,7 @@ from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny
 from mentor.recipes.common import quiet_transformers
 from mentor.recipes.distill import run_distill
 from mentor.recipes.sft import run_sft
-from mentor.tasks.base import get_task
+from mentor.tasks.registry import get_task
 from mentor.train.progress import console
 from mentor.train.run_dir import RunDirectory
 

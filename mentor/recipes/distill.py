@@ -11,14 +11,15 @@ from mentor.config import DistillConfig
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
-from mentor.evaluation.flops import ComputeLedger, MatmulParams
+from mentor.evaluation.flops import MatmulParams
+from mentor.train.ledger import ComputeLedger
 from mentor.models.chat import describe_differences, stop_token_ids
 from mentor.models.loading import check_heads_cover_vocabulary, check_same_vocabulary, load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
 from mentor.score.local import LocalTeacher
-from mentor.tasks.base import get_task
+from mentor.tasks.registry import get_task
 from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
 

@@ -7,12 +7,13 @@ from mentor.config import RLConfig
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
-from mentor.evaluation.flops import ComputeLedger, MatmulParams
+from mentor.evaluation.flops import MatmulParams
+from mentor.train.ledger import ComputeLedger
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.sample.hf import HFSampler
 from mentor.score.local import LocalTeacher
-from mentor.tasks.base import get_task
+from mentor.tasks.registry import get_task
 from mentor.tasks.graders import get_grader
 from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer

@@ -10,10 +10,11 @@ from mentor.algorithms.sft import SupervisedFineTuning
 from mentor.config import SFTConfig
 from mentor.data.prompts import EncodedExample, ExampleStream
 from mentor.evaluation.accuracy import task_evaluator
-from mentor.evaluation.flops import ComputeLedger, MatmulParams, forward_flops
+from mentor.evaluation.flops import MatmulParams, forward_flops
+from mentor.train.ledger import ComputeLedger
 from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
-from mentor.tasks.base import get_task
+from mentor.tasks.registry import get_task
 from mentor.train.progress import console
 from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer

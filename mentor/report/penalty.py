@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from mentor.errors import MentorError
-from mentor.report.samples import SAMPLES_FILE, SampleLog
+from mentor.report.samples import SAMPLES_FILE, SampleLog, own_entries
 
 # tokens whose penalty is at least this share of the colour scale show the teacher's choice under them
 ANNOTATE_FROM = 0.5
@@ -373,7 +373,6 @@ def render_png(shown: list[dict], path: str | Path, title: str, width: int = 84,
 def inspect_run(run: str | Path, out: str | Path | None = None, steps: str | None = None,
                 prompts: str | None = None, index: str | None = None, worst: int = 0, best: int = 0) -> dict:
     """``mentor inspect RUN``: penalty.html, penalty.png and penalty_summary.json in ``out`` (RUN/inspect)."""
-    from mentor.report.run_report import own_entries
     from mentor.train.run_dir import RunDirectory
 
     run = Path(run)

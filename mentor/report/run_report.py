@@ -38,13 +38,6 @@ TABLE_KEYS = ("reverse_kl", "full_reverse_kl", "accuracy", "reward", "loss", "en
               "grad_norm", "truncated_fraction", "tokens_per_second")
 
 
-def own_entries(run, *names: str) -> None:
-    """Record report files as the run's own (so ``--overwrite`` may remove them) where the run keeps a record."""
-    own = getattr(run, "own", None)
-    if callable(own):
-        own(*names)
-
-
 def _series(history: list[dict], key: str) -> list[tuple[int, float]]:
     return [(r["step"], float(r[key])) for r in history
             if key in r and isinstance(r[key], (int, float)) and math.isfinite(float(r[key])) and "step" in r]
@@ -145,9 +138,9 @@ def resolve_run(path: str | Path) -> Path:
 
 def write_report(run: str | Path, out: str | Path | None = None) -> dict:
     """summary.md and the figures for ``run`` (written into the run directory, or into ``out``)."""
-    from mentor.evaluation.flops import summary_table
     from mentor.report.penalty import inspect_run, penalty_summary
-    from mentor.report.samples import SampleLog
+    from mentor.report.samples import SampleLog, own_entries
+    from mentor.train.ledger import summary_table
     from mentor.train.run_dir import RunDirectory
 
     run = resolve_run(run)

@@ -120,3 +120,10 @@ class SampleLog:
     def truncate(self, last_step: int) -> None:
         """Drop the records of steps after ``last_step`` (a resumed run writes them again, identically)."""
         truncate_records(self.path, last_step)
+
+
+def own_entries(run, *names: str) -> None:
+    """Record report files as the run's own (so ``--overwrite`` may remove them) where the run keeps a record."""
+    own = getattr(run, "own", None)
+    if callable(own):
+        own(*names)

@@ -1,5 +1,4 @@
-"""Tasks: problems with a verifiable answer and the grader that checks a completion."""
+"""Tasks: problems with a verifiable answer and the grader that checks a completion.
 
-from mentor.tasks.base import Problem, Task, get_task
-
-__all__ = ["Problem", "Task", "get_task"]
+Built-in tasks and benchmark files by name: ``mentor.tasks.registry.get_task``.
+"""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from mentor.tasks.base import Problem, problems_outside, register_task, unique_problems
+from mentor.tasks.base import Problem, problems_outside, unique_problems
 
 TEST_SEED = 987_654_321
 
@@ -43,7 +43,6 @@ def final_answer(completion: str) -> str | None:
     return match.group(1) if match else None
 
 
-@register_task("arithmetic")
 class ArithmeticTask:
     name = "arithmetic"
 

@@ -62,38 +62,3 @@ def problems_outside(make: Callable[[random.Random], Problem], n: int, seed: int
         return out
     raise MentorError(f"this task's generator found only {len(out)} of {n} problems outside its test set: "
                       "lower --eval-size so more problems are left for training")
-
-
-_REGISTRY: dict[str, Callable[[], Task]] = {}
-# every module that registers built-in tasks: get_task imports them all, so a task is known wherever it is
-# asked for, not only where its module happens to have been imported
-BUILTIN_TASK_MODULES = ("mentor.tasks.arithmetic", "mentor.tasks.coe_tasks")
-
-
-def register_task(name: str):
-    def wrap(factory):
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def task_names() -> list[str]:
-    """The names of every built-in task."""
-    import importlib
-
-    for module in BUILTIN_TASK_MODULES:
-        importlib.import_module(module)
-    return sorted(_REGISTRY)
-
-
-def get_task(name: str) -> Task:
-    from mentor.data.loaders import task_from_spec
-
-    file_task = task_from_spec(name)  # SCHEMA:PATH, e.g. gsm8k:data/test.jsonl
-    if file_task is not None:
-        return file_task
-    names = task_names()
-    if name not in names:
-        raise MentorError(f"unknown task {name!r}: choose one of {', '.join(names)}")
-    return _REGISTRY[name]()

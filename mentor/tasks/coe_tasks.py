@@ -19,7 +19,7 @@ import random
 import re
 
 from mentor.tasks.arithmetic import ArithmeticTask, _problem as arithmetic_problem
-from mentor.tasks.base import Problem, problems_outside, register_task, unique_problems
+from mentor.tasks.base import Problem, problems_outside, unique_problems
 
 TEST_SEED = 424_242
 KB_SEED = 7
@@ -53,7 +53,6 @@ class _Graded:
         return float(last_field(completion) == problem.answer)
 
 
-@register_task("coe_general")
 class GeneralTask(_Graded):
     name = "coe_general"
 
@@ -69,7 +68,6 @@ class GeneralTask(_Graded):
         return random.Random(TEST_SEED).sample(self.problems, min(n, len(self.problems)))
 
 
-@register_task("coe_math")
 class MathTask(_Graded):
     name = "coe_math"
 
@@ -117,7 +115,6 @@ def arithmetic_program(rng: random.Random) -> Problem:
     return Problem(prompt=code, answer=value2, solution=f"{first}={value1};{second}={value2};{value2}")
 
 
-@register_task("coe_coding")
 class CodingTask(_Graded):
     name = "coe_coding"
 
@@ -132,7 +129,6 @@ class CodingTask(_Graded):
         return unique_problems(copy_program, n, TEST_SEED)
 
 
-@register_task("coe_pot")
 class PotTask(_Graded):
     """Collaboration: the program's trace needs the coding format and the math computation."""
 

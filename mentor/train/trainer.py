@@ -21,10 +21,10 @@ from torch import nn
 from mentor.config import TrainConfig, config_to_dict
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
-from mentor.evaluation.flops import ComputeLedger, summary_table
+from mentor.train.ledger import ComputeLedger, summary_table
 from mentor.models.loading import apply_lora, is_peft
-from mentor.report.run_report import own_entries, write_report_after_training
-from mentor.report.samples import SampleLog, chosen_rows, is_logged_step, sample_records
+from mentor.report.run_report import write_report_after_training
+from mentor.report.samples import SampleLog, chosen_rows, is_logged_step, own_entries, sample_records
 from mentor.rollout import RolloutBatch
 from mentor.score.local import LocalTeacher
 from mentor.train.interrupt import StopOnSignal, TrainingInterrupted
@@ -138,7 +138,7 @@ class Trainer:
             tracker.finish()
         if self.accelerator.is_main_process:
             self.run.write_summary(f"# {algorithm.name}: {self.step} steps\n\nFLOPs spent (forward 2N, backward 4N "
-                                   f"per token; see mentor/evaluation/flops.py)\n\n"
+                                   f"per token; see mentor/evaluation/flops.py and mentor/train/ledger.py)\n\n"
                                    f"{summary_table(self.ledger.snapshot())}\n")
             write_report_after_training(self.run.path)  # summary.md gains the curves; report/*.png
         return history

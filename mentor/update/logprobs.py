@@ -172,19 +172,12 @@ class PolicyLogprobs(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, positions=None, temperature: float = 1.0,
-                with_entropy: bool = False, kl_teacher: nn.Module | None = None, kl_top_k: int = 0,
-                hidden_term: HiddenTerm | None = None) -> PolicyOutput:
+                with_entropy: bool = False, hidden_term: HiddenTerm | None = None) -> PolicyOutput:
         """``(log-probs, entropy or None, term or None)``, one decoder pass.
 
-        ``term`` is ``hidden_term(...)``; ``kl_teacher`` (with ``kl_top_k``) is shorthand for the full reverse
-        KL to that model (``mentor.update.divergence.FullReverseKL``).
+        ``term`` is ``hidden_term(...)`` on the same hidden states, e.g. a full-vocabulary divergence to a
+        teacher (``mentor.update.divergence``), so it runs inside the DDP/FSDP forward.
         """
-        if kl_teacher is not None:
-            if hidden_term is not None:
-                raise ValueError("pass kl_teacher or hidden_term, not both")
-            from mentor.update.divergence import FullReverseKL  # it builds on this module
-
-            hidden_term = FullReverseKL(kl_teacher, kl_top_k)
         hidden = last_hidden_states(self.model, input_ids, attention_mask)
         wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
         logprobs, entropy = logprobs_from_hidden(self.model, hidden, input_ids, wanted, temperature=temperature,

@@ -22,11 +22,11 @@ from mentor.evaluation.accuracy import evaluate
 from mentor.evaluation.tables import markdown_table
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
-from mentor.recipes.coe import (CoEConfig, assemble_step, inspect_step, label_step, load_category_examples,
+from mentor.coe.recipe import (CoEConfig, assemble_step, inspect_step, label_step, load_category_examples,
                                 train_expert, train_router_step)
 from mentor.recipes.common import quiet_transformers
 from mentor.recipes.sft import run_sft
-from mentor.tasks.base import get_task
+from mentor.tasks.registry import get_task
 from mentor.tasks.coe_tasks import CATEGORY_TASKS, COLLABORATION_TASK
 from mentor.errors import MentorError
 from mentor.train.progress import console

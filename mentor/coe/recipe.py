@@ -102,7 +102,7 @@ class CoEConfig(TrainConfig):
 # --- step 1 -------------------------------------------------------------------------------------------
 def builtin_records(train_size: int, seed: int) -> list[dict]:
     from mentor.tasks.coe_tasks import CATEGORY_TASKS
-    from mentor.tasks.base import get_task
+    from mentor.tasks.registry import get_task
 
     records = []
     for category, task_name in CATEGORY_TASKS.items():
@@ -265,7 +265,7 @@ def run_coe(config: CoEConfig) -> Path:
     assemble_step(config)
     final = train_router_step(config)
     from mentor.tasks.coe_tasks import CATEGORY_TASKS
-    from mentor.tasks.base import get_task
+    from mentor.tasks.registry import get_task
 
     if config.builtin:
         prompts = {c: [p.prompt for p in get_task(t).test_problems(8)] for c, t in CATEGORY_TASKS.items()}

@@ -1,0 +1,91 @@
+"""The package's shape: no import cycles (lazy imports inside functions included), one home per concept."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mentor"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the mentor modules it imports anywhere in its body (a lazy import is still a dependency)."""
+
+    def resolve(name: str) -> str:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {resolve(alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {resolve(f"{node.module}.{alias.name}") for alias in node.names}
+        graph[module] = {t for t in targets if t and t != module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles():
+    assert _cycles(_import_graph(_modules())) == []
+
+
+def test_every_builtin_task_is_known_without_importing_a_task_module():
+    code = ("import sys; from mentor.tasks.registry import task_names; names = task_names(); "
+            "print(len(names), any(m in sys.modules for m in ('mentor.tasks.arithmetic', 'mentor.tasks.coe_tasks')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stderr.splitlines()[-1:]
+    count, imported = result.stdout.split()
+    assert int(count) >= 5 and imported == "False"
+
+
+def test_grader_type_is_defined_once():
+    definitions = [path.name for path in PACKAGE.rglob("*.py")
+                   if any(isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "Grader" for t in node.targets)
+                          for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))]
+    assert definitions == ["graders.py"]
