@@ -147,7 +147,7 @@ def test_exit_code_2_from_a_real_process(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "mentor", "sft", "--model", "m", "--data",
                              str(BAD / "malformed.jsonl"), "--output-dir", str(out), "--learning-rate", "-1"],
-                            capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120)
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=900)
     assert result.returncode == 2
     assert result.stderr.strip() == "mentor: error: --learning-rate must be positive (got -1.0)"
     assert not out.exists()
