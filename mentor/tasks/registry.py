@@ -19,6 +19,8 @@ BUILTIN_TASKS = {
     "coe_math": "mentor.tasks.coe_tasks:MathTask",
     "coe_coding": "mentor.tasks.coe_tasks:CodingTask",
     "coe_pot": "mentor.tasks.coe_tasks:PotTask",
+    "chains": "mentor.tasks.chains:ChainTask",
+    "chains_val": "mentor.tasks.chains:ChainValidationTask",
 }
 
 

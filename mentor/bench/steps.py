@@ -1,0 +1,268 @@
+"""Experiment A1 of ``mentor bench paper``: gradient steps to a target, RL against OPD, by the paper's protocol.
+
+Protocol (fixed before any run; the numbers are ``PaperScale``'s fields):
+
+1. **Task**: ``chains`` (``mentor.tasks.chains``): 8 single-digit +/- operations modulo 10, each copied and
+   followed by the running value, graded on the last. One sequence reward carries at most one bit for ~40
+   tokens.
+2. **Annealed start S0**: a 4x64 Qwen3 student, SFT on ground-truth chains for ``start_sft_steps`` steps
+   (64 sequences a step, lr ``start_lr`` with ``warmup_steps`` of warmup and a cosine decay to 0). Its
+   per-step accuracy (each value right given the model's previous one) and chain accuracy are reported, with
+   the gate "per-step >= 80% and chain <= 60%".
+3. **Learning rates** (warmup ``warmup_steps`` then constant, for every method): each method's rate is the
+   best of ``LR_GRID`` after ``grid_steps`` steps from S0 (seed 0), judged on the *validation* split
+   (``chains_val``, ``val_size`` problems, mean of the evaluations in the run's second half). OPD's grid uses
+   seed 0's T_RL as teacher. The whole grid is reported.
+4. **RL to a plateau** from S0 for ``rl_steps`` steps, one run per seed (``seeds`` of them: 0, 1, ...): the final model is T_RL
+   (same size as the student). **Target** = T_RL's plateau accuracy, the mean of its last ``plateau_evals``
+   test evaluations. The plateau is checked, not assumed: the report gives the change over the last third.
+5. **OPD** from S0 with that seed's T_RL as teacher for ``opd_steps`` steps.
+6. Both on the same batch (``prompts_per_step`` x ``group_size`` = 64 sequences), temperature 1, greedy
+   evaluation on ``eval_size`` test problems every ``eval_every`` (RL) / ``opd_eval_every`` (OPD) steps.
+7. **Steps to target**: the first evaluation at or above the target. **Ratio** = RL's steps / OPD's steps,
+   per seed and for the seeds' mean steps. **95% intervals**: a parametric bootstrap (every evaluation's
+   accuracy redrawn as Binomial(eval_size, accuracy) / eval_size, 2,000 replicates; the target is redrawn
+   with it); accuracies carry Wilson intervals. An OPD run that never reaches the target is reported so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mentor.config import DistillConfig, RLConfig, SFTConfig
+from mentor.evaluation.accuracy import evaluate
+from mentor.evaluation.intervals import binomial_bootstrap, percentile_interval, wilson_interval
+from mentor.models.loading import load_model, load_tokenizer
+from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
+from mentor.recipes.distill import run_distill
+from mentor.recipes.rl import run_rl
+from mentor.recipes.sft import run_sft
+from mentor.tasks.chains import STEPS, step_accuracy
+from mentor.tasks.registry import get_task
+from mentor.train.progress import console
+
+TASK, VALIDATION_TASK = "chains", "chains_val"
+MAX_NEW_TOKENS = 48  # 39 characters of chain and the end of turn, with room for a longer wrong answer
+MAX_POSITIONS = 96  # prompt (19) + MAX_NEW_TOKENS fit
+STUDENT_ARCH = dict(hidden_size=64, num_layers=4, num_heads=4)
+LR_GRID = {"rl": (1e-4, 3e-4, 1e-3), "opd": (1e-4, 3e-4, 1e-3)}
+GATES = {"start_step_accuracy_min": 0.80, "start_chain_accuracy_max": 0.60}
+
+
+def experiment_steps(out: Path, scale, quiet: bool) -> dict:
+    out = out / "A1"
+    console.rule("A1: steps. annealed start S0 -> RL to a plateau (T_RL) -> OPD from S0 with T_RL")
+    start = annealed_start(out, scale.start_sft_steps, scale.start_lr, scale.warmup_steps, quiet)
+    start_profile = profile(start, scale.test_size)
+    grids = {"rl": {}, "opd": {}}
+    for lr in LR_GRID["rl"]:
+        grids["rl"][lr] = _validation_score(_rl(out / "grid" / f"rl_{lr:g}", start, lr, 0, scale, quiet, grid=True))
+    rl_lr = max(grids["rl"], key=grids["rl"].get)
+    rl_runs = {seed: _rl(out / f"rl_seed{seed}", start, rl_lr, seed, scale, quiet) for seed in range(scale.seeds)}
+    first_teacher = rl_runs[0][0]
+    for lr in LR_GRID["opd"]:
+        grids["opd"][lr] = _validation_score(_opd(out / "grid" / f"opd_{lr:g}", start, first_teacher, lr, 0, scale,
+                                                  quiet, grid=True))
+    opd_lr = max(grids["opd"], key=grids["opd"].get)
+    seeds = {}
+    for seed in range(scale.seeds):
+        teacher, rl_history = rl_runs[seed]
+        _, opd_history = _opd(out / f"opd_seed{seed}", start, teacher, opd_lr, seed, scale, quiet)
+        seeds[seed] = {"rl": curve(rl_history), "opd": curve(opd_history)}
+    return {"start": start_profile, "grid": {m: {f"{lr:g}": v for lr, v in g.items()} for m, g in grids.items()},
+            "learning_rates": {"rl": rl_lr, "opd": opd_lr}, "seeds": {str(s): v for s, v in seeds.items()},
+            "analysis": analyse(seeds, scale.plateau_evals, scale.test_size), "gates": GATES}
+
+
+def annealed_start(out: Path, steps: int, lr: float, warmup: int, quiet: bool, seed: int = 2) -> Path:
+    """S0: SFT on ground truth with a warmup and a cosine decay to zero, so no later arm gains by annealing."""
+    init = fresh_model(out / "student_init", STUDENT_ARCH, seed)
+    config = SFTConfig(model=str(init), task=TASK, output_dir=str(out / "start_sft"), steps=steps, batch_size=64,
+                       group_size=1, learning_rate=lr, lr_schedule="cosine", warmup_steps=warmup, min_lr_ratio=0.0,
+                       adam_beta2=0.99, eval_size=100, max_new_tokens=MAX_NEW_TOKENS, train_size=steps * 64,
+                       seed=seed, overwrite=True, quiet=quiet)
+    trainer, _ = run_sft(config)
+    return trainer.run.path / "final"
+
+
+def fresh_model(path: Path, arch: dict, seed: int) -> Path:
+    """A randomly initialised tiny Qwen3 with the character tokenizer, saved to ``path``."""
+    tokenizer = build_char_tokenizer()
+    config = tiny_config("qwen3", len(tokenizer), tokenizer=tokenizer, max_positions=MAX_POSITIONS, **arch)
+    return save_tiny(build_tiny_model(config, seed=seed), tokenizer, path)
+
+
+def profile(model_path: Path, size: int) -> dict:
+    """Chain and per-step accuracy (greedy) on the test split, with Wilson intervals."""
+    task = get_task(TASK)
+    problems = task.test_problems(size)
+    result = evaluate(load_model(str(model_path)), load_tokenizer(str(model_path)), task, problems, MAX_NEW_TOKENS)
+    steps = [step_accuracy(c, p) for c, p in zip(result.completions, problems)]
+    return {"chain_accuracy": result.accuracy, "chain_ci": wilson_interval(sum(result.correct), size),
+            "step_accuracy": float(np.mean(steps)),
+            "step_ci": wilson_interval(sum(steps) * STEPS, len(steps) * STEPS),  # steps counted as independent
+            "size": size, "example": result.completions[0]}
+
+
+def _on_policy_options(output_dir: Path, lr: float, seed: int, scale, quiet: bool, grid: bool, eval_every: int,
+                       steps: int) -> dict:
+    return dict(task=VALIDATION_TASK if grid else TASK, output_dir=str(output_dir), seed=seed,
+                steps=scale.grid_steps if grid else steps, batch_size=scale.prompts_per_step,
+                group_size=scale.group_size, learning_rate=lr, warmup_steps=scale.warmup_steps,
+                eval_every=max(1, scale.grid_steps // 2) if grid else eval_every,
+                eval_size=scale.val_size if grid else scale.test_size, max_new_tokens=MAX_NEW_TOKENS,
+                overwrite=True, quiet=quiet)
+
+
+def _rl(output_dir: Path, start: Path, lr: float, seed: int, scale, quiet: bool, grid: bool = False):
+    options = _on_policy_options(output_dir, lr, seed, scale, quiet, grid, scale.eval_every, scale.rl_steps)
+    trainer, history = run_rl(RLConfig(model=str(start), **options))
+    return trainer.run.path / "final", history
+
+
+def _opd(output_dir: Path, start: Path, teacher: Path, lr: float, seed: int, scale, quiet: bool, grid: bool = False):
+    options = _on_policy_options(output_dir, lr, seed, scale, quiet, grid, scale.opd_eval_every, scale.opd_steps)
+    trainer, history = run_distill(DistillConfig(student=str(start), teacher=str(teacher), **options))
+    return trainer.run.path / "final", history
+
+
+def _validation_score(run: tuple[Path, list[dict]]) -> float:
+    """Mean validation accuracy over the evaluations in the second half of a grid run (step 0 left out)."""
+    points = curve(run[1])
+    last = points[-1]["step"]
+    late = [p["accuracy"] for p in points if p["step"] > 0 and p["step"] >= last / 2]
+    return float(np.mean(late))
+
+
+def curve(history: list[dict]) -> list[dict]:
+    """(step, accuracy, cumulative FLOPs) at every evaluation; step 0 is the start."""
+    return [{"step": r["step"], "accuracy": r["accuracy"], "flops": r.get("flops_total", 0.0)}
+            for r in history if "accuracy" in r]
+
+
+# --- analysis: target, steps to target, intervals ----------------------------------------------------
+def steps_to(points_steps: np.ndarray, accuracies: np.ndarray, target: float) -> float:
+    """The first evaluated step (after 0) at or above ``target``; inf if none."""
+    reached = np.nonzero((points_steps > 0) & (accuracies >= target - 1e-9))[0]
+    return float(points_steps[reached[0]]) if len(reached) else float("inf")
+
+
+def _seed_statistics(rl: list[dict], opd: list[dict], plateau_evals: int):
+    """A function of one vector of accuracies (RL's then OPD's) -> (target, RL steps, OPD steps)."""
+    rl_steps = np.array([p["step"] for p in rl], dtype=float)
+    opd_steps = np.array([p["step"] for p in opd], dtype=float)
+
+    def statistics(accuracies: np.ndarray) -> tuple[float, float, float]:
+        rl_acc, opd_acc = accuracies[: len(rl)], accuracies[len(rl):]
+        target = float(np.mean(rl_acc[-plateau_evals:]))
+        return target, steps_to(rl_steps, rl_acc, target), steps_to(opd_steps, opd_acc, target)
+
+    return statistics, [p["accuracy"] for p in rl + opd]
+
+
+def _ratio(rl_steps: float, opd_steps: float) -> float:
+    if not np.isfinite(opd_steps):
+        return 0.0
+    return rl_steps / opd_steps
+
+
+def analyse(seeds: dict, plateau_evals: int, eval_size: int, replicates: int = 2000) -> dict:
+    """Per seed and pooled: target, steps to it, their ratio, each with a 95% bootstrap interval."""
+    per_seed, draws = {}, []
+    for seed, runs in seeds.items():
+        statistics, accuracies = _seed_statistics(runs["rl"], runs["opd"], plateau_evals)
+        target, rl_steps, opd_steps = statistics(np.array(accuracies))
+        sizes = [eval_size] * len(accuracies)
+        boot = binomial_bootstrap(accuracies, sizes, statistics, replicates, seed=int(seed)).T
+        draws.append(boot)
+        rl_acc = [p["accuracy"] for p in runs["rl"]]
+        third = max(1, len(rl_acc) // 3)
+        per_seed[str(seed)] = {
+            "target": target, "target_ci": percentile_interval(boot[0]),
+            "rl_steps": rl_steps, "rl_steps_ci": percentile_interval(boot[1]),
+            "opd_steps": opd_steps, "opd_steps_ci": percentile_interval(boot[2]),
+            "ratio": _ratio(rl_steps, opd_steps),
+            "ratio_ci": percentile_interval(np.array([_ratio(r, o) for r, o in zip(boot[1], boot[2])])),
+            "opd_unreached_share": float(np.mean(~np.isfinite(boot[2]))),
+            "plateau_change": float(np.mean(rl_acc[-third:]) - np.mean(rl_acc[-2 * third:-third]))
+            if len(rl_acc) >= 2 * third + 1 else None}
+    rl_mean = np.mean([d[1] for d in draws], axis=0)
+    opd_mean = np.mean([d[2] for d in draws], axis=0)
+    point_rl = float(np.mean([s["rl_steps"] for s in per_seed.values()]))
+    point_opd = float(np.mean([s["opd_steps"] for s in per_seed.values()]))
+    pooled = {"rl_steps": point_rl, "opd_steps": point_opd, "ratio": _ratio(point_rl, point_opd),
+              "ratio_ci": percentile_interval(np.array([_ratio(r, o) for r, o in zip(rl_mean, opd_mean)])),
+              "interval": "parametric binomial bootstrap, 2,000 replicates, percentile"}
+    return {"per_seed": per_seed, "pooled": pooled}
+
+
+# --- report --------------------------------------------------------------------------------------------
+def pct(x: float | None, interval: tuple[float, float] | None = None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.1%}" + (f" [{interval[0]:.1%}, {interval[1]:.1%}]" if interval else "")
+
+
+def count(x: float, interval: tuple[float, float] | None = None, unit: str = "") -> str:
+    """A step count or a ratio with its interval; inf is 'not reached' (0 for a ratio: OPD never got there)."""
+    def one(v: float) -> str:
+        return "not reached" if not np.isfinite(v) else f"{v:.3g}{unit}"
+    return one(x) + (f" [{one(interval[0])}, {one(interval[1])}]" if interval else "")
+
+
+def steps_tables(a1: dict) -> dict[str, tuple[str, list[str], list[list[str]]]]:
+    start, lrs = a1["start"], a1["learning_rates"]
+    gates = a1["gates"]
+    passed = (start["step_accuracy"] >= gates["start_step_accuracy_min"]
+              and start["chain_accuracy"] <= gates["start_chain_accuracy_max"])
+    start_rows = [["S0 (annealed SFT)", pct(start["step_accuracy"], start["step_ci"]),
+                   pct(start["chain_accuracy"], start["chain_ci"]),
+                   f"{'pass' if passed else 'FAIL'} (per-step >= {gates['start_step_accuracy_min']:.0%}, "
+                   f"chain <= {gates['start_chain_accuracy_max']:.0%})"]]
+    grid_rows = [[method, lr, pct(score), "chosen" if float(lr) == lrs[method] else ""]
+                 for method, scores in a1["grid"].items() for lr, score in scores.items()]
+    seed_rows = []
+    for seed, s in a1["analysis"]["per_seed"].items():
+        seed_rows.append([seed, pct(s["target"], s["target_ci"]), count(s["rl_steps"], s["rl_steps_ci"]),
+                          count(s["opd_steps"], s["opd_steps_ci"]), count(s["ratio"], s["ratio_ci"], "x"),
+                          "n/a" if s["plateau_change"] is None else f"{s['plateau_change']:+.1%}"])
+    pooled = a1["analysis"]["pooled"]
+    seed_rows.append(["mean", "", count(pooled["rl_steps"]), count(pooled["opd_steps"]),
+                      count(pooled["ratio"], pooled["ratio_ci"], "x"), ""])
+    return {
+        "a1_start": ("A1: the annealed start S0 (test split, Wilson 95%)",
+                     ["model", "per-step accuracy", "chain accuracy", "gate"], start_rows),
+        "a1_grid": ("A1: learning-rate grid (validation split, mean of the second half's evaluations)",
+                    ["method", "learning rate", "validation accuracy", ""], grid_rows),
+        "a1_steps": ("A1: steps to T_RL's plateau accuracy (paper: OPD 7-10x fewer; 95% bootstrap intervals)",
+                     ["seed", "target (T_RL plateau)", "RL steps", "OPD steps", "RL / OPD", "RL plateau change"],
+                     seed_rows)}
+
+
+def plot_steps(a1: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for seed, runs in a1["seeds"].items():
+        for method, style in (("rl", "-"), ("opd", "--")):
+            points = runs[method]
+            axis.plot([p["step"] for p in points], [p["accuracy"] for p in points], style, marker="o",
+                      markersize=3, label=f"{method.upper()} seed {seed}")
+        axis.axhline(a1["analysis"]["per_seed"][seed]["target"], color="gray", linewidth=0.8, linestyle=":")
+    axis.set(xlabel="gradient step (64 sequences each)",
+             title="A1: RL from S0 vs OPD from S0 with T_RL (dotted: targets)")
+    finish_plot(fig, axis, path)
+
+
+def finish_plot(fig, axis, path: Path) -> None:
+    """The chain-accuracy axis, grid and legend every A plot shares; saved and closed."""
+    import matplotlib.pyplot as plt
+
+    axis.set(ylabel="chain accuracy (test)", ylim=(0, 1.02))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
