@@ -20,8 +20,8 @@ from mentor.sample.base import SampledBatch
 class ShardInvariantSampler:
     """Wraps a sampler; each completion's randomness depends only on (call, prompt ids, copy index)."""
 
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
+    def __init__(self, inner, calls: int = 0):
+        self.inner, self.calls = inner, calls  # a resumed run starts counting at its completed steps
 
     def sample(self, prompt_ids: list[list[int]]) -> SampledBatch:
         self.calls += 1
@@ -37,17 +37,22 @@ class ShardInvariantSampler:
 
 
 def run(out_dir: str, student: str, teacher: str, prompts: str, steps: int = 3):
-    original = distill._sampler
-    distill._sampler = lambda config, model, tokenizer: ShardInvariantSampler(original(config, model, tokenizer))
+    name = "make_sampler" if hasattr(distill, "make_sampler") else "_sampler"  # the recipe's sampler factory
+    original = getattr(distill, name)
+    metrics = Path(out_dir) / "run" / "metrics.jsonl"
+    done = len(metrics.read_text().splitlines()) if metrics.exists() else 0  # one sampler call per step
+    setattr(distill, name, lambda *args, **kwargs: ShardInvariantSampler(original(*args, **kwargs), done))
     try:
         config = DistillConfig(student=student, teacher=teacher, prompts=prompts, output_dir=str(Path(out_dir) / "run"),
                                steps=steps, batch_size=4, group_size=2, max_new_tokens=8, micro_batch_size=3,
                                learning_rate=1e-3, save_every=steps, quiet=True, seed=0)
         trainer, history = distill.run_distill(config)
     finally:
-        distill._sampler = original
-    weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-    torch.save(weights, Path(out_dir) / f"weights_rank{trainer.rank}_of_{trainer.world_size}.pt")
+        setattr(distill, name, original)
+    model = trainer.full_weights()[0] if trainer.fsdp2 else trainer.model  # FSDP2: gathered onto rank 0 only
+    if model is not None:
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        torch.save(weights, Path(out_dir) / f"weights_rank{trainer.rank}_of_{trainer.world_size}.pt")
     return trainer, history
 
 

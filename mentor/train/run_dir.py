@@ -217,14 +217,18 @@ class RunDirectory:
                       if p.name.startswith(CHECKPOINT_PREFIX) and (p / "COMPLETE").exists())
         return done[-1] if done else None
 
-    def save_checkpoint(self, step: int, model, optimizer, scheduler, extra_state: dict, keep: int) -> Path:
+    def save_checkpoint(self, step: int, model, optimizer, scheduler, extra_state: dict, keep: int,
+                        optimizer_state: dict | None = None) -> Path:
+        """``optimizer_state``, when given, is saved instead of ``optimizer.state_dict()`` (under FSDP2 the trainer
+        gathers the full one from the shards)."""
         final = self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
         tmp = self.checkpoints / f".tmp-{CHECKPOINT_PREFIX}{step:08d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
             save_weights(model, tmp / "model")
-            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+            state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                      "rng": rng_state(), **extra_state}
             torch.save(state, tmp / "trainer_state.pt")
             for file in tmp.rglob("*"):  # on disk before the rename makes the checkpoint visible

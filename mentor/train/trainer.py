@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from mentor.config import TrainConfig, config_to_dict
@@ -27,10 +28,13 @@ from mentor.report.run_report import write_report_after_training
 from mentor.report.samples import SampleLog, chosen_rows, is_logged_step, own_entries, sample_records
 from mentor.rollout import RolloutBatch
 from mentor.score.local import LocalTeacher
+from mentor.train.fsdp import (check_fsdp_request, gather_full_state, load_full_state, plain_model,
+                               prepare_for_sampling, root_gathered)
 from mentor.train.interrupt import StopOnSignal, TrainingInterrupted
 from mentor.train.progress import TrainingProgress
-from mentor.train.run_dir import RunDirectory, load_trainer_state, load_weights, seed_everything, set_rng_state
-from mentor.update.logprobs import PolicyLogprobs, PolicyOutput
+from mentor.train.run_dir import (WEIGHTS_FILE, RunDirectory, load_trainer_state, load_weights, seed_everything,
+                                  set_rng_state)
+from mentor.update.logprobs import PolicyLogprobs, PolicyOutput, causal_lm_of
 from mentor.update.optim import make_optimizer, make_scheduler
 
 
@@ -85,7 +89,18 @@ class Trainer:
                                    (config.adam_beta1, config.adam_beta2), config.weight_decay)
         self.scheduler = make_scheduler(optimizer, config.steps * config.num_substeps, config.lr_schedule,
                                         config.warmup_steps, config.min_lr_ratio)
-        self.policy, self.optimizer = self.accelerator.prepare(PolicyLogprobs(model), optimizer)
+        check_fsdp_request(self.accelerator)
+        self.fsdp2 = self.accelerator.is_fsdp2  # parameters are DTensor shards (see mentor/train/fsdp.py)
+        if self.fsdp2 and is_peft(model):
+            raise MentorError("LoRA under FSDP2 is not supported: train LoRA with DDP (examples/accelerate/ddp.yaml)"
+                              " or use --lora-rank 0 with FSDP2")
+        policy = PolicyLogprobs(model)
+        # FSDP's transformer-based auto-wrap reads the prepared module's _no_split_modules: without it the
+        # wrapper would be one FSDP unit, every parameter gathered at once (no memory saved over DDP)
+        policy._no_split_modules = getattr(causal_lm_of(model), "_no_split_modules", None)
+        self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        if self.fsdp2:
+            prepare_for_sampling(self.policy, self.model, self.accelerator.device)
         self.world_size, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         if self.world_size > 1:
             if config.batch_size % self.world_size:
@@ -115,7 +130,8 @@ class Trainer:
         if self.accelerator.is_main_process:  # sample log: the records past the step we start from go
             SampleLog(self.run.path).truncate(self.step)
         if self.step == 0 and self.evaluator is not None:
-            record = {"step": 0, **self.evaluator(self.model)}
+            with self._sampling():
+                record = {"step": 0, **self.evaluator(self.model)}
             self._log(record)
             history.append(record)
         with TrainingProgress(cfg.steps, algorithm.name, self.progress_keys,
@@ -125,7 +141,8 @@ class Trainer:
                 record = self.train_step(algorithm)
                 last = self.step == cfg.steps
                 if self.evaluator is not None and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
-                    record.update(self.evaluator(self.model))
+                    with self._sampling():
+                        record.update(self.evaluator(self.model))
                 self._log(record)
                 history.append(record)
                 bar.update(record)
@@ -146,7 +163,8 @@ class Trainer:
     def train_step(self, algorithm: Algorithm) -> dict:
         start = time.perf_counter()
         examples = self.stream.next_batch()[self.rank:: self.world_size]  # this process's share of the prompts
-        batch, metrics = algorithm.collect(examples)
+        with self._sampling():
+            batch, metrics = algorithm.collect(examples)
         metrics = self._reduce_metrics(metrics)
         update_start = time.perf_counter()
         metrics.update(self.update(batch, algorithm))
@@ -243,6 +261,11 @@ class Trainer:
         return {**totals, **loss_totals, "grad_norm": grad_norm_max}
 
     # --- multi-process: every rank holds a share of the batch ----------------------------------------
+    def _sampling(self):
+        """Around code that calls the inner model directly (sampling, evaluation): under FSDP2 the root's
+        parameters are gathered for it."""
+        return root_gathered(self.policy, self.fsdp2)
+
     def _all_reduce(self, values: list[float], op: str = "sum") -> list[float]:
         """Sum (or max) of per-process numbers; the numbers themselves when there is one process."""
         if self.world_size == 1:
@@ -293,21 +316,38 @@ class Trainer:
                                   f"checkpoint saved in {self.run.checkpoints}: run the same command again "
                                   "(or add --resume) to continue", stop.received or 15)
 
+    def full_weights(self) -> tuple[nn.Module | None, dict | None]:
+        """The trained model with full tensors and the optimizer's state dict, on the main process (None
+        elsewhere). Under FSDP2 the shards are gathered, so every rank must call it."""
+        model = self.accelerator.unwrap_model(self.policy).model
+        if not self.fsdp2:
+            return (model, self.optimizer.state_dict()) if self.accelerator.is_main_process else (None, None)
+        weights, optimizer_state = gather_full_state(model, self.policy, self.optimizer.optimizer)
+        if not self.accelerator.is_main_process:
+            return None, None
+        return plain_model(model, weights), optimizer_state
+
     def save_checkpoint(self) -> Path | None:
         self.accelerator.wait_for_everyone()
+        model, optimizer_state = self.full_weights()
         if not self.accelerator.is_main_process:
             return None
         return self.run.save_checkpoint(
-            self.step, self.accelerator.unwrap_model(self.policy).model, self.optimizer, self.scheduler,
+            self.step, model, self.optimizer, self.scheduler,
             {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps,
              "bad_steps_in_a_row": self.bad_steps_in_a_row,
-             "skipped_zero_advantage_steps": self.skipped_zero_advantage_steps}, self.config.keep_checkpoints)
+             "skipped_zero_advantage_steps": self.skipped_zero_advantage_steps}, self.config.keep_checkpoints,
+            optimizer_state=optimizer_state)
 
     def _resume(self) -> None:
         checkpoint = self.run.latest_checkpoint()
         state = load_trainer_state(checkpoint)
-        _load_weights(self.model, checkpoint / "model")
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp2:  # every rank reads the full tensors and keeps its shards
+            load_full_state(self.model, self.policy, self.optimizer.optimizer,
+                            load_file(checkpoint / "model" / WEIGHTS_FILE), state["optimizer"])
+        else:
+            _load_weights(self.model, checkpoint / "model")
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         set_rng_state(state["rng"])
@@ -325,8 +365,8 @@ class Trainer:
                               "check the data")
         from mentor.train.run_dir import check_finite_weights
 
-        model = self.accelerator.unwrap_model(self.policy).model
-        check_finite_weights(model)  # on every rank (they hold the same weights), so all stop together
+        check_finite_weights(self.accelerator.unwrap_model(self.policy).model)  # every rank: all stop together
+        model, _ = self.full_weights()
         if self.accelerator.is_main_process:  # atomic: a temporary directory renamed into place
             self.run.save_final(model, self.tokenizer, path)
         self.accelerator.wait_for_everyone()
