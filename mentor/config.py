@@ -194,9 +194,12 @@ class DistillConfig(TrainConfig, SamplingConfig):
             raise MentorError(f"--divergence {self.divergence!r} is unknown: use {', '.join(DIVERGENCES)}")
         if self.divergence == "top_k" and self.kl_top_k < 1:
             raise MentorError("--kl-top-k must be >= 1 with --divergence top_k")
-        if self.divergence != "sampled" and (self.teacher.startswith(("http://", "https://")) or "=" in self.teacher):
+        # top_k needs only the teacher's top-k log-probs, which a server returns (vLLM's prompt_logprobs=k)
+        remote_only = self.teacher.startswith(("http://", "https://")) and self.divergence != "top_k"
+        if self.divergence != "sampled" and (remote_only or "=" in self.teacher):
             raise MentorError(f"--divergence {self.divergence} needs the teacher's whole distribution, so one "
-                              "in-process teacher: use --divergence sampled with a server or several teachers")
+                              "in-process teacher: use --divergence sampled (or top_k, one server) with a server, "
+                              "sampled with several teachers")
         if self.divergence != "sampled" and self.kl_discount:
             raise MentorError(f"--divergence {self.divergence} is a per-position loss: --kl-discount must be 0")
         if not self.teacher_timeout > 0:

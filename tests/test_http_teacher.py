@@ -316,14 +316,22 @@ BROKEN_ANSWERS = {
 }
 
 
+def refused_once(server: TeacherServer, edit, message: str, ask) -> list[dict]:
+    """``ask(url)`` against ``server`` with its answers broken by ``edit``: one ``MentorError`` line matching
+    ``message`` after one request (a protocol error: retrying cannot help). Returns the requests sent."""
+    with _editing_server(server, edit) as (url, seen):
+        with pytest.raises(MentorError, match=message) as info:
+            ask(url)
+    assert "\n" not in str(info.value)
+    assert len(seen) == 1
+    return seen
+
+
 @pytest.mark.parametrize("case", sorted(BROKEN_ANSWERS))
 def test_a_broken_or_foreign_answer_is_one_line_and_not_retried(server, case):
     edit, message = BROKEN_ANSWERS[case]
-    with _editing_server(server, edit) as (url, seen):
-        with pytest.raises(MentorError, match=message) as info:
-            HTTPTeacher(url, model="tiny-teacher", max_retries=3, backoff=0.01).compute_logprobs(SEQUENCES[:1])
-    assert "\n" not in str(info.value)
-    assert len(seen) == 1  # a protocol error: retrying cannot help
+    refused_once(server, edit, message, lambda url: HTTPTeacher(url, model="tiny-teacher", max_retries=3,
+                                                                backoff=0.01).compute_logprobs(SEQUENCES[:1]))
 
 
 def test_the_client_asks_for_token_ids_and_checks_them_when_given(server, teacher):

@@ -18,7 +18,8 @@ from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.score.local import LocalTeacher
 from mentor.tasks.graders import Grader
-from mentor.update.divergence import FullReverseKL, GeneralizedJSD
+from mentor.update.divergence import (FullReverseKL, GeneralizedJSD, TeacherTopK, TeacherTopKReverseKL,
+                                      teacher_top_k)
 from mentor.update.logprobs import PolicyOutput
 from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
@@ -58,7 +59,10 @@ class OnPolicyDistillation:
       per-token advantage; any teacher (in-process, a server, one per data set);
     - ``full``: the exact ``KL(q || p)`` over the whole vocabulary at each position, differentiated directly
       (TRL's ``DistillationTrainer`` with beta=1); needs the teacher in-process, runs it in the update;
-    - ``top_k``: the same over the student's ``kl_top_k`` likeliest tokens plus a rest bucket;
+    - ``top_k``: the same over the TEACHER's ``kl_top_k`` likeliest tokens plus one rest bucket
+      (``mentor.update.divergence.bucket_reverse_kl``), the teacher's own distribution (temperature 1), the
+      student's at the sampling temperature; the teacher's top-k are scored before the update, in-process
+      or by a server (vLLM's ``prompt_logprobs=k``, ``mentor serve-teacher``): the same number either way;
     - ``jsd`` (Python only): TRL's generalized JSD with ``jsd_beta`` (0 forward ``KL(p || q)``, 1 reverse
       ``KL(q || p)`` as ``full``, between the interpolated JSD), in-process teacher, chunked like ``full``.
     ``full`` and ``top_k`` are the Rao-Blackwellised form of ``sampled`` (same expected gradient at ``kl_discount`` 0,
@@ -85,7 +89,14 @@ class OnPolicyDistillation:
             raise MentorError(f"jsd_beta must lie in [0, 1] (got {jsd_beta})")
         self.divergence, self.jsd_beta = divergence, jsd_beta
         self.kl_teacher_model, self.kl_top_k = None, kl_top_k if divergence == "top_k" else 0
-        if divergence != "sampled":
+        self._top_k_term: TeacherTopKReverseKL | None = None  # the latest batch's teacher top-k
+        if divergence == "top_k":
+            if kl_top_k < 1:
+                raise MentorError(f"divergence='top_k' needs kl_top_k >= 1 (got {kl_top_k})")
+            if not (isinstance(teacher, LocalTeacher) or callable(getattr(teacher, "compute_top_k", None))):
+                raise MentorError("divergence='top_k' needs one teacher that returns its top-k log-probs (in-process "
+                                  f"or a server), not a {type(teacher).__name__}")
+        elif divergence != "sampled":
             if not isinstance(teacher, LocalTeacher):  # DistillConfig refuses this before anything loads
                 raise MentorError(f"divergence={divergence!r} needs a LocalTeacher's whole distribution, "
                                   f"not a {type(teacher).__name__}")
@@ -101,6 +112,16 @@ class OnPolicyDistillation:
         if self.kl_teacher_model is not None:
             # the teacher runs in the update, next to the student; ``loss`` adds (and logs) full_reverse_kl
             batch.advantages = torch.zeros_like(batch.sampler_logprobs)
+        elif self.kl_top_k:
+            # the teacher's top-k now (one pass, or one request per batch_size sequences); the student's side
+            # is gathered in the policy forward and ``loss`` adds (and logs) it as full_reverse_kl
+            top = self._teacher_top_k(batch)
+            self._top_k_term = TeacherTopKReverseKL(batch.input_ids, batch.attention_mask, top)
+            batch.teacher_logprobs = top.token_logprobs * mask
+            batch.advantages = torch.zeros_like(batch.sampler_logprobs)
+            metrics.update(
+                reverse_kl=float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs, mask).sum()) / num_tokens,
+                teacher_logprob=float(batch.teacher_logprobs.sum()) / num_tokens)
         else:
             if isinstance(self.teacher, TeacherPerSource):
                 batch.teacher_logprobs, metrics["teacher_flops"] = self.teacher.score(
@@ -126,22 +147,47 @@ class OnPolicyDistillation:
             time_sample=t1 - t0, time_score=t2 - t1)
         return batch, metrics
 
+    def _teacher_top_k(self, batch: RolloutBatch) -> TeacherTopK:
+        """The teacher's top-``kl_top_k`` at the completion tokens, ``[B, T(, k)]`` on the CPU."""
+        if isinstance(self.teacher, LocalTeacher):
+            model, pieces = self.teacher.model, []
+            device = next(model.parameters()).device
+            for rows in torch.split(torch.arange(len(batch)), self.teacher.batch_size):
+                part = batch.select(rows)  # the teacher's whole head, as a server normalises over it
+                top = teacher_top_k(model, part.input_ids.to(device), part.attention_mask.to(device),
+                                    part.loss_mask.to(device) > 0, self.kl_top_k)
+                pieces.append(TeacherTopK(*(t.cpu() for t in top[:3])))
+            return TeacherTopK(*(torch.cat(parts) for parts in zip(*(p[:3] for p in pieces))))
+        lengths = batch.attention_mask.sum(1).tolist()
+        answers = self.teacher.compute_top_k([batch.input_ids[i, :n].tolist() for i, n in enumerate(lengths)],
+                                             self.kl_top_k)
+        k = answers[0].ids.shape[-1] if answers else self.kl_top_k
+        shape = batch.input_ids.shape
+        out = TeacherTopK(torch.zeros(shape), torch.zeros((*shape, k), dtype=torch.long), torch.zeros((*shape, k)))
+        for i, (n, answer) in enumerate(zip(lengths, answers)):
+            for field, value in zip(out, answer[:3]):
+                field[i, :n] = value
+        return out
+
     def forward_options(self) -> dict:
         """The policy forward's arguments: with ``divergence`` full/top_k it also computes the per-position
-        reverse KL to the in-process teacher from the student's hidden states (inside the DDP/FSDP forward)."""
+        reverse KL to the teacher from the student's hidden states (inside the DDP/FSDP forward)."""
         options = {"temperature": self.temperature, "with_entropy": True}
-        if self.kl_teacher_model is not None:
+        if self._top_k_term is not None:
+            options["hidden_term"] = self._top_k_term
+        elif self.kl_teacher_model is not None:
             options["hidden_term"] = (GeneralizedJSD(self.kl_teacher_model, self.jsd_beta) if self.divergence == "jsd"
                                       else FullReverseKL(self.kl_teacher_model, self.kl_top_k))
         return options
 
     def carries_signal(self, batch: RolloutBatch) -> bool:
         # the full/top-k reverse KL is a loss term of its own, whatever the advantages
-        return self.kl_teacher_model is not None or carries_signal(batch.advantages, batch.loss_mask)
+        return (self.kl_teacher_model is not None or bool(self.kl_top_k)
+                or carries_signal(batch.advantages, batch.loss_mask))
 
     def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
         """The importance-sampling policy gradient on the advantages, plus ``kl_coef`` times the full (or
-        top-k) reverse KL when the teacher is in-process."""
+        top-k) reverse KL computed in the policy forward."""
         loss, metrics = policy_gradient_loss(output.logprobs, micro, num_tokens, self.clip_ratio)
         if output.term is not None:
             kl_sum = (output.term * micro.loss_mask).sum()

@@ -17,6 +17,20 @@ answer tells: ``choices[i].prompt_token_ids`` (vLLM with ``return_token_ids``), 
 ``token_id:N`` (vLLM's ``return_tokens_as_token_ids``) and the token-id keys of ``prompt_logprobs``. Servers
 that do not know these two request fields ignore them (vLLM logs that it did).
 
+**Top-k prompt log-probs** (``compute_top_k``, OPD's ``top_k`` divergence) use vLLM's extension field, as
+defined in vLLM 0.33.0 (commit 4ba787ec9: ``vllm/entrypoints/openai/completion/protocol.py``
+``CompletionRequest.prompt_logprobs`` and ``CompletionResponseChoice.prompt_logprobs``; the entries are built by
+``vllm/logprobs.py`` ``append_logprobs_for_next_position`` from ``Sampler.gather_logprobs``):
+
+    POST {base_url}/completions  {"prompt": [[ids...], ...], "echo": true, "max_tokens": 1, "prompt_logprobs": k,
+                                  "return_token_ids": true}
+
+``choices[i].prompt_logprobs`` is ``[null, {token_id: {"logprob": x, "rank": r, "decoded_token": s}}, ...]``: one
+object per prompt position after the first, holding the prompt's own token (its rank: 1 + the number of tokens
+at least as likely) and the teacher's k likeliest tokens (ranks 1..k): k entries when the own token is among
+them, else k + 1. They are the teacher's raw log-softmax (prompt tokens skip vLLM's sampling processors:
+temperature 1), ``-inf`` written as -9999.0. vLLM refuses k above its ``--max-logprobs`` (default 20).
+
 Sequences are sent in batches (one request holds ``batch_size`` prompts; ``max_concurrency`` requests are in
 flight so the server can batch across them). Connection errors, timeouts, 429/5xx answers and truncated JSON
 are retried with exponential backoff; after the retry budget the run stops with one ``MentorError`` line.
@@ -40,6 +54,7 @@ from pathlib import Path
 import torch
 
 from mentor.errors import MentorError
+from mentor.update.divergence import TeacherTopK
 
 _JITTER = random.Random()
 
@@ -121,17 +136,38 @@ class HTTPTeacher:
             out.extend(scored)
         return out
 
+    def compute_top_k(self, sequences: list[list[int]], k: int) -> list[TeacherTopK]:
+        """For each sequence, the teacher's ``k`` likeliest next tokens at every position (vLLM's
+        ``prompt_logprobs=k``) and the log-prob of the sequence's own token: ``TeacherTopK`` of shapes ``[n]``,
+        ``[n, k]``, ``[n, k]`` (descending; row 0 is zeros: nothing predicts the first token)."""
+        if k < 1:
+            raise MentorError(f"top-k prompt log-probs need k >= 1 (got {k})")
+        batches = [sequences[i: i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
+        out: list[TeacherTopK] = []
+        for answers in self._pool.map(lambda batch: self._top_k_batch(batch, k), batches):
+            out.extend(answers)
+        return out
+
     def _score_batch(self, batch: list[list[int]]) -> list[torch.Tensor]:
-        body = {"model": self.model, "prompt": batch, "echo": True, "logprobs": 0, "max_tokens": 1,
-                "temperature": 0.0, "return_token_ids": True, "return_tokens_as_token_ids": True}
+        body = {"echo": True, "logprobs": 0, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True,
+                "return_tokens_as_token_ids": True}
+        return [_prompt_logprobs(choice, seq) for choice, seq in zip(self._choices(batch, body), batch)]
+
+    def _top_k_batch(self, batch: list[list[int]], k: int) -> list[TeacherTopK]:
+        # no OpenAI "logprobs": prompt_logprobs holds every number needed and the answer stays half the size
+        body = {"echo": True, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": k, "return_token_ids": True}
+        return [_prompt_top_k(choice, seq, k) for choice, seq in zip(self._choices(batch, body), batch)]
+
+    def _choices(self, batch: list[list[int]], fields: dict) -> list[dict]:
+        """One completions request for ``batch`` (halved while the server answers 413), its choices in order."""
         try:
-            answer = self._request("POST", "/completions", body)
+            answer = self._request("POST", "/completions", {"model": self.model, "prompt": batch, **fields})
         except RequestTooLarge:
             if len(batch) == 1:
                 raise MentorError(f"the teacher server refused a {len(batch[0])}-token sequence as too large: "
                                   "raise its request limit (serve-teacher --max-request-tokens)") from None
             half = len(batch) // 2
-            return self._score_batch(batch[:half]) + self._score_batch(batch[half:])
+            return self._choices(batch[:half], fields) + self._choices(batch[half:], fields)
         choices = answer.get("choices")
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise _not_openai(f"no list of choices, keys {sorted(answer)[:6]}")
@@ -141,7 +177,7 @@ class HTTPTeacher:
         indexes = [c.get("index", i) for i, c in enumerate(choices)]
         if sorted(i for i in indexes if _is_int(i)) != list(range(len(batch))):
             raise _not_openai(f"choice indexes {indexes[:8]} are not 0..{len(batch) - 1}")
-        return [_prompt_logprobs(choices[indexes.index(i)], seq) for i, seq in enumerate(batch)]
+        return [choices[indexes.index(i)] for i in range(len(batch))]
 
     # --- metadata ---------------------------------------------------------------------------------
     @property
@@ -292,6 +328,65 @@ def _prompt_logprobs(choice: dict, sequence: list[int]) -> torch.Tensor:
         if value is not None and (not _is_number(value) or math.isnan(value)):
             raise _not_openai(f"log-prob {str(value)[:20]!r} at position {position} is not a number")
     return torch.tensor([0.0] + [float(v) for v in values[1:]], dtype=torch.float32)
+
+
+def _prompt_top_k(choice: dict, sequence: list[int], k: int) -> TeacherTopK:
+    """``TeacherTopK`` from an echoed choice's vLLM ``prompt_logprobs`` (k or k + 1 entries per position)."""
+    n = len(sequence)
+    prompt_logprobs = choice.get("prompt_logprobs")
+    if prompt_logprobs is None:
+        raise MentorError("the teacher server returned no prompt_logprobs: top-k teacher log-probs need a server "
+                          "that implements vLLM's prompt_logprobs (vLLM, mentor serve-teacher)")
+    if not isinstance(prompt_logprobs, list):
+        raise _not_openai(f"prompt_logprobs is a {type(prompt_logprobs).__name__}, not a list")
+    if len(prompt_logprobs) != n:
+        raise MentorError(f"the teacher server returned {len(prompt_logprobs)} prompt_logprobs for a {n}-token "
+                          "sequence: it must score exactly the ids sent")
+    _check_scored_tokens(choice, {}, prompt_logprobs, sequence)
+    token_logprobs, ids, logprobs = torch.zeros(n), torch.zeros((n, k), dtype=torch.long), torch.zeros((n, k))
+    for position in range(1, n):
+        entry = prompt_logprobs[position]
+        if entry is None:
+            raise MentorError(f"the teacher server returned a null log-prob for token {position} of a {n}-token "
+                              "sequence (only the first token may have none): it did not score the whole sequence")
+        if not all(token.isdigit() for token in entry):
+            raise _not_openai(f"prompt_logprobs[{position}] has keys {list(entry)[:3]}, not token ids")
+        values = {token: _top_k_value(value, position) for token, value in entry.items()}
+        own = str(sequence[position])
+        if len(values) not in (k, k + 1):
+            raise MentorError(f"the teacher server returned {len(values)} log-probs at position {position} where "
+                              f"prompt_logprobs={k} gives {k} or {k + 1}: it must return the top {k} (vLLM: start "
+                              f"it with --max-logprobs {k} or more)")
+        # vLLM adds the own token to the top k only when it is not one of them
+        top = sorted(((v, t) for t, v in values.items() if len(values) == k or t != own), reverse=True)
+        ranks = [entry[t].get("rank") if isinstance(entry[t], dict) else None for _, t in top]
+        if all(_is_int(r) for r in ranks) and sorted(ranks) != list(range(1, k + 1)):  # vLLM ranks them 1..k
+            raise MentorError(f"the teacher server's top {k} have ranks {sorted(ranks)[:8]} at position {position}, "
+                              f"not 1..{k}: they are not its top-k log-probs")
+        if len(values) == k + 1 and values[own] > top[-1][0] + 1e-4:
+            raise MentorError(f"the teacher server's top {k} at position {position} leave out token {own}, which is "
+                              "likelier than one of them: they are not its top-k log-probs")
+        if torch.logsumexp(torch.tensor([v for v, _ in top], dtype=torch.float64), 0) > 1e-3:
+            raise MentorError(f"the teacher server's top-{k} probabilities at position {position} sum to more "
+                              "than 1: they are not log-probs (vLLM: keep --logprobs-mode raw_logprobs)")
+        token_logprobs[position] = values[own]
+        ids[position] = torch.tensor([int(t) for _, t in top])
+        logprobs[position] = torch.tensor([v for v, _ in top])
+    return TeacherTopK(token_logprobs, ids, logprobs)
+
+
+def _top_k_value(value, position: int) -> float:
+    """``{"logprob": x, ...}`` or a bare number: a finite-or--inf log-prob, at most 0."""
+    if isinstance(value, dict):
+        if "logprob" not in value:
+            raise _not_openai(f"a prompt_logprobs entry has no logprob, keys {sorted(value)[:4]}")
+        value = value["logprob"]
+    if not _is_number(value) or math.isnan(value):
+        raise _not_openai(f"log-prob {str(value)[:20]!r} at position {position} is not a number")
+    if value > 1e-4:
+        raise MentorError(f"the teacher server returned log-prob {value:g} > 0 at position {position}: it must "
+                          "return log-probs (vLLM: keep --logprobs-mode raw_logprobs)")
+    return float(value)
 
 
 def _entry_logprob(entry, token: int):

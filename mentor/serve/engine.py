@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mentor.rollout import right_pad
+from mentor.update.divergence import TeacherTopK, teacher_top_k_from_hidden
 from mentor.update.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
 
 
@@ -29,12 +30,14 @@ class Scored:
     logprobs: list[float]  # log p(x_t | x_<t); entry 0 is 0 (nothing predicts the first token)
     next_token: int
     next_logprob: float
+    top: TeacherTopK | None = None  # with top_k: [n] / [n, k] tensors, token ranks included (row 0: zeros)
 
 
 @dataclass
 class _Job:
     sequences: list[list[int]]
     future: Future
+    top_k: int | None = None
 
 
 class ScoringEngine:
@@ -48,9 +51,11 @@ class ScoringEngine:
         self._worker = threading.Thread(target=self._run, name="mentor-scoring", daemon=True)
         self._worker.start()
 
-    def submit(self, sequences: list[list[int]]) -> Future:
+    def submit(self, sequences: list[list[int]], top_k: int | None = None) -> Future:
+        """Scores ``sequences``; ``top_k`` (0 or more) also asks for each position's k likeliest tokens and the
+        rank of its own token (vLLM's ``prompt_logprobs``)."""
         future: Future = Future()
-        self._queue.put(_Job(sequences, future))
+        self._queue.put(_Job(sequences, future, top_k))
         return future
 
     def close(self) -> None:
@@ -64,14 +69,14 @@ class ScoringEngine:
             if job is None:
                 return
             try:
-                scored = self.score(job.sequences)  # this request's sequences only: batch-invariant
+                scored = self.score(job.sequences, job.top_k)  # this request's sequences only: batch-invariant
             except Exception as exc:  # answer the waiting request; the server reports a 500
                 job.future.set_exception(exc)
                 continue
             job.future.set_result(scored)
 
     @torch.no_grad()
-    def score(self, sequences: list[list[int]]) -> list[Scored]:
+    def score(self, sequences: list[list[int]], top_k: int | None = None) -> list[Scored]:
         """Score in length-sorted micro-batches of at most ``max_batch_tokens`` padded tokens."""
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         out: list[Scored | None] = [None] * len(sequences)
@@ -79,19 +84,25 @@ class ScoringEngine:
         for index in order:
             width = len(sequences[index])  # sorted, so the newest is the widest
             if batch and (len(batch) + 1) * width > self.max_batch_tokens:
-                self._score_batch(sequences, batch, out)
+                self._score_batch(sequences, batch, out, top_k)
                 batch = []
             batch.append(index)
         if batch:
-            self._score_batch(sequences, batch, out)
+            self._score_batch(sequences, batch, out, top_k)
         return out  # type: ignore[return-value]
 
-    def _score_batch(self, sequences: list[list[int]], rows: list[int], out: list) -> None:
+    def _score_batch(self, sequences: list[list[int]], rows: list[int], out: list, top_k: int | None) -> None:
         chunk = [sequences[i] for i in rows]
         input_ids, attention_mask = right_pad(chunk, self.pad_id)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         hidden = last_hidden_states(self.model, input_ids, attention_mask)
-        logprobs, _ = logprobs_from_hidden(self.model, hidden, input_ids, attention_mask.bool())
+        top = None
+        if top_k is None:
+            logprobs, _ = logprobs_from_hidden(self.model, hidden, input_ids, attention_mask.bool())
+        else:  # the in-process top_k divergence computes exactly this (mentor.update.divergence)
+            top = TeacherTopK(*(t.cpu() for t in teacher_top_k_from_hidden(
+                self.model, hidden, input_ids, attention_mask.bool(), top_k, with_ranks=True)))
+            logprobs = top.token_logprobs
         lengths = attention_mask.sum(1)
         # the last real position's hidden state predicts the next token: one row of logits per sequence
         last = hidden[torch.arange(len(chunk), device=hidden.device), lengths - 1]
@@ -99,4 +110,5 @@ class ScoringEngine:
         next_best, next_tokens = next_logprobs.max(-1)
         for row, index in enumerate(rows):
             n = len(sequences[index])
-            out[index] = Scored(logprobs[row, :n].tolist(), int(next_tokens[row]), float(next_best[row]))
+            row_top = TeacherTopK(*(t[row, :n] for t in top)) if top is not None else None
+            out[index] = Scored(logprobs[row, :n].tolist(), int(next_tokens[row]), float(next_best[row]), row_top)

@@ -5,7 +5,11 @@ sequences) the way vLLM and SGLang do, so ``--teacher http://host:port/v1`` work
 
     POST /v1/completions   {"prompt": [[ids], ...], "echo": true, "logprobs": 0, "max_tokens": 0 or 1}
                            -> choices[i].logprobs.token_logprobs (OpenAI), and choices[i].prompt_logprobs
-                              ({token_id: {"logprob": x}}, vLLM's extension) when "prompt_logprobs" is set;
+                              when "prompt_logprobs": k is set (vLLM's extension, k >= 0): per position after
+                              the first, {token_id: {"logprob", "rank", "decoded_token"}} with the own token
+                              first, then the k likeliest (k + 1 entries when the own token is not one of them),
+                              exactly as vLLM 0.33.0 builds it (vllm/logprobs.py,
+                              append_logprobs_for_next_position; ranks as Sampler.gather_logprobs counts them);
                               vLLM's "return_token_ids" adds choices[i].prompt_token_ids and .token_ids, and
                               "return_tokens_as_token_ids" writes logprobs.tokens as "token_id:N"
     GET  /v1/models        the served model, its context length and vocabulary size
@@ -115,12 +119,14 @@ class TeacherServer:
         if body.get("n", 1) != 1 or body.get("stream"):
             raise RequestError(HTTPStatus.BAD_REQUEST, "n > 1 and stream are not supported")
         logprobs, prompt_logprobs = body.get("logprobs"), body.get("prompt_logprobs")
-        for name, value in (("logprobs", logprobs), ("prompt_logprobs", prompt_logprobs)):
-            if value not in (None, 0):
-                raise RequestError(HTTPStatus.BAD_REQUEST, f"{name} must be 0: top alternatives are not served")
+        if logprobs not in (None, 0):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "logprobs must be 0: top alternatives of the OpenAI "
+                               "logprobs are not served (ask for prompt_logprobs: k)")
+        if prompt_logprobs is not None and not (_is_int(prompt_logprobs) and 0 <= prompt_logprobs <= self.vocab_size):
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"prompt_logprobs must be an integer in [0, {self.vocab_size}]")
         echo = bool(body.get("echo", False))
         try:
-            scored = self.engine.submit(prompts).result(timeout=self.request_timeout)
+            scored = self.engine.submit(prompts, prompt_logprobs).result(timeout=self.request_timeout)
         except FutureTimeout:
             raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, f"the model did not answer within "
                                f"{self.request_timeout:g} s: the server is overloaded, retry later") from None
@@ -136,8 +142,7 @@ class TeacherServer:
                          else self.tokenizer.convert_ids_to_tokens(tokens))
                 choice["logprobs"] = {"tokens": names, "token_logprobs": values, "top_logprobs": None}
             if prompt_logprobs is not None:
-                choice["prompt_logprobs"] = [None] + [{str(t): {"logprob": v}}
-                                                      for t, v in zip(prompt[1:], s.logprobs[1:])]
+                choice["prompt_logprobs"] = self._prompt_logprobs(prompt, s)
             if body.get("return_token_ids"):
                 choice.update(prompt_token_ids=prompt, token_ids=generated)
             choices.append(choice)
@@ -147,6 +152,23 @@ class TeacherServer:
                 "model": self.model_name, "choices": choices,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}}
+
+    def _prompt_logprobs(self, prompt: list[int], scored) -> list[dict | None]:
+        """vLLM's ``prompt_logprobs``: ``[None, {id: {"logprob", "rank", "decoded_token"}}, ...]``, the own token
+        first (its rank), then the top k (ranks 1..k; a dict keeps the own token once, first)."""
+        top = scored.top
+        out: list[dict | None] = [None]
+        for position in range(1, len(prompt)):
+            ids = [prompt[position]] + top.ids[position].tolist()
+            values = [top.token_logprobs[position].item()] + top.logprobs[position].tolist()
+            ranks = [int(top.token_ranks[position])] + list(range(1, len(ids)))
+            names = self.tokenizer.convert_ids_to_tokens(ids)
+            entry: dict[str, dict] = {}
+            for token, value, rank, name in zip(ids, values, ranks, names):
+                # vLLM writes -inf as -9999.0 (JSON has no infinity)
+                entry[str(token)] = {"logprob": max(value, -9999.0), "rank": rank, "decoded_token": name}
+            out.append(entry)
+        return out
 
     def _prompts(self, body: dict) -> list[list[int]]:
         model = body.get("model")
@@ -291,6 +313,10 @@ def check_device(device: str) -> None:
     if parsed.type == "mps" and torch.backends.mps.is_available():
         return
     raise MentorError(f"--device {device} is not available on this machine: use --device cpu")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _error(status: HTTPStatus, message: str) -> dict:

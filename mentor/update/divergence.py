@@ -10,21 +10,30 @@ is a lower-variance signal (TRL's ``DistillationTrainer`` with beta=1 trains on 
 once; the two LM heads, log-softmaxes and the sum over the vocabulary run over chunks of positions, each
 recomputed in backward (activation checkpointing), so peak memory is a few chunks of logits.
 
-``top_k > 0`` approximates with the student's k most likely tokens plus one "rest of the vocabulary" bucket:
-the KL between those (k+1)-bucket distributions. It never exceeds the full KL (merging outcomes can only
-lose information), equals it when the tail mass is zero, and is what a teacher that returns only top-k
-log-probs can support.
+``top_k > 0`` approximates with the TEACHER's k most likely tokens at each position plus one "rest of the
+vocabulary" bucket: the KL between the two (k+1)-bucket distributions,
+
+    KL_k,t = sum_{v in S_t} q(v) (log q(v) - log p(v)) + q(R_t) (log q(R_t) - log p(R_t)),
+    S_t = the teacher's top-k ids at t,  R_t = the rest,  q(R_t) = 1 - sum_{v in S_t} q(v)  (likewise p).
+
+It never exceeds the full KL (merging outcomes can only lose information), is never negative, equals it when
+the teacher's top-k carry all its mass, and needs of the teacher exactly what a server returns for
+``prompt_logprobs=k`` (the k ids and their log-probs): so the in-process and the remote ``top_k`` are the
+same quantity. The student's log-probs are gathered at the teacher's ids from its full log-softmax, so the
+term stays differentiable through the student (``top_k_reverse_kl_from_hidden``, ``TeacherTopKReverseKL``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mentor.errors import MentorError
 from mentor.update.logprobs import causal_lm_of, chunk_rows, head_fn, last_hidden_states
 
 
@@ -35,8 +44,13 @@ def _chunk_reverse_kl(student_logits_of, teacher_logits_of, student_hidden: torc
         teacher_logprobs = F.log_softmax(teacher_logits_of(teacher_hidden), dim=-1)
     if top_k <= 0 or top_k >= student_logprobs.shape[-1]:
         return (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
-    index = student_logprobs.detach().topk(top_k, dim=-1).indices
-    student_top, teacher_top = student_logprobs.gather(-1, index), teacher_logprobs.gather(-1, index)
+    teacher_top, index = teacher_logprobs.topk(top_k, dim=-1)
+    return bucket_reverse_kl(student_logprobs.gather(-1, index), teacher_top)
+
+
+def bucket_reverse_kl(student_top: torch.Tensor, teacher_top: torch.Tensor) -> torch.Tensor:
+    """``KL(q || p)`` between (k+1)-bucket distributions: the k chosen ids (``[..., k]`` log-probs of each
+    model at the same ids) and one bucket for the rest of the vocabulary; summed over the last axis."""
     top_kl = (student_top.exp() * (student_top - teacher_top)).sum(-1)
     student_tail, teacher_tail = _log_rest(student_top), _log_rest(teacher_top)
     return top_kl + student_tail.exp() * (student_tail - teacher_tail)
@@ -119,6 +133,136 @@ class FullReverseKL:
                  attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
         return reverse_kl_from_hidden(model, hidden, self.teacher, input_ids, attention_mask, wanted,
                                       temperature=temperature, top_k=self.top_k)
+
+
+# --- the teacher's top-k, given (in-process or from a server): the same estimator either way ------------------
+class TeacherTopK(NamedTuple):
+    """A teacher's answer about token sequences, aligned with ``input_ids`` (entry ``t`` is about the prediction
+    of token ``t`` from ``x_<t``; 0 where not scored): ``token_logprobs`` ``[..., T]`` log p of the actual token,
+    ``ids`` / ``logprobs`` ``[..., T, k]`` its k likeliest tokens and their log-probs (descending), and
+    ``token_ranks`` ``[..., T]`` the actual token's rank (1 + how many tokens are likelier; vLLM's definition),
+    when asked for. The teacher's own distribution (temperature 1): what a server returns for prompt log-probs."""
+
+    token_logprobs: torch.Tensor
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    token_ranks: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def teacher_top_k(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor,
+                  k: int, *, vocab: int | None = None, with_ranks: bool = False,
+                  chunk_size: int | None = None) -> TeacherTopK:
+    """``model``'s top-``k`` next-token log-probs at the bool ``[B, T]`` positions ``wanted`` (float32, chunked
+    like ``token_logprobs``). ``vocab`` cuts a head padded past the shared vocabulary. The in-process ``top_k``
+    divergence and ``mentor serve-teacher``'s ``prompt_logprobs=k`` both come from here."""
+    hidden = last_hidden_states(model, input_ids, attention_mask)
+    return teacher_top_k_from_hidden(model, hidden, input_ids, wanted & attention_mask.bool(), k, vocab=vocab,
+                                     with_ranks=with_ranks, chunk_size=chunk_size)
+
+
+@torch.no_grad()
+def teacher_top_k_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor, wanted: torch.Tensor,
+                              k: int, *, vocab: int | None = None, with_ranks: bool = False,
+                              chunk_size: int | None = None) -> TeacherTopK:
+    """``teacher_top_k`` from the decoder's final hidden states (a server that also needs them runs it once)."""
+    wanted = wanted.bool().clone()
+    wanted[:, 0] = False  # nothing predicts the first token
+    rows, cols = wanted.nonzero(as_tuple=True)
+    flat_hidden, targets = hidden[rows, cols - 1], input_ids[rows, cols]
+    vocab = vocab or _vocab_rows(model)
+    logits_of = _truncated(head_fn(causal_lm_of(model), 1.0), vocab)
+    k = min(k, vocab)
+    chunk = chunk_size or chunk_rows(vocab, hidden.device, tensors=2)
+    pieces = []
+    for start in range(0, flat_hidden.shape[0], chunk):
+        logprobs = F.log_softmax(logits_of(flat_hidden[start: start + chunk]), dim=-1)
+        token = logprobs.gather(-1, targets[start: start + chunk].unsqueeze(-1))
+        top_logprobs, top_ids = logprobs.topk(k, dim=-1)
+        ranks = (logprobs >= token).sum(-1) if with_ranks else None
+        pieces.append((token.squeeze(-1), top_ids, top_logprobs, ranks))
+    shape = input_ids.shape
+    out = TeacherTopK(hidden.new_zeros(shape, dtype=torch.float32), input_ids.new_zeros((*shape, k)),
+                      hidden.new_zeros((*shape, k), dtype=torch.float32),
+                      input_ids.new_zeros(shape) if with_ranks else None)
+    if pieces:
+        for field, values in zip(out, zip(*pieces)):
+            if field is not None:
+                field[rows, cols] = torch.cat(values).to(field.dtype)
+    return out
+
+
+def _chunk_top_k_reverse_kl(student_logits_of, student_hidden: torch.Tensor, teacher_ids: torch.Tensor,
+                            teacher_logprobs: torch.Tensor) -> torch.Tensor:
+    student_logprobs = F.log_softmax(student_logits_of(student_hidden), dim=-1)
+    return bucket_reverse_kl(student_logprobs.gather(-1, teacher_ids), teacher_logprobs)
+
+
+def top_k_reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher_ids: torch.Tensor,
+                                 teacher_logprobs: torch.Tensor, wanted: torch.Tensor, *, temperature: float = 1.0,
+                                 chunk_size: int | None = None) -> torch.Tensor:
+    """Per-position ``bucket_reverse_kl`` between the student (its full log-softmax at ``temperature``, gathered
+    at the teacher's ids ``[B, T, k]``) and the teacher's top-k log-probs ``[B, T, k]``; float32 ``[B, T]``
+    aligned like ``reverse_kl``, 0 at t=0 and outside ``wanted``. Differentiable through the student only; one
+    float32 chunk x vocabulary tensor alive (recomputed in backward)."""
+    wanted = wanted.bool().clone()
+    wanted[:, 0] = False
+    rows, cols = wanted.nonzero(as_tuple=True)
+    flat_hidden = student_hidden[rows, cols - 1]
+    ids, teacher_top = teacher_ids[rows, cols], teacher_logprobs[rows, cols].float()
+    vocab = _vocab_rows(student)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise MentorError(f"the teacher's top-k names token id {int(ids.max())} outside the student's "
+                          f"{vocab}-token vocabulary: teacher and student must share one vocabulary")
+    logits_of = head_fn(causal_lm_of(student), temperature)
+    chunk = chunk_size or chunk_rows(vocab, student_hidden.device, tensors=2)
+    needs_grad = torch.is_grad_enabled() and flat_hidden.requires_grad
+    pieces = []
+    for start in range(0, flat_hidden.shape[0], chunk):
+        args = (logits_of, flat_hidden[start: start + chunk], ids[start: start + chunk],
+                teacher_top[start: start + chunk])
+        pieces.append(checkpoint(_chunk_top_k_reverse_kl, *args, use_reentrant=False) if needs_grad
+                      else _chunk_top_k_reverse_kl(*args))
+    out = student_hidden.new_zeros(wanted.shape, dtype=torch.float32)
+    return out.index_put((rows, cols), torch.cat(pieces)) if pieces else out
+
+
+class TeacherTopKReverseKL:
+    """The policy forward's ``hidden_term`` for OPD's ``top_k``: the bucketed reverse KL to a teacher's top-k,
+    scored before the update (in-process or by a server) for the sequences of one batch.
+
+    The trainer hands the forward a micro-batch's token ids, not its row numbers, so each sequence's teacher
+    answer is found by its tokens: a sequence that occurs twice has one teacher answer (the teacher is a
+    function of the tokens). A plain object, so DDP/FSDP pass it through their forward untouched.
+    """
+
+    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, top_k: TeacherTopK):
+        self._by_sequence: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        for row, n in enumerate(attention_mask.sum(1).tolist()):
+            key = _sequence_key(input_ids[row, :n])
+            self._by_sequence.setdefault(key, (top_k.ids[row, :n].cpu(), top_k.logprobs[row, :n].cpu()))
+
+    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
+        ids, logprobs = self._lookup(input_ids, attention_mask)
+        return top_k_reverse_kl_from_hidden(model, hidden, ids.to(hidden.device), logprobs.to(hidden.device),
+                                            wanted & attention_mask.bool(), temperature=temperature)
+
+    def _lookup(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = next(iter(self._by_sequence.values()))[0].shape[-1] if self._by_sequence else 0
+        ids = torch.zeros((*input_ids.shape, k), dtype=torch.long)
+        logprobs = torch.zeros((*input_ids.shape, k), dtype=torch.float32)
+        cpu_ids = input_ids.cpu()
+        for row, n in enumerate(attention_mask.sum(1).tolist()):
+            found = self._by_sequence.get(_sequence_key(cpu_ids[row, :n]))
+            if found is None:  # a bug, not a user error: collect scored another batch
+                raise RuntimeError("no teacher top-k for a sequence of this micro-batch")
+            ids[row, :n], logprobs[row, :n] = found
+        return ids, logprobs
+
+
+def _sequence_key(tokens: torch.Tensor) -> bytes:
+    return tokens.to(device="cpu", dtype=torch.long).numpy().tobytes()
 
 
 def _generalized_jsd_of(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
