@@ -8,6 +8,17 @@ actually drawn from (temperature, top-k and top-p applied), which is what the im
 
 vLLM runs its engine core in-process here (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so ``load_weights`` can
 be handed the trainer's tensors directly instead of serialising them to another process.
+
+Every vLLM call below was checked against vLLM 0.33.0 (commit 4ba787ec9, the wheel's source):
+``LLM.__init__`` (vllm/entrypoints/llm.py; ``max_model_len``, ``enable_prefix_caching`` and ``logprobs_mode``
+go through ``**kwargs`` to ``EngineArgs``), ``SamplingParams`` (vllm/sampling_params.py: ``top_k`` 0 disables,
+temperature 0 is greedy and resets top-k/top-p in ``__post_init__``), ``LLM.generate(prompts, params, *,
+use_tqdm)``, ``vllm.inputs.TokensPrompt(prompt_token_ids=...)``, ``CompletionOutput.token_ids / .logprobs /
+.finish_reason`` (vllm/outputs.py; ``logprobs`` a list of ``{token_id: Logprob}``, one per sampled token,
+since ``flat_logprobs`` stays off), ``LLM.apply_model`` (runs ``fn(worker.get_model())`` through
+``collective_rpc``: in this process only with multiprocessing off), ``Qwen3ForCausalLM.load_weights(iterable of
+(HF name, tensor))``, ``LLM.reset_prefix_cache() -> bool``, ``ModelConfig.logprobs_mode``
+("processed_logprobs": after temperature / top-k / top-p). No sleep/wake: the engine keeps its memory share.
 """
 
 from __future__ import annotations
@@ -31,21 +42,25 @@ class VLLMSampler:
                  enable_prefix_caching: bool = True):
         if not torch.cuda.is_available():
             raise MentorError("--sampler vllm needs a CUDA GPU; use --sampler hf on this machine")
+        # forced, not defaulted: with a separate engine process apply_model would have to pickle the closure
+        # and the trainer's tensors; read when LLM() builds its engine (vllm/v1/engine/llm_engine.py)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise MentorError("--sampler vllm needs vLLM: pip install 'mentor[vllm]'") from None
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.model, self.tokenizer = model, tokenizer
-        self.llm = LLM(model=model_path, tokenizer=model_path, dtype="auto" if dtype == "float32" else dtype,
-                       seed=seed, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+        # dtype as given: vLLM's "auto" turns a float32 checkpoint into bfloat16 (_resolve_auto_dtype), which
+        # would make the sampler's log-probs those of another model than the float32 trainer's
+        self.llm = LLM(model=model_path, tokenizer=model_path, dtype=dtype, seed=seed,
+                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                        enable_prefix_caching=enable_prefix_caching, logprobs_mode="processed_logprobs")
+        stop = stop_token_ids(tokenizer, model)
         # logprobs=0: vLLM returns exactly the sampled token's log-prob at each step
-        self.params = SamplingParams(n=1, max_tokens=max_new_tokens, temperature=temperature,
-                                     top_k=top_k if top_k > 0 else -1, top_p=top_p, logprobs=0,
-                                     stop_token_ids=stop_token_ids(tokenizer, model))
-        self.greedy_params = self.params.clone()
-        self.greedy_params.temperature = 0.0
+        self.params = SamplingParams(n=1, max_tokens=max_new_tokens, temperature=temperature, top_k=max(top_k, 0),
+                                     top_p=top_p, logprobs=0, stop_token_ids=stop)
+        # built, not cloned and edited: __post_init__ makes temperature 0 greedy (and sampling_type is cached)
+        self.greedy_params = SamplingParams(n=1, max_tokens=max_new_tokens, temperature=0.0, stop_token_ids=stop)
         self._synced_version: int | None = None
 
     # --- weights --------------------------------------------------------------------------------------
@@ -53,7 +68,8 @@ class VLLMSampler:
         """Copy the trainer's weights into the engine and drop KV blocks cached under the old ones."""
         weights = dict(_named_weights(self.model))
         self.llm.apply_model(lambda engine_model: engine_model.load_weights(weights.items()))
-        self.llm.reset_prefix_cache()
+        if not self.llm.reset_prefix_cache():  # False while requests run: their blocks hold the old weights
+            raise RuntimeError("vLLM did not reset its prefix cache after a weight sync")
 
     def _weights_version(self) -> int:
         """Changes whenever an optimizer step has written to the parameters (torch bumps tensor versions)."""
