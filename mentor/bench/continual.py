@@ -141,7 +141,7 @@ def continual_table(b: dict) -> tuple[str, list[str], list[list[str]]]:
 
     rows = [[label, cell(v, "internal_qa"), cell(v, "instructions")] for label, v in b["rows"].items()]
     return ("Experiment B: continual learning (tiny models; 95% Wilson intervals)",
-            ["model", f"internal QA ({2 * b['facts']} facts)" if "facts" in b else "internal QA",
+            ["model", f"internal QA ({b['facts']} facts)" if "facts" in b else "internal QA",
              "instruction following"], rows)
 
 

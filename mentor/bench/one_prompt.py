@@ -35,7 +35,8 @@ def experiment_one_prompt(out: Path, scale, quiet: bool) -> dict:
     one = [EncodedExample(tokenizer(prompt.prompt)["input_ids"], None, prompt.prompt, prompt)]
     problems = task.test_problems(scale.eval_size)
     before = evaluate(load_model(str(start)), tokenizer, task, problems, MAX_NEW_TOKENS).correct
-    config = DistillConfig(student=str(start), teacher=str(teacher), task="arithmetic", output_dir=str(out / "C"),
+    config = DistillConfig(student=str(start), teacher=str(teacher), task="arithmetic",
+                           output_dir=str(out / "C" / "opd"),
                            steps=scale.one_prompt_steps, batch_size=1, group_size=scale.one_prompt_samples,
                            max_new_tokens=MAX_NEW_TOKENS, learning_rate=DEMO_OPD_LR, eval_size=scale.eval_size,
                            eval_every=max(1, scale.one_prompt_steps // 4), overwrite=True, quiet=quiet)
