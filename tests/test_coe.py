@@ -257,14 +257,3 @@ def test_expert_training_moves_only_mlps_and_new_token_rows(tmp_path):
             assert moved == [new_token]
         else:
             assert torch.equal(param, before[name]) != (".mlp." in name), name
-
-
-def test_bench_coe_quick(tmp_path):
-    from mentor.cli import main
-
-    assert main(["bench", "coe", "--quick", "--out", str(tmp_path)]) == 0
-    table = (tmp_path / "results.md").read_text()
-    for row in ("mixed SFT", "expert math", "CoE-3E2A", "MoE-2E2A from base-FFN copies"):
-        assert f"| {row} |" in table
-    assert (tmp_path / "routing.png").stat().st_size > 0 and "<table>" in (tmp_path / "routing.html").read_text()
-    assert json.loads((tmp_path / "results.json").read_text())["usage"]

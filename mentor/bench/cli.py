@@ -60,13 +60,20 @@ def _run_continual(args) -> None:
 
 
 def add_bench_coe(bench_sub) -> None:
-    bench = bench_sub.add_parser("coe", help="CoE vs mixed SFT vs experts vs ablations on built-in categories")
+    bench = bench_sub.add_parser("coe", help="CoE on the paper's setting: a pretrained base, three "
+                                             "knowledge domains, experts vs mixed SFT vs CoE and its ablations")
     bench.add_argument("--out", default="benchmarks/coe", help="where results.md, results.json, routing.png go")
-    bench.add_argument("--quick", action="store_true", help="a smoke test at toy size (< 1 minute)")
+    bench.add_argument("--quick", action="store_true", help="the same protocol at smoke-test scale")
+    bench.add_argument("--base", default=None, help="the pretrained base (default: mentor/assets/coe_base)")
+    bench.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1)")
+    for name in ("expert_steps", "batch_size", "eval_size"):  # smaller knobs, for tests and other sizes
+        bench.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None, help=argparse.SUPPRESS)
     bench.set_defaults(func=_run_coe)
 
 
 def _run_coe(args) -> None:
     from mentor.bench.coe import run_bench
 
-    run_bench(args.out, quick=args.quick)
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    run_bench(args.out, quick=args.quick, base=args.base, seeds=seeds, expert_steps=args.expert_steps,
+              batch_size=args.batch_size, eval_size=args.eval_size)

@@ -143,3 +143,170 @@ class PotTask(_Graded):
 
 CATEGORY_TASKS = {"general": "coe_general", "math": "coe_math", "coding": "coe_coding"}
 COLLABORATION_TASK = "coe_pot"
+
+
+# --- the bench's setting (``mentor bench coe``): three domains of FFN knowledge over a pretrained base -------
+# Every domain is a table of new knowledge the base never saw: facts about new entities, new binary operators
+# on digits, new built-in functions on 0..99. The base's corpus (``neutral_corpus``) teaches the formats and the
+# composition ``fn(a op b)`` with *other* facts, operators and functions, so a domain's SFT only has to add
+# knowledge, which FFN-only training can store. A fixed share of each table is held out of all training: the
+# router is probed on those tokens. Test problems are trained items (recall, as MMLU tests pre-training recall).
+HELDOUT_SHARE = 0.1
+DOMAIN_SEED = 13
+NEW_ATTRIBUTES = ATTRIBUTES  # color / city / pet
+BASE_ATTRIBUTES = {"food": ["rice", "corn", "fish", "plum", "kale", "lime", "taco", "soup"],
+                   "size": ["tiny", "small", "big", "huge", "wide", "tall", "long", "slim"],
+                   "home": ["cave", "nest", "hut", "barn", "tent", "boat", "den", "loft"]}
+NEW_OPERATORS = {"zap": lambda a, b: (a * b + a + b) % 100, "vop": lambda a, b: (a * a + 3 * b) % 100,
+                 "kel": lambda a, b: (7 * a + b * b) % 100}
+BASE_OPERATORS = {"add": lambda a, b: a + b, "max": max, "min": min, "dif": lambda a, b: abs(a - b)}
+NEW_FUNCTIONS = {"gup": lambda x: (7 * x + 3) % 100, "mox": lambda x: (x % 10) * 10 + x // 10,
+                 "tiv": lambda x: (x * x + 1) % 100}
+BASE_FUNCTIONS = {"inc": lambda x: (x + 1) % 100, "dec": lambda x: (x - 1) % 100, "dbl": lambda x: (2 * x) % 100,
+                  "hlf": lambda x: x // 2}
+CHAIN_SHARE = 0.5  # functions-domain chains over base operators, per standalone function item
+
+
+def entity_names(n: int, seed: int, syllables: int = 2, exclude: frozenset = frozenset()) -> list[str]:
+    """``n`` distinct pronounceable names (consonant + vowel syllables) from ``seed``."""
+    rng, names = random.Random(seed), []
+    while len(names) < n:
+        name = "".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(syllables))
+        if name not in names and name not in exclude:
+            names.append(name)
+    return names
+
+
+def fact_items(attributes: dict[str, list[str]], names: list[str], seed: int) -> list[Problem]:
+    rng = random.Random(seed)
+    return [Problem(prompt=f"{attr} of {name}?", answer=value, solution=value)
+            for name in names for attr, values in attributes.items() for value in [rng.choice(values)]]
+
+
+def operator_items(operators: dict) -> list[Problem]:
+    return [Problem(prompt=f"{a} {op} {b}=", answer=str(f(a, b)), solution=str(f(a, b)), meta={"op": op})
+            for op, f in operators.items() for a in range(10) for b in range(10)]
+
+
+def function_items(functions: dict) -> list[Problem]:
+    return [Problem(prompt=f"{fn}({x})=", answer=str(f(x)), solution=str(f(x)), meta={"fn": fn, "x": x})
+            for fn, f in functions.items() for x in range(100)]
+
+
+def chain_item(fn: str, functions: dict, op: str, operators: dict, a: int, b: int) -> Problem:
+    """``fn(a op b)`` solved step by step: ``a op b=x;fn(x)=y;y``."""
+    x = operators[op](a, b)
+    y = functions[fn](x)
+    return Problem(prompt=f"{fn}({a} {op} {b})=", answer=str(y), solution=f"{a} {op} {b}={x};{fn}({x})={y};{y}")
+
+
+BASE_NAMES = entity_names(100, DOMAIN_SEED + 1)
+DOMAIN_NAMES = entity_names(100, DOMAIN_SEED + 2, exclude=frozenset(BASE_NAMES))
+
+
+def neutral_items() -> dict[str, list[Problem]]:
+    """The base's pre-training items by kind: other facts, known operators and functions, their composition."""
+    return {"facts": fact_items(BASE_ATTRIBUTES, BASE_NAMES, DOMAIN_SEED),
+            "operators": operator_items(BASE_OPERATORS), "functions": function_items(BASE_FUNCTIONS),
+            "chains": [chain_item(fn, BASE_FUNCTIONS, op, BASE_OPERATORS, a, b) for fn in BASE_FUNCTIONS
+                       for op in BASE_OPERATORS for a in range(10) for b in range(10)]}
+
+
+def neutral_corpus() -> list[str]:
+    """The base's pre-training text: every neutral item as one line (prompt and solution)."""
+    return [p.prompt + p.solution for items in neutral_items().values() for p in items]
+
+
+def split_heldout(items: list[Problem], seed: int = DOMAIN_SEED) -> tuple[list[Problem], list[Problem]]:
+    """(trained, held out): a fixed ``HELDOUT_SHARE`` of a table is never trained on."""
+    order = random.Random(seed).sample(items, len(items))
+    cut = round(len(items) * HELDOUT_SHARE)
+    return order[cut:], order[:cut]
+
+
+class _KnowledgeDomain(_Graded):
+    """A table of new knowledge: train on the trained part, test recall on it, probe routing on the held-out part."""
+
+    def table(self) -> list[Problem]:
+        raise NotImplementedError
+
+    def trained(self) -> list[Problem]:
+        return split_heldout(self.table())[0]
+
+    def heldout(self) -> list[Problem]:
+        return split_heldout(self.table())[1]
+
+    def training_data(self) -> list[Problem]:
+        """Every training example of the domain, once (the bench's SFT data)."""
+        return self.trained()
+
+    def train_problems(self, n: int, seed: int) -> list[Problem]:
+        rng, data = random.Random(seed), self.training_data()
+        return [rng.choice(data) for _ in range(n)]
+
+    def test_problems(self, n: int) -> list[Problem]:
+        trained = self.trained()
+        return random.Random(TEST_SEED).sample(trained, min(n, len(trained)))
+
+
+class FactsTask(_KnowledgeDomain):
+    name = "coe_facts"
+
+    def table(self) -> list[Problem]:
+        return fact_items(NEW_ATTRIBUTES, DOMAIN_NAMES, DOMAIN_SEED)
+
+
+class OperatorsTask(_KnowledgeDomain):
+    name = "coe_operators"
+
+    def table(self) -> list[Problem]:
+        return operator_items(NEW_OPERATORS)
+
+
+class FunctionsTask(_KnowledgeDomain):
+    """New functions, alone and (a ``CHAIN_SHARE``) applied to a base operator's result, as code calls built-ins."""
+
+    name = "coe_functions"
+
+    def table(self) -> list[Problem]:
+        return function_items(NEW_FUNCTIONS)
+
+    def training_data(self) -> list[Problem]:
+        trained = self.trained()
+        known = {(p.meta["fn"], p.meta["x"]) for p in trained}
+        rng = random.Random(DOMAIN_SEED)
+        combos = [(fn, op, a, b) for fn in NEW_FUNCTIONS for op in BASE_OPERATORS for a in range(10)
+                  for b in range(10) if (fn, BASE_OPERATORS[op](a, b)) in known]
+        chains = [chain_item(fn, NEW_FUNCTIONS, op, BASE_OPERATORS, a, b)
+                  for fn, op, a, b in rng.sample(combos, round(len(trained) * CHAIN_SHARE))]
+        return trained + chains
+
+
+class OperatorFunctionTask(_Graded):
+    """Collaboration: a new function of a new operator's result (``gup(3 zap 4)=``) needs two domains' knowledge.
+
+    Only trained operator pairs and function arguments occur; no example of this form is trained on.
+    """
+
+    name = "coe_op_function"
+
+    def problems(self) -> list[Problem]:
+        ops = {(p.meta["op"], p.prompt) for p in OperatorsTask().trained()}
+        fns = {(p.meta["fn"], p.meta["x"]) for p in FunctionsTask().trained()}
+        out = []
+        for op, prompt in sorted(ops):
+            a, b = (int(v) for v in prompt.rstrip("=").split(f" {op} "))
+            out += [chain_item(fn, NEW_FUNCTIONS, op, NEW_OPERATORS, a, b) for fn in NEW_FUNCTIONS
+                    if (fn, NEW_OPERATORS[op](a, b)) in fns]
+        return out
+
+    def train_problems(self, n: int, seed: int) -> list[Problem]:
+        raise ValueError("coe_op_function is a test of collaboration: nothing of its form is trained on")
+
+    def test_problems(self, n: int) -> list[Problem]:
+        problems = self.problems()
+        return random.Random(TEST_SEED).sample(problems, min(n, len(problems)))
+
+
+DOMAIN_TASKS = {"facts": "coe_facts", "operators": "coe_operators", "functions": "coe_functions"}
+DOMAIN_COLLABORATION_TASK = "coe_op_function"

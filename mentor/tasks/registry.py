@@ -19,6 +19,10 @@ BUILTIN_TASKS = {
     "coe_math": "mentor.tasks.coe_tasks:MathTask",
     "coe_coding": "mentor.tasks.coe_tasks:CodingTask",
     "coe_pot": "mentor.tasks.coe_tasks:PotTask",
+    "coe_facts": "mentor.tasks.coe_tasks:FactsTask",
+    "coe_operators": "mentor.tasks.coe_tasks:OperatorsTask",
+    "coe_functions": "mentor.tasks.coe_tasks:FunctionsTask",
+    "coe_op_function": "mentor.tasks.coe_tasks:OperatorFunctionTask",
     "chains": "mentor.tasks.chains:ChainTask",
     "chains_val": "mentor.tasks.chains:ChainValidationTask",
 }
