@@ -19,7 +19,7 @@ def protocol(scale, base: Path, variants: dict, quick: bool) -> str:
     s, union = scale, scale.union_steps
     return "\n".join([
         title, "", "## Protocol (written before the run)", "",
-        f"- **Base**: `{base}` (a tiny Qwen3 pretrained from random init by `python -m mentor.bench.coe_base` on a "
+        f"- **Base**: `{_shown(base)}` (a tiny Qwen3 pretrained from random init by `python -m mentor.bench.coe_base` on a "
         "domain-neutral corpus generated in code: other entities' facts, four known operators on digits, four "
         "known functions on 0..99 and their compositions `fn(a op b)=a op b=x;fn(x)=y;y`; see its "
         "`pretraining.json`). One base for all seeds.",
@@ -53,6 +53,14 @@ def protocol(scale, base: Path, variants: dict, quick: bool) -> str:
         "reference answer: the share of (completion token, layer) routings whose top-k contains the labelled expert, "
         "averaged per item, with a 95% bootstrap interval over the held-out items.",
         ""])
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it lies below it (results.md is read from the repository)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def bootstrap_interval(strata: list[np.ndarray]) -> tuple[float, float]:
