@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,44 +16,64 @@ import yaml
 from mentor.errors import MentorError
 from mentor.files import read_user_file
 from mentor.algorithms.opd import DIVERGENCES
-from mentor.update.losses import LOSSES
-from mentor.update.optim import SCHEDULES
+from mentor.update.optim import AUTO_WARMUP, SCHEDULES
+
+
+def setting(default, help: str):
+    """A config field with its documentation: ``--help`` shows ``help`` next to the default."""
+    return field(default=default, metadata={"help": help})
+
+
+def redefault(section: type, name: str, default):
+    """``section``'s field ``name`` with another default for one recipe: documented once, in ``section``."""
+    return field(default=default, metadata=section.__dataclass_fields__[name].metadata)
+
+
+class ConfigSection:
+    """A group of config fields shared by recipes. Each section checks its own fields in ``validate``, calling
+    ``super().validate()`` first, so a recipe's config runs every section's checks once."""
+
+    def validate(self) -> None:
+        pass
 
 
 @dataclass
-class TrainConfig:
-    """What every recipe shares: run directory, batch shape, optimizer, LoRA, precision, cadence."""
+class TrainConfig(ConfigSection):
+    """Training: run directory, batch shape, optimizer, LoRA, precision, cadence."""
 
-    output_dir: str = "runs/mentor"
-    seed: int = 0
-    steps: int = 100
-    batch_size: int = 16  # prompts per step (groups); each contributes group_size sequences
-    group_size: int = 4
-    micro_batch_size: int = 64  # sequences per forward/backward; gradients are accumulated
-    num_substeps: int = 1  # optimizer steps per batch (the batch is split in this many parts)
-    learning_rate: float = 1e-4
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lora_rank: int = 0  # 0 = full fine-tuning
-    lora_alpha: float = 32.0
-    lora_target_modules: str = "all-linear"  # or a comma list, e.g. q_proj,v_proj
-    dtype: str = "float32"  # float32 | bfloat16 (log-probs are float32 either way)
-    save_every: int = 0  # checkpoint every N steps (0: only the final model)
-    keep_checkpoints: int = 2
-    eval_every: int = 0  # evaluate every N steps (0: only before and after)
-    log_with: str = ""  # comma list of trackers: tensorboard, wandb, trackio
-    max_bad_steps: int = 5  # stop after this many consecutive non-finite steps
-    overwrite: bool = False  # allow reusing a run directory made with a different config
-    resume: bool = False  # continue the run in output_dir (an error if it has no checkpoint)
-    quiet: bool = False  # no progress bar
-    progress_every: int = 10  # without a terminal (a log file, CI): a plain progress line every N steps
-    sample_log_every: int = 10  # samples.jsonl: a few completions, token by token, every N steps (0: off)
-    sample_log_rows: int = 4  # sequences per logged step
+    output_dir: str = setting("runs/mentor", "the run directory (config, metrics, checkpoints, final model)")
+    seed: int = setting(0, "fixes data order, sampling and initialisation (0..2^32-1)")
+    steps: int = setting(100, "optimizer batches to train")
+    batch_size: int = setting(16, "prompts per step (groups); each contributes --group-size sequences")
+    group_size: int = setting(4, "sequences per prompt")
+    micro_batch_size: int = setting(64, "sequences per forward/backward; gradients are accumulated")
+    num_substeps: int = setting(1, "optimizer steps per batch (the batch is split in this many parts)")
+    learning_rate: float = setting(1e-4, "peak learning rate of AdamW")
+    lr_schedule: str = setting("constant", "learning-rate schedule after warmup: constant, linear or cosine")
+    warmup_steps: int = setting(AUTO_WARMUP, "linear warmup in optimizer steps; -1: min(10, steps x substeps "
+                                             "// 10), so a fresh optimizer does not move every weight by the full "
+                                             "rate at once; 0: none")
+    min_lr_ratio: float = setting(0.0, "linear/cosine decay ends at this share of --learning-rate")
+    adam_beta1: float = setting(0.9, "AdamW beta1")
+    adam_beta2: float = setting(0.95, "AdamW beta2")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    max_grad_norm: float = setting(1.0, "clip the gradient norm to this (0: no clipping)")
+    lora_rank: int = setting(0, "LoRA rank (0: full fine-tuning)")
+    lora_alpha: float = setting(32.0, "LoRA alpha")
+    lora_target_modules: str = setting("all-linear", "modules LoRA adapts: all-linear or a comma list, "
+                                                     "e.g. q_proj,v_proj")
+    dtype: str = setting("float32", "model dtype: float32 or bfloat16 (log-probs are float32 either way)")
+    save_every: int = setting(0, "checkpoint every N steps (0: only the final model)")
+    keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
+    eval_every: int = setting(0, "evaluate every N steps (0: only before and after)")
+    log_with: str = setting("", "comma list of trackers: tensorboard, wandb, trackio, ...")
+    max_bad_steps: int = setting(5, "stop after this many consecutive non-finite steps")
+    overwrite: bool = setting(False, "replace the files mentor wrote in a run directory made with another config")
+    resume: bool = setting(False, "continue the run in --output-dir (an error if it has no checkpoint)")
+    quiet: bool = setting(False, "no progress bar")
+    progress_every: int = setting(10, "without a terminal (a log file, CI): a plain progress line every N steps")
+    sample_log_every: int = setting(10, "samples.jsonl: a few completions, token by token, every N steps (0: off)")
+    sample_log_rows: int = setting(4, "sequences per logged step in samples.jsonl")
 
     def __post_init__(self) -> None:
         # every config is checked where it is made, from flags, YAML or Python alike: types first, then values
@@ -60,11 +81,10 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        super().validate()
         positive = ("steps", "batch_size", "group_size", "micro_batch_size", "num_substeps", "keep_checkpoints",
                     "max_bad_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise MentorError(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
+        require_at_least_one(self, *positive)
         if not 0 <= self.seed < 2**32:
             raise MentorError(f"--seed must lie in 0..{2**32 - 1} (got {self.seed})")
         if not self.learning_rate > 0:
@@ -91,7 +111,9 @@ class TrainConfig:
             raise MentorError(f"--dtype {self.dtype!r} is unknown: use float32 or bfloat16")
         if self.batch_size * self.group_size < self.num_substeps:
             raise MentorError("--num-substeps cannot exceed the number of sequences per step")
-        for name in ("warmup_steps", "save_every", "eval_every", "max_grad_norm", "weight_decay",
+        if self.warmup_steps < AUTO_WARMUP:
+            raise MentorError(f"--warmup-steps must be -1 (automatic), 0 (none) or more (got {self.warmup_steps})")
+        for name in ("save_every", "eval_every", "max_grad_norm", "weight_decay",
                      "progress_every", "sample_log_every", "sample_log_rows"):
             if getattr(self, name) < 0:
                 raise MentorError(f"--{_flag(name)} cannot be negative (got {getattr(self, name)})")
@@ -111,72 +133,191 @@ TRACKERS = ("tensorboard", "wandb", "trackio", "aim", "comet_ml", "mlflow", "cle
 
 
 @dataclass
-class SamplingConfig:
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_k: int = 0  # 0 = off, so the recorded log-probs are those of the full tempered softmax
-    top_p: float = 1.0
-    max_prompt_tokens: int = 0  # 0: the model's context minus max_new_tokens
-    long_prompts: str = "skip"  # skip (and count) or fail
+class ModelConfig(ConfigSection):
+    """The model to train."""
 
-    def validate_sampling(self) -> None:
-        if self.max_new_tokens < 1:
-            raise MentorError("--max-new-tokens must be at least 1")
+    model: str = setting("", "the model to train: a directory, a .gguf file or a hub id")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model:
+            raise MentorError(f"{self.recipe} needs --model (a model directory or hub id)")
+
+
+@dataclass
+class PromptsConfig(ConfigSection):
+    """Prompts the student samples on."""
+
+    prompts: str = setting("", "JSONL with `prompt` or `messages` records (rl: and an `answer` for the grader; "
+                               "distill: name=FILE,name=FILE for one teacher per data set)")
+
+
+@dataclass
+class DataConfig(ConfigSection):
+    """Training data (prompt + completion records)."""
+
+    data: str = setting("", "JSONL of prompt+completion records, or messages ending with an assistant turn "
+                            "(coe: optionally with `category`)")
+    train_size: int = setting(20000, "problems drawn from the built-in data (sft: from --task; coe: per "
+                                     "category, with --builtin)")
+
+    def validate(self) -> None:
+        super().validate()
+        require_at_least_one(self, "train_size")
+
+
+@dataclass
+class TaskConfig(ConfigSection):
+    """Task, evaluation and prompt encoding."""
+
+    task: str = setting("", "a built-in task (e.g. arithmetic): its problems instead of a file, its grader and "
+                            "the held-out evaluation")
+    eval_size: int = setting(200, "held-out problems of --task evaluated before, every --eval-every steps and "
+                                  "after")
+    chat_template: bool = setting(False, "wrap plain `prompt` records and --task prompts in the tokenizer's chat "
+                                         "template (`messages` records always are)")
+    max_prompt_tokens: int = setting(0, "longest prompt in tokens (0: the model's context minus --max-new-tokens)")
+    long_prompts: str = setting("skip", "a prompt over the limit: skip (and count) or fail")
+    max_new_tokens: int = setting(256, "tokens sampled per completion at most (sft: per evaluation answer)")
+
+    def validate(self) -> None:
+        super().validate()
+        require_at_least_one(self, "max_new_tokens", "eval_size")
         if self.max_prompt_tokens < 0:
             raise MentorError("--max-prompt-tokens cannot be negative (0: the model's context minus --max-new-tokens)")
-        if not self.temperature > 0:
-            raise MentorError("--temperature must be positive")
         if self.long_prompts not in ("skip", "fail"):
             raise MentorError("--long-prompts must be 'skip' or 'fail'")
+
+
+SAMPLERS = ("hf", "vllm")
+
+
+@dataclass
+class SamplerConfig(ConfigSection):
+    """Sampler backend."""
+
+    sampler: str = setting("hf", "who samples (distill, rl: the student; sft --from-teacher: the teacher): hf "
+                                 "(transformers generate) or vllm (a colocated engine; a GPU and mentor[vllm])")
+    vllm_gpu_memory_utilization: float = setting(0.3, "share of the GPU the colocated vLLM engine may take")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.sampler not in SAMPLERS:
+            raise MentorError(f"--sampler {self.sampler!r} is unknown: use {' or '.join(SAMPLERS)}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise MentorError("--vllm-gpu-memory-utilization is a share of the GPU: it must lie in (0, 1]")
+
+
+@dataclass
+class SamplingConfig(SamplerConfig):
+    """Sampling the student."""
+
+    temperature: float = setting(1.0, "sampling temperature (the recorded log-probs are of this tempered softmax)")
+    top_k: int = setting(0, "refused for training (the importance ratio needs the full softmax); 0: off")
+    top_p: float = setting(1.0, "refused for training, as --top-k; 1: off")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.temperature > 0:
+            raise MentorError("--temperature must be positive")
         if self.top_k or self.top_p != 1.0:
             # the trainer's log-probs are the full tempered softmax; truncated sampling would record others
             raise MentorError("--top-k/--top-p cannot be used for training: the trainer's importance ratio uses "
                               "the full softmax at --temperature, so sample from it (lower --temperature instead)")
 
 
-@dataclass
-class DistillConfig(TrainConfig, SamplingConfig):
-    """On-policy distillation (tinker-cookbook's defaults, tuned for stability on small models)."""
+POLICY_LOSSES = ("importance_sampling", "ppo")  # the losses of sampled tokens (cross_entropy is sft's)
 
-    student: str = ""
-    teacher: str = ""
-    prompts: str = ""  # JSONL with `prompt` or `messages`
-    task: str = ""  # a built-in task for prompts/eval instead of a file (e.g. arithmetic)
-    eval_size: int = 200
-    chat_template: bool = False  # apply the tokenizer's chat template to plain `prompt` records
-    kl_coef: float = 1.0
-    kl_discount: float = 0.0
-    # sampled: the sampled token's log q - log p as its advantage (any teacher); full: the exact reverse KL
-    # over the vocabulary, differentiated (in-process teacher); top_k: the same over the kl_top_k likeliest
-    divergence: str = "sampled"
-    kl_top_k: int = 20
-    reward_coef: float = 0.0  # add this times the (group-centred) task reward to every token's advantage
-    loss: str = "importance_sampling"
-    clip_ratio: float = 0.0  # > 0: PPO-style clipping of the importance ratio
-    # --teacher may be a URL (http://host:port/v1): an OpenAI-compatible server (vLLM, SGLang, serve-teacher)
-    teacher_tokenizer: str = ""  # remote teacher: its tokenizer (directory or hub id); default: ask the server
-    teacher_api_key: str = ""  # remote teacher: bearer key (or $MENTOR_TEACHER_API_KEY); never written to disk
-    teacher_timeout: float = 120.0  # remote teacher: seconds per request before a retry
-    sampler: str = "hf"  # hf (transformers generate) | vllm (colocated engine, needs a GPU and mentor[vllm])
-    vllm_gpu_memory_utilization: float = 0.3  # share of the GPU the colocated vLLM engine may take
+
+@dataclass
+class PolicyLossConfig(ConfigSection):
+    """Policy-gradient loss (distill, rl)."""
+
+    loss: str = setting("importance_sampling", "importance_sampling (pi/q x advantage) or ppo (the same, "
+                                               "clipped: needs --clip-ratio)")
+    clip_ratio: float = setting(0.0, "> 0: the clipped (PPO) objective, ratio kept in [1-c, 1+c], whatever --loss "
+                                     "says; 0: no clipping")
+    tis_cap: float = setting(0.0, "truncated importance sampling: cap each token's sampler-to-trainer ratio at "
+                                  "this (at least 1; for an engine such as vLLM whose log-probs differ from the "
+                                  "trainer's); 0: off")
+    kl_coef: float = setting(1.0, "weight of the per-token reverse KL to the teacher (rl: to --reference, 0: no "
+                                  "penalty)")
 
     def validate(self) -> None:
         super().validate()
-        self.validate_sampling()
+        check_policy_loss(self.loss, self.clip_ratio, self.tis_cap)
+        if self.kl_coef < 0:
+            raise MentorError("--kl-coef cannot be negative: a negative weight inverts the objective (the student "
+                              "would move away from the teacher or reference)")
+
+
+def check_policy_loss(loss: str, clip_ratio: float, tis_cap: float) -> None:
+    """A clip ratio > 0 means the clipped objective; combinations that contradict it (or do nothing) are refused."""
+    if clip_ratio < 0:
+        raise MentorError(f"--clip-ratio cannot be negative (got {clip_ratio:g}; 0: no clipping)")
+    if loss == "cross_entropy":
+        raise MentorError("--loss cross_entropy trains on given tokens and has no importance ratio to clip or cap: "
+                          "use `mentor sft` for it, or --loss importance_sampling / ppo here")
+    if loss not in POLICY_LOSSES:
+        raise MentorError(f"--loss {loss!r} is unknown: use importance_sampling or ppo")
+    if loss == "ppo" and not clip_ratio > 0:
+        raise MentorError("--loss ppo needs --clip-ratio above 0 (e.g. 0.2): with 0 nothing is clipped")
+    if tis_cap < 0 or 0 < tis_cap < 1:
+        raise MentorError(f"--tis-cap {tis_cap:g} must be at least 1 (or 0 for off): a cap below 1 would "
+                          "down-weight the tokens sampler and trainer agree on")
+
+
+@dataclass
+class RemoteConfig(ConfigSection):
+    """Remote teacher or reference (a URL: vLLM, SGLang or mentor serve-teacher)."""
+
+    teacher_tokenizer: str = setting("", "the server's tokenizer (directory or hub id) for the vocabulary check; "
+                                         "empty: ask the server")
+    teacher_api_key: str = setting("", "bearer key for the server (or $MENTOR_TEACHER_API_KEY); never written to "
+                                       "disk")
+    teacher_timeout: float = setting(120.0, "seconds per request before it counts as failed and is retried")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.teacher_timeout > 0:
+            raise MentorError("--teacher-timeout must be positive (seconds)")
+
+
+@dataclass
+class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig, RemoteConfig, TrainConfig):
+    """On-policy distillation (tinker-cookbook's defaults, tuned for stability on small models)."""
+
+    student: str = setting("", "the student to train: a directory, a .gguf file or a hub id")
+    teacher: str = setting("", "the teacher: a directory, a .gguf file, a hub id, a URL (http://host:port/v1) or "
+                               "name=TEACHER,name=TEACHER (one per --prompts data set)")
+    kl_discount: float = setting(0.0, "discount of later tokens' reverse KL added to each token's advantage "
+                                      "(0: each token's own)")
+    divergence: str = setting("sampled", "sampled: the sampled token's log q - log p as its advantage (any "
+                                         "teacher); full: the exact reverse KL over the vocabulary; top_k: the "
+                                         "same over the --kl-top-k likeliest; jsd: generalized JSD with "
+                                         "--jsd-beta (full, jsd: an in-process teacher; top_k: also one server)")
+    kl_top_k: int = setting(20, "tokens of --divergence top_k")
+    jsd_beta: float = setting(0.5, "--divergence jsd: 0 forward KL(teacher||student), 1 reverse KL, between the "
+                                   "interpolated JSD")
+    reward_coef: float = setting(0.0, "add this times the group-centred --task reward to every token's advantage")
+
+    recipe = "distillation"
+
+    def validate(self) -> None:
+        super().validate()
         if not self.student or not self.teacher:
             raise MentorError("distillation needs --student and --teacher (a model directory or hub id each)")
         if not self.prompts and not self.task:
             raise MentorError("distillation needs --prompts FILE.jsonl (or a built-in --task)")
-        if self.loss not in LOSSES or self.loss == "cross_entropy":
-            raise MentorError(f"--loss {self.loss!r} is unknown for distillation: use importance_sampling or ppo")
-        if self.clip_ratio < 0 or not 0 <= self.kl_discount <= 1:
-            raise MentorError("--clip-ratio must be >= 0 and --kl-discount in [0, 1]")
-        check_clip(self.loss, self.clip_ratio, default=0.0)
-        if self.eval_size < 1:
-            raise MentorError(f"--eval-size must be at least 1 (got {self.eval_size})")
-        if self.kl_coef < 0 or self.reward_coef < 0:
-            raise MentorError("--kl-coef and --reward-coef cannot be negative: a negative weight inverts the "
-                              "objective (the student would move away from the teacher or the reward)")
+        teachers = named_paths(self.teacher)
+        if teachers is not None and set(named_paths(self.prompts) or ()) != set(teachers):
+            raise MentorError("with one teacher per data set, --prompts must name the same data sets: "
+                              f"--prompts {','.join(f'{n}=FILE' for n in teachers)}")
+        if not 0 <= self.kl_discount <= 1:
+            raise MentorError("--kl-discount must lie in [0, 1]")
+        if self.reward_coef < 0:
+            raise MentorError("--reward-coef cannot be negative: a negative weight inverts the objective (the "
+                              "student would move away from the reward)")
         if not self.kl_coef and not self.reward_coef:
             raise MentorError("--kl-coef 0 without --reward-coef leaves nothing to learn: raise --kl-coef")
         if self.reward_coef and not self.task:
@@ -184,16 +325,13 @@ class DistillConfig(TrainConfig, SamplingConfig):
         if self.reward_coef and self.group_size < 2:
             raise MentorError("--reward-coef needs --group-size of at least 2: the reward is centred on its "
                               "group's mean, which one sample equals")
-        if self.kl_top_k < 1:
-            raise MentorError(f"--kl-top-k must be at least 1 (got {self.kl_top_k})")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise MentorError("--vllm-gpu-memory-utilization is a share of the GPU: it must lie in (0, 1]")
-        if self.sampler not in ("hf", "vllm"):
-            raise MentorError(f"--sampler {self.sampler!r} is unknown: use hf or vllm")
+        require_at_least_one(self, "kl_top_k")
         if self.divergence not in DIVERGENCES:
             raise MentorError(f"--divergence {self.divergence!r} is unknown: use {', '.join(DIVERGENCES)}")
-        if self.divergence == "top_k" and self.kl_top_k < 1:
-            raise MentorError("--kl-top-k must be >= 1 with --divergence top_k")
+        if not 0 <= self.jsd_beta <= 1:
+            raise MentorError(f"--jsd-beta must lie in [0, 1] (got {self.jsd_beta:g})")
+        if self.jsd_beta != 0.5 and self.divergence != "jsd":
+            raise MentorError("--jsd-beta only acts with --divergence jsd: add it or drop --jsd-beta")
         # top_k needs only the teacher's top-k log-probs, which a server returns (vLLM's prompt_logprobs=k)
         remote_only = self.teacher.startswith(("http://", "https://")) and self.divergence != "top_k"
         if self.divergence != "sampled" and (remote_only or "=" in self.teacher):
@@ -202,16 +340,19 @@ class DistillConfig(TrainConfig, SamplingConfig):
                               "sampled with several teachers")
         if self.divergence != "sampled" and self.kl_discount:
             raise MentorError(f"--divergence {self.divergence} is a per-position loss: --kl-discount must be 0")
-        if not self.teacher_timeout > 0:
-            raise MentorError("--teacher-timeout must be positive (seconds)")
 
 
-def check_clip(loss: str, clip_ratio: float, default: float) -> None:
-    """PPO clipping needs a ratio, and a ratio does nothing without PPO: either alone is a silent no-op."""
-    if loss == "ppo" and not clip_ratio > 0:
-        raise MentorError("--loss ppo needs --clip-ratio above 0 (e.g. 0.2): with 0 nothing is clipped")
-    if loss != "ppo" and clip_ratio not in (0.0, default):
-        raise MentorError(f"--clip-ratio {clip_ratio} only acts with --loss ppo: add --loss ppo or drop it")
+def require_at_least_one(config, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < 1:
+            raise MentorError(f"--{_flag(name)} must be at least 1 (got {getattr(config, name)})")
+
+
+def named_paths(spec: str) -> dict[str, str] | None:
+    """``math=/models/a,code=/models/b`` -> {name: path}; None for a single path or URL."""
+    if not re.fullmatch(r"\w+=[^,]+(,\w+=[^,]+)*", spec or ""):
+        return None
+    return dict(part.split("=", 1) for part in spec.split(","))
 
 
 def _flag(name: str) -> str:
@@ -294,17 +435,40 @@ def _field_type(cls, f: dataclasses.Field):
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--field-name`` flag per config field. Unset flags stay absent so YAML values survive."""
-    parser.add_argument("--config", help="YAML file with config fields (flags override it)")
-    for f in dataclasses.fields(cls):
-        kind = _field_type(cls, f)
-        names = [f"--{_flag(f.name)}"]
-        if kind is bool:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS)
-        else:
-            parser.add_argument(*names, dest=f.name, type=finite_float if kind is float else kind,
-                                default=argparse.SUPPRESS, metavar=kind.__name__.upper())
+    """One ``--field-name`` flag per config field, with its help and default, grouped by config section.
+
+    Unset flags stay absent so YAML values survive.
+    """
+    parser.add_argument("--config", help="YAML file with config fields (flags override it; default: none)")
+    fields = dataclasses.fields(cls)
+    for section in cls.__mro__:  # the recipe's own fields first, training last
+        declared = [f for f in fields if _declaring_section(cls, f.name) is section]
+        if declared:
+            group = parser.add_argument_group((section.__doc__ or section.__name__).splitlines()[0].rstrip("."))
+            for f in declared:
+                _add_field_flag(group, cls, f)
+
+
+def _add_field_flag(group, cls, f: dataclasses.Field) -> None:
+    kind = _field_type(cls, f)
+    help_text = f"{f.metadata.get('help', '')} (default: {_shown_default(f.default)})".replace("%", "%%")
+    if kind is bool:
+        group.add_argument(f"--{_flag(f.name)}", dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=help_text)
+    else:
+        group.add_argument(f"--{_flag(f.name)}", dest=f.name, type=finite_float if kind is float else kind,
+                           default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=help_text)
+
+
+def _declaring_section(cls, name: str) -> type:
+    """The most basic class in ``cls``'s MRO that declares field ``name`` (where it is documented)."""
+    return [c for c in cls.__mro__ if name in c.__dict__.get("__annotations__", {})][-1]
+
+
+def _shown_default(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of fields; anything larger is not one
@@ -405,80 +569,58 @@ NON_SEMANTIC_FIELDS |= {"progress_every", "sample_log_every", "sample_log_rows"}
 
 
 @dataclass
-class SFTConfig(TrainConfig):
+class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig):
     """Supervised fine-tuning / off-policy distillation on prompt+completion data."""
 
-    model: str = ""
-    data: str = ""  # JSONL: prompt+completion, or messages ending with an assistant turn
-    task: str = ""  # or a built-in task's reference solutions
-    train_size: int = 20000  # problems drawn from --task
-    eval_size: int = 200
-    max_new_tokens: int = 64  # for evaluation
-    chat_template: bool = False
-    max_prompt_tokens: int = 0
-    long_prompts: str = "skip"
-    # off-policy distillation: completions sampled from this teacher (cached in the run directory, paid once)
-    from_teacher: str = ""
-    teacher_samples: int = 1  # completions per prompt
-    teacher_temperature: float = 1.0
-    teacher_prompts: int = 0  # prompts to sample for (0: all of --data, or --train-size from --task)
+    max_new_tokens: int = redefault(TaskConfig, "max_new_tokens", 64)
+    from_teacher: str = setting("", "off-policy distillation: sample the completions from this teacher (a "
+                                    "directory, .gguf file or hub id), cached in the run directory, paid once")
+    teacher_samples: int = setting(1, "--from-teacher: completions per prompt")
+    teacher_temperature: float = setting(1.0, "--from-teacher: sampling temperature")
+    teacher_prompts: int = setting(0, "--from-teacher: prompts to sample for (0: all of --data, or --train-size "
+                                      "from --task)")
+
+    recipe = "sft"
 
     def validate(self) -> None:
         super().validate()
-        if not self.model:
-            raise MentorError("sft needs --model (a model directory or hub id)")
         if self.teacher_samples < 1 or not self.teacher_temperature > 0 or self.teacher_prompts < 0:
             raise MentorError("--teacher-samples must be at least 1, --teacher-temperature positive and "
                               "--teacher-prompts 0 (all) or more")
         teacher_flags = [f"--{_flag(n)}" for n, default in (("teacher_samples", 1), ("teacher_temperature", 1.0),
-                                                             ("teacher_prompts", 0)) if getattr(self, n) != default]
+                                                             ("teacher_prompts", 0), ("sampler", "hf"),
+                                                             ("vllm_gpu_memory_utilization", 0.3))
+                         if getattr(self, n) != default]
         if teacher_flags and not self.from_teacher:
             raise MentorError(f"{', '.join(teacher_flags)} only act with --from-teacher TEACHER: add it or drop them")
+        if self.from_teacher.startswith(("http://", "https://")) or named_paths(self.from_teacher) is not None:
+            raise MentorError("--from-teacher samples completions in-process: name one model (a directory, .gguf "
+                              "file or hub id), not a server or one teacher per data set")
         if not self.data and not self.task:
             raise MentorError("sft needs --data FILE.jsonl (or a built-in --task)")
-        for name in ("max_new_tokens", "train_size", "eval_size"):
-            if getattr(self, name) < 1:
-                raise MentorError(f"--{_flag(name)} must be at least 1 (got {getattr(self, name)})")
-        if self.max_prompt_tokens < 0:
-            raise MentorError("--max-prompt-tokens cannot be negative (0: the model's context minus --max-new-tokens)")
-        if self.long_prompts not in ("skip", "fail"):
-            raise MentorError("--long-prompts must be 'skip' or 'fail'")
 
 
 @dataclass
-class RLConfig(TrainConfig, SamplingConfig):
+class RLConfig(ModelConfig, PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig, RemoteConfig, TrainConfig):
     """On-policy RL with a grader's sequence reward (group baseline; GRPO with --normalize-std)."""
 
-    model: str = ""
-    prompts: str = ""  # JSONL with `prompt`/`messages` and an `answer` (or a loader's schema) for the grader
-    task: str = ""  # a built-in task: prompts, grader and evaluation
-    grader: str = ""  # exact | numeric | math | code | ifeval (default: the task's own)
-    eval_size: int = 200
-    chat_template: bool = False
-    normalize_std: bool = False  # divide the group-centred reward by the group's std (GRPO)
-    drop_constant_groups: bool = True  # groups whose samples all got the same reward carry no signal
-    loss: str = "importance_sampling"
-    clip_ratio: float = 0.2  # used with --loss ppo
-    kl_coef: float = 0.0  # > 0: per-token KL penalty to --reference
-    reference: str = ""  # reference model for the KL penalty (default: the initial --model)
+    grader: str = setting("", "exact, numeric, math, code or ifeval; empty: the --task's own")
+    normalize_std: bool = setting(False, "divide the group-centred reward by the group's std (GRPO)")
+    drop_constant_groups: bool = setting(True, "drop (and count) groups whose samples all got the same reward: "
+                                               "they carry no signal")
+    kl_coef: float = redefault(PolicyLossConfig, "kl_coef", 0.0)
+    reference: str = setting("", "the KL penalty's reference: a directory, .gguf file, hub id or a URL (a served "
+                                 "model: mentor serve-teacher, vLLM); empty: the initial --model")
+
+    recipe = "rl"
 
     def validate(self) -> None:
         super().validate()
-        self.validate_sampling()
-        if not self.model:
-            raise MentorError("rl needs --model (a model directory or hub id)")
         if not self.prompts and not self.task:
             raise MentorError("rl needs --prompts FILE.jsonl with answers (or a built-in --task)")
         if self.prompts and not self.task and not self.grader:
             raise MentorError("rl on --prompts needs --grader (exact, numeric, math, code or ifeval)")
-        if self.loss not in ("importance_sampling", "ppo"):
-            raise MentorError(f"--loss {self.loss!r} is unknown for rl: use importance_sampling or ppo")
-        if self.clip_ratio < 0 or self.kl_coef < 0:
-            raise MentorError("--clip-ratio and --kl-coef cannot be negative")
-        check_clip(self.loss, self.clip_ratio, default=0.2)
         if self.reference and not self.kl_coef:
             raise MentorError("--reference only acts with --kl-coef above 0 (the KL penalty): add one or drop it")
-        if self.eval_size < 1:
-            raise MentorError(f"--eval-size must be at least 1 (got {self.eval_size})")
         if self.group_size < 2:
             raise MentorError("rl needs --group-size of at least 2 (the group mean is the baseline)")

@@ -186,7 +186,7 @@ def test_opd_selects_the_jsd_from_python_and_logs_it(models, tiny_dirs):
     from mentor.update.logprobs import PolicyLogprobs
 
     student, teacher = models
-    assert "jsd" not in DIVERGENCES  # not (yet) on the command line
+    assert "jsd" in DIVERGENCES  # --divergence jsd on the command line too (tests/test_backends.py)
     algorithm = OnPolicyDistillation(None, LocalTeacher(teacher, pad_id=0), None, group_size=2, temperature=1.0,
                                      divergence="jsd", jsd_beta=0.3, kl_coef=2.0)
     options = algorithm.forward_options()

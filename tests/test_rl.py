@@ -101,7 +101,8 @@ def test_mentor_rl_cli(tiny_dirs, tmp_path):
     out = tmp_path / "rl"
     code = main(["rl", "--model", tiny_dirs["student"], "--task", "arithmetic", "--output-dir", str(out),
                  "--steps", "2", "--batch-size", "2", "--group-size", "4", "--max-new-tokens", "8",
-                 "--eval-size", "4", "--normalize-std", "--loss", "ppo", "--kl-coef", "0.1", "--quiet"])
+                 "--eval-size", "4", "--normalize-std", "--loss", "ppo", "--clip-ratio", "0.2", "--kl-coef", "0.1",
+                 "--quiet"])
     assert code == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "reward" in r]

@@ -48,8 +48,7 @@ class TeacherPerSource:
         return out, flops
 
 
-DIVERGENCES = ("sampled", "full", "top_k")  # what --divergence offers
-PYTHON_DIVERGENCES = DIVERGENCES + ("jsd",)  # jsd (with jsd_beta) is selectable from Python only, for now
+DIVERGENCES = ("sampled", "full", "top_k", "jsd")  # what --divergence offers
 
 
 class OnPolicyDistillation:
@@ -63,11 +62,11 @@ class OnPolicyDistillation:
       (``mentor.update.divergence.bucket_reverse_kl``), the teacher's own distribution (temperature 1), the
       student's at the sampling temperature; the teacher's top-k are scored before the update, in-process
       or by a server (vLLM's ``prompt_logprobs=k``, ``mentor serve-teacher``): the same number either way;
-    - ``jsd`` (Python only): TRL's generalized JSD with ``jsd_beta`` (0 forward ``KL(p || q)``, 1 reverse
+    - ``jsd``: TRL's generalized JSD with ``jsd_beta`` (0 forward ``KL(p || q)``, 1 reverse
       ``KL(q || p)`` as ``full``, between the interpolated JSD), in-process teacher, chunked like ``full``.
     ``full`` and ``top_k`` are the Rao-Blackwellised form of ``sampled`` (same expected gradient at ``kl_discount`` 0,
     lower variance, a vocabulary-wide pass per token).
-    ``clip_ratio`` > 0 clips the importance ratio (PPO); the recipe sets it from ``--loss ppo --clip-ratio``.
+    ``clip_ratio`` > 0 clips the importance ratio (PPO); ``tis_cap`` > 0 truncates it at that cap (TIS).
     """
 
     name = "opd"
@@ -77,14 +76,14 @@ class OnPolicyDistillation:
                  temperature: float,
                  kl_coef: float = 1.0, kl_discount: float = 0.0, loss: str = "importance_sampling",
                  reward_coef: float = 0.0, grader: Grader | None = None, divergence: str = "sampled",
-                 kl_top_k: int = 0, clip_ratio: float = 0.0, jsd_beta: float = 0.5):
+                 kl_top_k: int = 0, clip_ratio: float = 0.0, jsd_beta: float = 0.5, tis_cap: float = 0.0):
         self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
         self.group_size, self.temperature = group_size, temperature
         self.kl_coef, self.kl_discount, self.loss_name = kl_coef, kl_discount, loss
-        self.clip_ratio = clip_ratio
+        self.clip_ratio, self.tis_cap = clip_ratio, tis_cap
         self.reward_coef, self.grader = reward_coef, grader
-        if divergence not in PYTHON_DIVERGENCES:
-            raise MentorError(f"divergence {divergence!r} is unknown: use {', '.join(PYTHON_DIVERGENCES)}")
+        if divergence not in DIVERGENCES:
+            raise MentorError(f"divergence {divergence!r} is unknown: use {', '.join(DIVERGENCES)}")
         if not 0 <= jsd_beta <= 1:
             raise MentorError(f"jsd_beta must lie in [0, 1] (got {jsd_beta})")
         self.divergence, self.jsd_beta = divergence, jsd_beta
@@ -188,7 +187,7 @@ class OnPolicyDistillation:
     def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
         """The importance-sampling policy gradient on the advantages, plus ``kl_coef`` times the full (or
         top-k) reverse KL computed in the policy forward."""
-        loss, metrics = policy_gradient_loss(output.logprobs, micro, num_tokens, self.clip_ratio)
+        loss, metrics = policy_gradient_loss(output.logprobs, micro, num_tokens, self.clip_ratio, self.tis_cap)
         if output.term is not None:
             kl_sum = (output.term * micro.loss_mask).sum()
             loss = loss + self.kl_coef * kl_sum / num_tokens

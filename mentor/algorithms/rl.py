@@ -35,8 +35,8 @@ def constant_reward_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> to
 
 
 class ReinforcementLearning:
-    """``clip_ratio`` > 0 clips the importance ratio (PPO); the recipe sets it from ``--loss ppo --clip-ratio``.
-    ``tis_cap`` > 0 truncates the sampler/trainer importance ratio at that cap (Python only, for now)."""
+    """``clip_ratio`` > 0 clips the importance ratio (PPO, ``--clip-ratio``); ``tis_cap`` > 0 truncates the
+    sampler/trainer importance ratio at that cap (``--tis-cap``)."""
 
     name = "rl"
     on_policy = True

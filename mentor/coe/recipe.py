@@ -23,7 +23,7 @@ from mentor.coe.freezing import STAGE2_VARIANTS, freeze_for_expert_training, fre
 from mentor.coe.inspect import expert_usage, plot_routing, resource_row, routing_html, routing_trace
 from mentor.coe.labeling import label_records, make_labeler, record_text
 from mentor.coe.routing import ROUTER_LOSSES, CoEExpertUtilization
-from mentor.config import SFTConfig, TrainConfig
+from mentor.config import DataConfig, SFTConfig, TrainConfig, redefault, setting
 from mentor.data.prompts import ExampleStream, encode_examples, load_examples, read_data_file, read_jsonl
 from mentor.errors import MentorError
 from mentor.models.chat import stop_token_ids
@@ -35,27 +35,28 @@ from mentor.train.trainer import Trainer
 
 
 @dataclass
-class CoEConfig(TrainConfig):
-    """CoE defaults: ``steps`` is stage 2; ``expert_steps`` each expert's FFN-only SFT."""
+class CoEConfig(DataConfig, TrainConfig):
+    """CoE: --steps is stage 2 (the router), --expert-steps each expert's FFN-only SFT."""
 
-    base: str = ""
-    data: str = ""  # JSONL of prompt+completion records (optionally with `category`), or use --builtin
-    builtin: bool = False  # the built-in general/math/coding data (mentor.tasks.coe_tasks)
-    train_size: int = 3000  # per category, with --builtin
-    categories: str = "general,math,coding"
-    labeler: str = "field"  # field | keyword | llm
-    labeler_model: str = ""  # local model dir, or http://host:port[/v1]#model-name for --labeler llm
-    expert_steps: int = 100
-    trainable_tokens: str = ""  # comma list of new special tokens whose embedding rows also train in stage 1
-    expert_learning_rate: float = 0.0  # 0: same as --learning-rate
-    top_k: int = 2
-    num_experts: int = 0  # only with --expert-init copies (default: one per category)
-    expert_init: str = "trained"  # trained | copies (the MoE-from-copies ablation)
-    train: str = "non-ffn"  # what stage 2 trains: non-ffn | full | router
-    router_loss: str = "margin"  # margin | ce | none
-    router_loss_coef: float = 1.0
-    group_size: int = 1
-    batch_size: int = 32
+    base: str = setting("", "the dense base model: a Llama/Mistral/Qwen3 directory or hub id")
+    builtin: bool = setting(False, "the built-in general/math/coding data (mentor.tasks.coe_tasks) instead of --data")
+    train_size: int = redefault(DataConfig, "train_size", 3000)
+    categories: str = setting("general,math,coding", "comma list of categories: one expert each")
+    labeler: str = setting("field", "field (records carry `category`), keyword (regex rules) or llm")
+    labeler_model: str = setting("", "--labeler llm: a local model directory, or http://host:port[/v1]#model-name")
+    expert_steps: int = setting(100, "stage 1: each expert's FFN-only SFT steps")
+    trainable_tokens: str = setting("", "comma list of new special tokens whose embedding rows also train in "
+                                        "stage 1")
+    expert_learning_rate: float = setting(0.0, "stage 1 learning rate (0: --learning-rate)")
+    top_k: int = setting(2, "experts routed to per token")
+    num_experts: int = setting(0, "experts with --expert-init copies (0: one per category)")
+    expert_init: str = setting("trained", "trained (one FFN-trained expert per category) or copies (the "
+                                          "MoE-from-copies ablation)")
+    train: str = setting("non-ffn", "what stage 2 trains: non-ffn, full or router")
+    router_loss: str = setting("margin", "stage 2 routing loss: margin, ce or none")
+    router_loss_coef: float = setting(1.0, "weight of the routing loss")
+    group_size: int = redefault(TrainConfig, "group_size", 1)
+    batch_size: int = redefault(TrainConfig, "batch_size", 32)
 
     def validate(self) -> None:
         super().validate()

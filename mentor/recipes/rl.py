@@ -7,12 +7,10 @@ from mentor.config import RLConfig
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
-from mentor.evaluation.flops import MatmulParams
+from mentor.backends import check_teacher, make_sampler
 from mentor.train.ledger import ComputeLedger
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
-from mentor.sample.hf import HFSampler
-from mentor.score.local import LocalTeacher
 from mentor.tasks.registry import get_task
 from mentor.tasks.graders import get_grader
 from mentor.train.run_dir import RunDirectory
@@ -25,7 +23,12 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
     quiet_transformers()
     RunDirectory(config.output_dir).check(config, config.overwrite, config.resume)  # before any work
     tokenizer = tokenizer or load_tokenizer(config.model)
+    # the KL penalty's reference is frozen: the starting weights unless another model (or a server) is named;
+    # its cheap checks come before any weights load
+    load_reference = check_teacher(config.reference or config.model, config, tokenizer, "reference") \
+        if config.kl_coef else None
     model = model or load_model(config.model, config.dtype)
+    reference, reference_params = load_reference(model) if load_reference else (None, None)
     task = get_task(config.task) if config.task else None
     grader = get_grader(config.grader) if config.grader else task.grade
     if examples is None:
@@ -38,21 +41,14 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
         else:
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
                                      chat_template=config.chat_template, model=model)
-    reference = None
-    if config.kl_coef:
-        # the reference is frozen: a copy of the starting weights unless another model is named
-        reference = load_model(config.reference or config.model, config.dtype, what="reference")
     algorithm = ReinforcementLearning(
-        HFSampler(model, tokenizer, config.max_new_tokens, config.temperature, config.top_k, config.top_p,
-                  batch_size=config.micro_batch_size),
-        tokenizer, grader, group_size=config.group_size, temperature=config.temperature,
-        normalize_std=config.normalize_std, loss=config.loss, kl_coef=config.kl_coef,
-        reference=LocalTeacher(reference, tokenizer.pad_token_id, config.micro_batch_size) if reference else None,
-        drop_constant_groups=config.drop_constant_groups,
-        clip_ratio=config.clip_ratio if config.loss == "ppo" else 0.0)  # --clip-ratio acts with --loss ppo
+        make_sampler(config, model, tokenizer, config.model), tokenizer, grader, group_size=config.group_size,
+        temperature=config.temperature, normalize_std=config.normalize_std, loss=config.loss,
+        kl_coef=config.kl_coef, reference=reference, drop_constant_groups=config.drop_constant_groups,
+        clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
     evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
                                 chat_template=config.chat_template) if task else None)
-    ledger = ComputeLedger(reference_params=MatmulParams.of(reference).total if reference else None)
+    ledger = ComputeLedger(reference_params=reference_params)  # None for a served reference: size unknown
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
     history = trainer.train(algorithm)

@@ -12,7 +12,8 @@ from mentor.data.prompts import EncodedExample, ExampleStream
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import MatmulParams, forward_flops
 from mentor.train.ledger import ComputeLedger
-from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
+from mentor.backends import make_sampler, make_teacher
+from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.tasks.registry import get_task
 from mentor.train.progress import console
@@ -60,7 +61,7 @@ def teacher_examples(config: SFTConfig, tokenizer, student, task) -> tuple[list[
     records = _read_cache(cache, key)
     cached = records is not None
     if not cached:
-        records = _sample_teacher(config, tokenizer, prompts)
+        records = _sample_teacher(config, tokenizer, student, prompts)
     # the cache is the run's first file: the run directory is claimed first (--overwrite clears only what
     # mentor wrote there, the old cache included, which is rewritten from memory)
     RunDirectory(config.output_dir).claim(config, config.overwrite, config.resume)
@@ -103,17 +104,14 @@ def _read_cache(path: Path, key: str) -> list[dict] | None:
     return [dict(json.loads(line), teacher_params=header["teacher_params"]) for line in lines[1:]]
 
 
-def _sample_teacher(config: SFTConfig, tokenizer, prompts: list[EncodedExample]) -> list[dict]:
+def _sample_teacher(config: SFTConfig, tokenizer, student, prompts: list[EncodedExample]) -> list[dict]:
     import torch
 
-    from mentor.sample.hf import HFSampler
-
-    teacher_tokenizer = load_tokenizer(config.from_teacher, "teacher")
-    check_same_vocabulary(tokenizer, teacher_tokenizer)
-    teacher = load_model(config.from_teacher, config.dtype, what="teacher")
-    params = MatmulParams.of(teacher).total
-    sampler = HFSampler(teacher, tokenizer, config.max_new_tokens, config.teacher_temperature,
-                        batch_size=config.micro_batch_size)
+    # the teacher is checked and loaded as distillation's is (vocabulary, output layer, turn ends), then samples
+    teacher = make_teacher(config.from_teacher, config, tokenizer, student).teacher
+    params = MatmulParams.of(teacher.model).total
+    sampler = make_sampler(config, teacher.model, tokenizer, config.from_teacher,
+                           temperature=config.teacher_temperature)
     repeated = [p for p in prompts for _ in range(config.teacher_samples)]
     console.print(f"teacher samples: drawing {len(repeated)} completions ({config.teacher_samples} per prompt) "
                   f"from {config.from_teacher}")
