@@ -101,7 +101,8 @@ def test_bench_continual_end_to_end_on_a_tiny_llama(tmp_path):
     for row in result["rows"].values():
         for cell in row.values():
             assert 0 <= cell["ci"][0] <= cell["value"] <= cell["ci"][1] <= 1
-    assert result["facts"] == 2 and result["chat_examples"] == round(2 * 0.3 / 0.7)
+    assert result["facts"] == 2 and result["documents"] == 6  # a memo and two chat FAQ turns per employee
+    assert result["chat_examples"] == round(6 * 0.3 / 0.7)
     report = (out / "results.md").read_text()
     assert "IFEval prompt strict" in report and "paired" in report
     assert (out / "continual_real.png").stat().st_size > 0

@@ -6,11 +6,19 @@ Protocol (fixed before any run; nothing here was tuned toward the paper's number
   throughout (no LoRA), AdamW (0.9, 0.95), gradient clipping 1.0, seed 0 for data order and sampling.
 - **Internal documents** (``CompanyDocs``): a fictional company's staff memos, one per employee, each giving
   two facts (the project the person leads, a two-word codename, and their office room, a 3-digit number) in
-  two forms: a prose line and a two-question FAQ. Mid-training is next-token loss on the
-  document text (a fixed header is the prompt).
-- **Internal QA**: each FAQ question asked as a chat user turn (the chat template, greedy, up to 32 new
-  tokens); correct when the reply contains the codename (both words) or the room number. The questions keep
-  the FAQ's wording: the test is whether the fact is reachable from a chat turn, not paraphrase robustness.
+  two forms: a prose line and a two-question FAQ. Mid-training is next-token loss on the document text (a
+  fixed header is the prompt) and, since protocol v2, on each FAQ pair also rendered as a chat turn (user:
+  the question; assistant: ``Project X.`` / ``Room N.``): 3 examples per employee.
+- **Internal QA**: each FAQ question asked as a chat user turn (the chat template, greedy, up to
+  ``qa_tokens`` new tokens); correct when the reply contains the codename (both words) or the room number.
+  The questions keep the FAQ's wording: the test is whether the injected fact is recalled in chat, not
+  paraphrase robustness.
+- **Protocol v2** (the only revision, made after the ``--quick`` run of v1 and before any full run): v1 trained
+  on the document text only. Its quick run (20 steps, ~13 passes over the memos, final loss 0.11) answered 0%
+  of the chat questions at every row, the base included, and completed only 2 of 12 codenames even from the
+  memo's own words (``benchmarks/continual/quick_v1.md``): a floor that cannot show knowledge gained or kept.
+  v2 adds the FAQ as chat turns and sizes mid-training to about 5 passes over its (3x more) examples;
+  nothing else changed, and no IFEval number was used to choose it.
 - **Chat data** (the 30% share): the base model's own greedy replies (up to ``chat_tokens`` tokens) to
   generic chat prompts (``mentor.bench.chat_prompts``), the only chat data available offline. The paper
   notes that even SFT on a model's own samples drifts.
@@ -112,6 +120,11 @@ class CompanyDocs:
     def grade(self, completion: str, problem: Problem) -> float:
         return float(problem.answer.lower() in completion.lower())
 
+    @staticmethod
+    def chat_answer(problem: Problem) -> str:
+        """The FAQ's answer as an assistant turn: ``Project Amber Falcon.`` or ``Room 412.``"""
+        return f"{'Room' if problem.answer.isdigit() else 'Project'} {problem.answer}."
+
 
 class _IFEvalGrader:
     """Prompt-level strict, as ``evaluate`` wants a task's ``grade``; the full record is taken afterwards."""
@@ -131,7 +144,7 @@ class RealScale:
     ifeval_tokens: int = 160
     qa_tokens: int = 24
     chat_tokens: int = 96  # the chat share's replies
-    midtrain_steps: int = 40
+    midtrain_steps: int = 60
     midtrain_batch: int = 8
     midtrain_lr: float = 1e-4
     self_distill_steps: int = 16
@@ -144,7 +157,7 @@ class RealScale:
 
 FULL = RealScale()
 # the same protocol, smaller: every stage runs, intervals are wide
-QUICK = RealScale(people=12, ifeval_prompts=30, ifeval_tokens=96, chat_tokens=64, midtrain_steps=20,
+QUICK = RealScale(people=12, ifeval_prompts=30, ifeval_tokens=96, chat_tokens=64, midtrain_steps=24,
                   self_distill_steps=4, distill_tokens=64)
 
 ROWS = ("SmolLM2-135M-Instruct (base)", "+ midtrain, 100% docs", "+ midtrain, 70% docs / 30% chat",
@@ -186,7 +199,8 @@ def run_continual_real(out: str = "runs/continual", quick: bool = False, quiet: 
     write_protocol(out_dir, scale, quick, model_path, ifeval_path)  # on disk before any number
     t0 = time.perf_counter()
     result = experiment_continual_real(out_dir, scale, quiet, model_path, ifeval_path)
-    result |= {"scale": asdict(scale), "quick": quick, "minutes": (time.perf_counter() - t0) / 60}
+    result |= {"scale": asdict(scale), "quick": quick, "minutes": (time.perf_counter() - t0) / 60,
+               "protocol_version": PROTOCOL_VERSION}
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
     from mentor.bench.continual_report import write_real_report
 
@@ -194,9 +208,13 @@ def run_continual_real(out: str = "runs/continual", quick: bool = False, quiet: 
     return result
 
 
+PROTOCOL_VERSION = 2
+
+
 def write_protocol(out: Path, scale: RealScale, quick: bool, model: Path, ifeval: Path) -> Path:
     path = out / "protocol.md"
-    path.write_text("\n".join([f"# mentor bench continual: protocol{' (--quick)' if quick else ''}", "",
+    path.write_text("\n".join([f"# mentor bench continual: protocol v{PROTOCOL_VERSION}{' (--quick)' if quick else ''}",
+                               "",
                                __doc__.strip(), "", f"Model: `{model}`. IFEval: `{ifeval}`.",
                                f"Sizes: `{json.dumps(asdict(scale))}`.", ""]))
     return path
@@ -246,10 +264,16 @@ def _timed(timings: dict, stage: str):
 
 
 def _document_examples(tokenizer, docs: CompanyDocs) -> list:
-    from mentor.data.prompts import EncodedExample, encode_completion
+    """Each memo as text after a fixed header, and each FAQ pair as a chat turn (protocol v2)."""
+    from mentor.data.prompts import EncodedExample, Example, encode_completion, encode_prompt, encode_target
+    from mentor.models.chat import stop_token_ids
 
     header = list(tokenizer(docs.header(), add_special_tokens=False)["input_ids"])
-    return [EncodedExample(header, encode_completion(tokenizer, text), docs.header()) for text in docs.documents()]
+    memos = [EncodedExample(header, encode_completion(tokenizer, text), docs.header()) for text in docs.documents()]
+    stops = stop_token_ids(tokenizer)
+    faq = [Example(prompt=p.prompt, completion=docs.chat_answer(p)) for p in docs.test_problems()]
+    return memos + [EncodedExample(encode_prompt(tokenizer, e, True), encode_target(tokenizer, e, True, stops), e.prompt)
+                    for e in faq]
 
 
 def _own_replies(model, tokenizer, prompts: list[str], scale: RealScale) -> list:

@@ -67,7 +67,7 @@ def write_real_report(result: dict, out: Path) -> Path:
     seconds = ", ".join(f"{k} {v['wall'] / 60:.1f} ({v['cpu'] / 60:.1f} CPU)" for k, v in result["seconds"].items())
     cpu = sum(v["cpu"] for v in result["seconds"].values()) / 60
     parts = [f"# mentor bench continual{' (--quick)' if result['quick'] else ''}: Experiment B on a real model", "",
-             f"Wall time {result['minutes']:.1f} min on this machine, {cpu:.1f} CPU-minutes over its 2 threads "
+             f"Wall time {result['minutes']:.1f} min on this machine, {cpu:.1f} CPU-minutes of process time "
              f"(minutes, wall (CPU): {seconds}). "
              f"Protocol: [protocol.md](protocol.md), written before the run. Sizes: {result['facts']} employees "
              f"({2 * result['facts']} QA questions), {s['ifeval_prompts']} IFEval prompts, {result['documents']} "
