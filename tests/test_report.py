@@ -88,7 +88,7 @@ def test_inspect_shades_each_token_by_sampler_minus_teacher(opd_run, tmp_path, c
     records = SampleLog(opd_run).read()
     expected = [q - p for r in records for q, p in zip(r["sampler_logprobs"], r["teacher_logprobs"])]
     assert len(shown) == len(expected) and len(shown) > 0
-    assert all(abs(a - b) < 5e-4 for a, b in zip(shown, expected))
+    assert all(abs(a - b) <= 5e-4 + 1e-9 for a, b in zip(shown, expected))  # shown to 3 decimals: half a unit
     summary = json.loads((out / "penalty_summary.json").read_text())
     assert set(summary["steps"]) == {"1", "2", "4", "5"} and summary["run"]["tokens"] == len(expected)
 
