@@ -94,3 +94,10 @@ def test_bench_coe_smoke(tmp_path):
     assert all(0 <= v["value"] <= 1 for p in probe.values() for v in p.values())
     for name in ("accuracy.png", "routing.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_bench_coe_refuses_bad_seeds_in_one_line(capsys):
+    from mentor.cli import main
+
+    assert main(["bench", "coe", "--seeds", "0,x", "--out", "unused"]) == 2
+    assert "--seeds '0,x': give whole numbers" in capsys.readouterr().err

@@ -74,6 +74,11 @@ def add_bench_coe(bench_sub) -> None:
 def _run_coe(args) -> None:
     from mentor.bench.coe import run_bench
 
-    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    from mentor.errors import MentorError
+
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    except ValueError:
+        raise MentorError(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1") from None
     run_bench(args.out, quick=args.quick, base=args.base, seeds=seeds, expert_steps=args.expert_steps,
               batch_size=args.batch_size, eval_size=args.eval_size)
