@@ -1,24 +1,34 @@
-"""`mentor bench paper` end to end at the smallest knobs: every stage runs and the report has the tables."""
+"""`mentor bench paper --only A` (A1 steps, A2 compute) end to end at the smallest knobs: every stage runs and
+the report has the tables (B and C: tests/test_bench_continual.py)."""
 
 import json
 
 from mentor.cli import main
 
-TINY = ["--student-sft-steps", "3", "--steps", "2", "--prompts-per-step", "2", "--group-size", "2",
-        "--eval-every", "1", "--eval-size", "4", "--chat-sft-steps", "3", "--midtrain-steps", "2",
-        "--self-distill-steps", "1", "--people", "2", "--one-prompt-steps", "1", "--one-prompt-samples", "4"]
+TINY = ["--start-sft-steps", "3", "--grid-steps", "2", "--val-size", "4", "--rl-steps", "4", "--opd-steps", "2",
+        "--prompts-per-step", "2", "--group-size", "2", "--eval-every", "1", "--opd-eval-every", "1",
+        "--test-size", "6", "--plateau-evals", "2", "--teacher-sft-steps", "3", "--samples-n0", "64",
+        "--compute-opd-steps", "1"]
 
 
-def test_bench_paper_quick_writes_the_three_tables(tmp_path):
+def test_bench_paper_quick_writes_every_table(tmp_path):
     out = tmp_path / "paper"
-    assert main(["bench", "paper", "--quick", "--quiet", "--out", str(out), *TINY]) == 0
+    assert main(["bench", "paper", "--quick", "--quiet", "--only", "A", "--out", str(out), *TINY]) == 0
+    assert "annealed start" in (out / "protocol.md").read_text()  # the protocol is written with the results
     report = (out / "results.md").read_text()
-    for title in ("Experiment A", "two ratios", "Experiment B", "Experiment C"):
+    for title in ("A1: the annealed start", "learning-rate grid", "steps to T_RL", "A2: SFT on a stochastic",
+                  "FLOP ratios"):
         assert title in report
-    assert (out / "math_accuracy.png").stat().st_size > 0
+    assert (out / "steps.png").stat().st_size > 0 and (out / "compute.png").stat().st_size > 0
     result = json.loads((out / "results.json").read_text())
-    assert set(result["A"]["curves"]) == {"sft", "rl", "opd", "opd+reward"}
-    # SFT's first point already carries the teacher's sampling cost; the on-policy methods start at 0
-    assert result["A"]["curves"]["sft"][0]["teacher_flops"] > 0 and result["A"]["curves"]["rl"][0]["flops"] == 0
-    assert len(result["B"]["rows"]) == 4
-    assert 0 <= result["C"]["after"] <= 1
+    a1 = result["A1"]
+    assert set(a1["grid"]) == {"rl", "opd"} and all(len(g) == 3 for g in a1["grid"].values())
+    assert set(a1["seeds"]) == {"0", "1"}  # two seeds, each an RL run and an OPD run from S0
+    for seed in a1["analysis"]["per_seed"].values():
+        low, high = seed["target_ci"]
+        assert low <= seed["target"] <= high
+    a2 = result["A2"]
+    assert sorted(int(n) for n in a2["sft"]) == [64, 128, 256]
+    # SFT's points carry the teacher's sampling cost, in proportion to their samples
+    flops = [a2["sft"][n]["teacher_flops"] for n in ("64", "128", "256")]
+    assert flops[0] > 0 and abs(flops[2] - 4 * flops[0]) < 1e-6 * flops[2]

@@ -6,17 +6,24 @@ import argparse
 
 
 def add_bench_paper(bench_sub) -> None:
-    paper = bench_sub.add_parser("paper", help="the on-policy distillation post's three experiments at CPU scale "
-                                               "(math vs SFT/RL, continual learning, one prompt)")
+    paper = bench_sub.add_parser("paper", help="the on-policy distillation post's experiments at CPU scale, on its "
+                                               "protocols (steps RL vs OPD, compute SFT vs OPD, continual "
+                                               "learning, one prompt)")
     paper.add_argument("--out", default="runs/paper", help="directory for runs, results.md and plots")
     paper.add_argument("--quick", action="store_true", help="a smoke-test scale (under 5 minutes)")
     paper.add_argument("--quiet", action="store_true", help="no progress bars")
-    paper.add_argument("--only", default="ABC", help="experiments to run, e.g. AC (C reuses A's student)")
+    paper.add_argument("--only", default="ABC", help="experiments to run: A1 (steps), A2 (compute), B, C; "
+                                                     "A is A1 and A2, e.g. --only A2C")
     # smaller knobs, for tests and for trying the experiments at other sizes
-    for name in ("student_sft_steps", "steps", "prompts_per_step", "group_size", "eval_every", "eval_size",
-                 "chat_sft_steps", "midtrain_steps",
+    for name in ("start_sft_steps", "grid_steps", "val_size", "rl_steps", "opd_steps", "prompts_per_step",
+                 "group_size", "eval_every", "opd_eval_every", "test_size", "plateau_evals", "seeds",
+                 "warmup_steps", "teacher_sft_steps", "samples_n0", "compute_opd_steps",
+                 "student_sft_steps", "eval_size", "chat_sft_steps", "midtrain_steps",
                  "self_distill_steps", "people", "one_prompt_steps", "one_prompt_samples"):
         paper.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None,
+                           help=argparse.SUPPRESS)
+    for name in ("start_lr", "sft_lr", "compute_opd_lr"):
+        paper.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None,
                            help=argparse.SUPPRESS)
     paper.set_defaults(func=_run)
 
@@ -55,8 +62,6 @@ def _run_continual(args) -> None:
 
     knobs = {k: getattr(args, k) for k in RealScale.__dataclass_fields__}
     run_continual_real(args.out, quick=args.quick, quiet=args.quiet, model=args.model, ifeval=args.ifeval, **knobs)
-
-
 
 
 def add_bench_coe(bench_sub) -> None:

@@ -2,9 +2,9 @@
 
 Protocol (fixed before any run; the numbers are ``PaperScale``'s fields):
 
-1. **Task**: ``chains`` (``mentor.tasks.chains``): 8 single-digit +/- operations modulo 10, each copied and
-   followed by the running value, graded on the last. One sequence reward carries at most one bit for ~40
-   tokens.
+1. **Task**: ``chains`` (``mentor.tasks.chains``): 8 labelled single-digit +/- operations modulo 10, each
+   copied and followed by the running value, graded on the last. One sequence reward carries at most one bit
+   for ~40 tokens.
 2. **Annealed start S0**: a 4x64 Qwen3 student, SFT on ground-truth chains for ``start_sft_steps`` steps
    (64 sequences a step, lr ``start_lr`` with ``warmup_steps`` of warmup and a cosine decay to 0). Its
    per-step accuracy (each value right given the model's previous one) and chain accuracy are reported, with
@@ -13,15 +13,16 @@ Protocol (fixed before any run; the numbers are ``PaperScale``'s fields):
    best of ``LR_GRID`` after ``grid_steps`` steps from S0 (seed 0), judged on the *validation* split
    (``chains_val``, ``val_size`` problems, mean of the evaluations in the run's second half). OPD's grid uses
    seed 0's T_RL as teacher. The whole grid is reported.
-4. **RL to a plateau** from S0 for ``rl_steps`` steps, one run per seed (``seeds`` of them: 0, 1, ...): the final model is T_RL
-   (same size as the student). **Target** = T_RL's plateau accuracy, the mean of its last ``plateau_evals``
-   test evaluations. The plateau is checked, not assumed: the report gives the change over the last third.
+4. **RL to a plateau** from S0 for ``rl_steps`` steps, one run per seed (``seeds`` of them: 0, 1, ...): the
+   final model is T_RL (same size as the student). **Target** = T_RL's plateau accuracy, the mean of its
+   last ``plateau_evals`` test evaluations. The plateau is checked, not assumed: the report gives the change
+   over the last third.
 5. **OPD** from S0 with that seed's T_RL as teacher for ``opd_steps`` steps.
 6. Both on the same batch (``prompts_per_step`` x ``group_size`` = 64 sequences), temperature 1, greedy
-   evaluation on ``eval_size`` test problems every ``eval_every`` (RL) / ``opd_eval_every`` (OPD) steps.
+   evaluation on ``test_size`` test problems every ``eval_every`` (RL) / ``opd_eval_every`` (OPD) steps.
 7. **Steps to target**: the first evaluation at or above the target. **Ratio** = RL's steps / OPD's steps,
    per seed and for the seeds' mean steps. **95% intervals**: a parametric bootstrap (every evaluation's
-   accuracy redrawn as Binomial(eval_size, accuracy) / eval_size, 2,000 replicates; the target is redrawn
+   accuracy redrawn as Binomial(test_size, accuracy) / test_size, 2,000 replicates; the target is redrawn
    with it); accuracies carry Wilson intervals. An OPD run that never reaches the target is reported so.
 """
 
@@ -44,8 +45,8 @@ from mentor.tasks.registry import get_task
 from mentor.train.progress import console
 
 TASK, VALIDATION_TASK = "chains", "chains_val"
-MAX_NEW_TOKENS = 48  # 39 characters of chain and the end of turn, with room for a longer wrong answer
-MAX_POSITIONS = 96  # prompt (19) + MAX_NEW_TOKENS fit
+MAX_NEW_TOKENS = 48  # 40 characters of chain and the end of turn, with room for a longer wrong answer
+MAX_POSITIONS = 96  # prompt (27 tokens) + MAX_NEW_TOKENS fit
 STUDENT_ARCH = dict(hidden_size=64, num_layers=4, num_heads=4)
 LR_GRID = {"rl": (1e-4, 3e-4, 1e-3), "opd": (1e-4, 3e-4, 1e-3)}
 GATES = {"start_step_accuracy_min": 0.80, "start_chain_accuracy_max": 0.60}

@@ -1,9 +1,12 @@
-"""Built-in task: long chains of single-digit additions and subtractions modulo 10.
+"""Built-in task: long chains of single-digit additions modulo 10.
 
-``2+4+7-7-3+7+6-9+7=`` -> ``+4=6;+7=3;-7=6;-3=3;+7=0;+6=6;-9=7;+7=4``: each step copies the next operation
-from the prompt and writes the running value after it; the last value is the graded answer. Each step is a
-copy and a lookup in a 2 x 10 x 10 table, so per-step accuracy gets high quickly, while a whole chain is
-right only if all ``STEPS`` steps are: a model right on 92% of steps gets about half the chains.
+``2a4b7c3d7e7f6g9h7=`` -> ``a4=6b7=3c3=6d7=3e7=0f6=6g9=5h7=2``: each step names its addend by the letter
+that labels it in the prompt, copies it and writes the running value after it; the last value is the graded
+answer. The label right before each addend lets a small model find it by content (an induction head: the
+token after this letter in the prompt) rather than by counting positions, which a 4x64 model did not learn
+in 700 steps of SFT (nor a copy two tokens after the label, in 500). Each step is a copy and a lookup in a
+10 x 10 table, so per-step accuracy gets high quickly, while a whole chain is right only if all ``STEPS``
+steps are: a model right on 92% of steps gets about half the chains.
 A sequence reward (right or wrong at the end) carries at most one bit for ~40 completion tokens, which is
 the regime where the on-policy distillation post's dense per-token teacher signal should matter most.
 """
@@ -11,10 +14,13 @@ the regime where the on-policy distillation post's dense per-token teacher signa
 from __future__ import annotations
 
 import random
+import re
 
 from mentor.tasks.base import Problem, problems_outside, unique_problems
 
 STEPS = 8  # operations per chain
+LABELS = "abcdefgh"  # one per step
+STEP = re.compile(r"([a-h])(\d)=(\d+)")
 TEST_SEED = 314_159
 VALIDATION_SEED = 271_828  # the split learning rates are chosen on; never the reported test set
 
@@ -22,17 +28,21 @@ VALIDATION_SEED = 271_828  # the split learning rates are chosen on; never the r
 def _problem(rng: random.Random) -> Problem:
     value = rng.randint(0, 9)
     prompt, states = str(value), []
-    for _ in range(STEPS):
-        op, digit = rng.choice("+-"), rng.randint(0, 9)
-        value = (value + digit if op == "+" else value - digit) % 10
-        prompt += f"{op}{digit}"
-        states.append(f"{op}{digit}={value}")
-    return Problem(prompt=prompt + "=", answer=str(value), solution=";".join(states))
+    for label in LABELS:
+        digit = rng.randint(0, 9)
+        value = (value + digit) % 10
+        prompt += f"{label}{digit}"
+        states.append(f"{label}{digit}={value}")
+    return Problem(prompt=prompt + "=", answer=str(value), solution="".join(states))
 
 
 def _states(completion: str) -> list[str]:
-    """The value after each written step (``+4=6`` -> ``6``); a step without ``=`` has none."""
-    return [s.split("=", 1)[1].strip() if "=" in s else "" for s in completion.strip().split(";")]
+    """The value after each written step (``a4=6`` -> ``6``), in the order written."""
+    return [m.group(3) for m in STEP.finditer(completion.strip())]
+
+
+def _addends(problem: Problem) -> list[int]:
+    return [int(digit) for digit in re.findall(r"[a-h](\d)", problem.prompt)]
 
 
 def step_accuracy(completion: str, problem: Problem) -> float:
@@ -41,14 +51,12 @@ def step_accuracy(completion: str, problem: Problem) -> float:
     Missing steps count as wrong; a step after a wrong value is judged from that wrong value, so one slip
     costs one step, not the rest of the chain.
     """
-    ops = problem.prompt.rstrip("=")
-    previous, right = ops[0], 0
+    previous, right = problem.prompt[0], 0
     states = _states(completion)
-    for i in range(STEPS):
-        op, digit = ops[1 + 2 * i], int(ops[2 + 2 * i])
+    for i, digit in enumerate(_addends(problem)):
         if i >= len(states) or not (previous.isdigit() and len(previous) == 1):
             break
-        expected = (int(previous) + digit if op == "+" else int(previous) - digit) % 10
+        expected = (int(previous) + digit) % 10
         right += states[i] == str(expected)
         previous = states[i]
     return right / STEPS
