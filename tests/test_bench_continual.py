@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_model_dir
+from real_assets import SHARED_REAL
 from mentor.bench.chat_prompts import generic_chat_prompts
 from mentor.bench.continual_real import CompanyDocs, paired_changes, summarize
 from mentor.bench.one_prompt import one_prompt_table
@@ -18,7 +19,7 @@ from mentor.errors import MentorError
 from mentor.evaluation.intervals import paired_difference_interval
 
 IFEVAL_SAMPLE = Path(__file__).parent / "data" / "ifeval_sample.jsonl"
-IFEVAL_REAL = Path(__file__).parents[1].parent / "shared" / "real" / "data" / "ifeval" / "input_data.jsonl"
+IFEVAL_REAL = SHARED_REAL / "data" / "ifeval" / "input_data.jsonl"  # found from any clone (real_assets)
 
 
 def test_chat_prompts_are_seeded_distinct_and_split_disjointly():
