@@ -354,7 +354,9 @@ class Trainer:
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
         self.bad_steps_in_a_row = state.get("bad_steps_in_a_row", 0)
         self.skipped_zero_advantage_steps = state.get("skipped_zero_advantage_steps", 0)
-        self.run.truncate_metrics(self.step)
+        if self.accelerator.is_main_process:  # one writer: ranks rewriting the same file race on its temporary
+            self.run.truncate_metrics(self.step)
+        self.accelerator.wait_for_everyone()  # the others read the metrics only once they are cut
 
     def save_final(self, path: str | Path | None = None) -> Path:
         """The trained model, loadable by ``AutoModelForCausalLM.from_pretrained`` (LoRA merged)."""
