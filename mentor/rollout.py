@@ -25,6 +25,8 @@ class RolloutBatch:
     rewards: torch.Tensor | None = None  # [B] float32 sequence-level rewards, if a grader ran
     truncated: torch.Tensor | None = None  # [B] bool, completion hit max_new_tokens without EOS
     categories: torch.Tensor | None = None  # [B] long, each sequence's data category (CoE routing labels)
+    teacher_top_ids: torch.Tensor | None = None  # [B, T, k] long, the teacher's k likeliest tokens (OPD top_k)
+    teacher_top_logprobs: torch.Tensor | None = None  # [B, T, k] float32, their log-probs under the teacher
     completions: list[str] = field(default_factory=list)  # decoded, for graders and logs
     prompts: list[str] = field(default_factory=list)
 

@@ -18,8 +18,7 @@ from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.score.local import LocalTeacher
 from mentor.tasks.graders import Grader
-from mentor.update.divergence import (FullReverseKL, GeneralizedJSD, TeacherTopK, TeacherTopKReverseKL,
-                                      teacher_top_k)
+from mentor.update.divergence import FullReverseKL, GeneralizedJSD, TeacherTopK, TeacherTopKReverseKL, teacher_top_k
 from mentor.update.logprobs import PolicyOutput
 from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
@@ -88,7 +87,6 @@ class OnPolicyDistillation:
             raise MentorError(f"jsd_beta must lie in [0, 1] (got {jsd_beta})")
         self.divergence, self.jsd_beta = divergence, jsd_beta
         self.kl_teacher_model, self.kl_top_k = None, kl_top_k if divergence == "top_k" else 0
-        self._top_k_term: TeacherTopKReverseKL | None = None  # the latest batch's teacher top-k
         if divergence == "top_k":
             if kl_top_k < 1:
                 raise MentorError(f"divergence='top_k' needs kl_top_k >= 1 (got {kl_top_k})")
@@ -115,7 +113,7 @@ class OnPolicyDistillation:
             # the teacher's top-k now (one pass, or one request per batch_size sequences); the student's side
             # is gathered in the policy forward and ``loss`` adds (and logs) it as full_reverse_kl
             top = self._teacher_top_k(batch)
-            self._top_k_term = TeacherTopKReverseKL(batch.input_ids, batch.attention_mask, top)
+            batch.teacher_top_ids, batch.teacher_top_logprobs = top.ids, top.logprobs
             batch.teacher_logprobs = top.token_logprobs * mask
             batch.advantages = torch.zeros_like(batch.sampler_logprobs)
             metrics.update(
@@ -168,15 +166,15 @@ class OnPolicyDistillation:
                 field[i, :n] = value
         return out
 
-    def forward_options(self) -> dict:
-        """The policy forward's arguments: with ``divergence`` full/top_k it also computes the per-position
-        reverse KL to the teacher from the student's hidden states (inside the DDP/FSDP forward)."""
+    def forward_options(self, micro: RolloutBatch | None = None) -> dict:
+        """The policy forward's arguments for ``micro``: with ``divergence`` full/top_k/jsd it also computes the
+        per-position divergence to the teacher from the student's hidden states (inside the DDP/FSDP forward)."""
         options = {"temperature": self.temperature, "with_entropy": True}
-        if self._top_k_term is not None:
-            options["hidden_term"] = self._top_k_term
+        if self.kl_top_k and micro is not None:
+            options["hidden_term"] = TeacherTopKReverseKL(micro.teacher_top_ids, micro.teacher_top_logprobs)
         elif self.kl_teacher_model is not None:
             options["hidden_term"] = (GeneralizedJSD(self.kl_teacher_model, self.jsd_beta) if self.divergence == "jsd"
-                                      else FullReverseKL(self.kl_teacher_model, self.kl_top_k))
+                                      else FullReverseKL(self.kl_teacher_model))
         return options
 
     def carries_signal(self, batch: RolloutBatch) -> bool:

@@ -81,7 +81,7 @@ class ReinforcementLearning:
         metrics.update(time_sample=t1 - t0, time_score=time.perf_counter() - t1)
         return batch, metrics
 
-    def forward_options(self) -> dict:
+    def forward_options(self, micro: RolloutBatch | None = None) -> dict:
         return {"temperature": self.temperature, "with_entropy": True}
 
     def carries_signal(self, batch: RolloutBatch) -> bool:

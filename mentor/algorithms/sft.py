@@ -33,7 +33,7 @@ class SupervisedFineTuning:
                              group_ids=torch.arange(len(examples)))
         return batch, {"completion_length": float(loss_mask.sum(1).mean()), "time_data": time.perf_counter() - t0}
 
-    def forward_options(self) -> dict:
+    def forward_options(self, micro: RolloutBatch | None = None) -> dict:
         """What the policy forward computes for ``loss`` (keyword arguments of ``PolicyLogprobs.forward``)."""
         return {"temperature": self.temperature, "with_entropy": True}
 

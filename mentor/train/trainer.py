@@ -48,9 +48,10 @@ class Algorithm(Protocol):
     def collect(self, examples: list) -> tuple[RolloutBatch, dict[str, float]]:
         """Sample (or read) tokens, score them and fill in per-token advantages."""
 
-    def forward_options(self) -> dict:
-        """Keyword arguments of the policy forward (``PolicyLogprobs.forward``): the temperature, whether to
-        compute the entropy, a ``hidden_term`` (e.g. a full-vocabulary KL) computed inside the forward."""
+    def forward_options(self, micro: RolloutBatch) -> dict:
+        """Keyword arguments of the policy forward (``PolicyLogprobs.forward``) on ``micro``: the temperature,
+        whether to compute the entropy, a ``hidden_term`` (e.g. a full-vocabulary KL, or the KL to the teacher's
+        top-k that ``micro`` carries) computed inside the forward."""
 
     def carries_signal(self, batch: RolloutBatch) -> bool:
         """Whether ``batch`` can move the weights (a loss token with a non-zero advantage or weight)."""
@@ -201,7 +202,6 @@ class Trainer:
         loss_totals: dict[str, float] = {}
         grad_norm_max = 0.0
         substeps = list(torch.tensor_split(rows, cfg.num_substeps))
-        options = algorithm.forward_options()
         for substep_rows in substeps:
             minibatch = batch.select(substep_rows)
             if not self._all_reduce([float(algorithm.carries_signal(minibatch))], op="max")[0]:
@@ -221,7 +221,7 @@ class Trainer:
                 with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
                     # the forward computes what the algorithm asks for, inside the DDP/FSDP wrapper
                     output = self.policy(micro.input_ids, micro.attention_mask, positions=micro.loss_mask > 0,
-                                         **options)
+                                         **algorithm.forward_options(micro))
                     loss, metrics = algorithm.loss(output, micro, num_tokens)
                     # DDP averages gradients over processes; scaling by their number turns that into a sum
                     self.accelerator.backward(loss * self.world_size)

@@ -228,41 +228,18 @@ def top_k_reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tenso
 
 
 class TeacherTopKReverseKL:
-    """The policy forward's ``hidden_term`` for OPD's ``top_k``: the bucketed reverse KL to a teacher's top-k,
-    scored before the update (in-process or by a server) for the sequences of one batch.
+    """The policy forward's ``hidden_term`` for OPD's ``top_k``: the bucketed reverse KL to a teacher's top-k
+    (``ids`` / ``logprobs`` ``[B, T, k]``, aligned with the micro-batch's tokens), scored before the update,
+    in-process or by a server. A plain object, so DDP/FSDP pass it through their forward untouched."""
 
-    The trainer hands the forward a micro-batch's token ids, not its row numbers, so each sequence's teacher
-    answer is found by its tokens: a sequence that occurs twice has one teacher answer (the teacher is a
-    function of the tokens). A plain object, so DDP/FSDP pass it through their forward untouched.
-    """
-
-    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, top_k: TeacherTopK):
-        self._by_sequence: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-        for row, n in enumerate(attention_mask.sum(1).tolist()):
-            key = _sequence_key(input_ids[row, :n])
-            self._by_sequence.setdefault(key, (top_k.ids[row, :n].cpu(), top_k.logprobs[row, :n].cpu()))
+    def __init__(self, ids: torch.Tensor, logprobs: torch.Tensor):
+        self.ids, self.logprobs = ids, logprobs
 
     def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
-        ids, logprobs = self._lookup(input_ids, attention_mask)
-        return top_k_reverse_kl_from_hidden(model, hidden, ids.to(hidden.device), logprobs.to(hidden.device),
-                                            wanted & attention_mask.bool(), temperature=temperature)
-
-    def _lookup(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k = next(iter(self._by_sequence.values()))[0].shape[-1] if self._by_sequence else 0
-        ids = torch.zeros((*input_ids.shape, k), dtype=torch.long)
-        logprobs = torch.zeros((*input_ids.shape, k), dtype=torch.float32)
-        cpu_ids = input_ids.cpu()
-        for row, n in enumerate(attention_mask.sum(1).tolist()):
-            found = self._by_sequence.get(_sequence_key(cpu_ids[row, :n]))
-            if found is None:  # a bug, not a user error: collect scored another batch
-                raise RuntimeError("no teacher top-k for a sequence of this micro-batch")
-            ids[row, :n], logprobs[row, :n] = found
-        return ids, logprobs
-
-
-def _sequence_key(tokens: torch.Tensor) -> bytes:
-    return tokens.to(device="cpu", dtype=torch.long).numpy().tobytes()
+        return top_k_reverse_kl_from_hidden(model, hidden, self.ids.to(hidden.device),
+                                            self.logprobs.to(hidden.device), wanted & attention_mask.bool(),
+                                            temperature=temperature)
 
 
 def _generalized_jsd_of(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
