@@ -32,3 +32,34 @@ def test_bench_paper_quick_writes_every_table(tmp_path):
     # SFT's points carry the teacher's sampling cost, in proportion to their samples
     flops = [a2["sft"][n]["teacher_flops"] for n in ("64", "128", "256")]
     assert flops[0] > 0 and abs(flops[2] - 4 * flops[0]) < 1e-6 * flops[2]
+
+
+def test_two_bench_processes_sharing_an_out_keep_each_others_results(tmp_path):
+    from mentor.bench.paper import _merged
+
+    saved = tmp_path / "results.json"
+    _merged(saved, {"A1": {"x": 1}, "scale": {}}, ["A1"], {"A1": 3.0})
+    merged = _merged(saved, {"A2": {"y": 2}, "scale": {}}, ["A2"], {"A2": 4.0})  # a stale view without A1
+    on_disk = json.loads(saved.read_text())
+    assert on_disk == merged and on_disk["A1"] == {"x": 1} and on_disk["A2"] == {"y": 2}
+    assert on_disk["minutes"] == {"A1": 3.0, "A2": 4.0}
+
+
+def test_a2_waits_for_the_start_that_another_process_is_choosing(tmp_path):
+    import threading
+
+    from mentor.bench.steps import wait_for_start
+
+    out = tmp_path / "A1"
+    out.mkdir()
+    (out / "start.pending").write_text("")
+    record = {"path": str(tmp_path / "S0"), "candidates": [{"steps": 5}]}
+
+    def choose():  # the other process finishes choosing
+        (out / "start.json").write_text(json.dumps(record))
+        (out / "start.pending").unlink()
+
+    timer = threading.Timer(0.2, choose)
+    timer.start()
+    assert wait_for_start(out, scale=None, quiet=True, poll_s=0.01) == tmp_path / "S0"
+    timer.join()

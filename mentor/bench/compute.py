@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mentor.bench.steps import MAX_NEW_TOKENS, TASK, annealed_start, count, curve, finish_plot, fresh_model, pct
+from mentor.bench.steps import MAX_NEW_TOKENS, TASK, count, curve, finish_plot, fresh_model, pct, wait_for_start
 from mentor.config import DistillConfig, SFTConfig
 from mentor.evaluation.accuracy import evaluate
 from mentor.evaluation.intervals import binomial_bootstrap, percentile_interval, wilson_interval
@@ -88,11 +88,8 @@ def _sft(out: Path, init: Path, steps: int, lr: float, warmup: int, eval_size: i
 
 
 def shared_start(out: Path, scale, quiet: bool) -> Path:
-    """A1's annealed start S0 (made here when A2 runs alone: the same deterministic recipe)."""
-    path = out / "A1" / "start_sft" / "final"
-    if (path / "config.json").exists():
-        return path
-    return annealed_start(out / "A1", scale.start_sft_steps, scale.start_lr, scale.warmup_steps, quiet)
+    """A1's annealed start S0: chosen by A1 (in this process or another one), or here by the same rule."""
+    return wait_for_start(out / "A1", scale, quiet)
 
 
 def teacher_samples(out: Path, student: Path, teacher: Path, n: int) -> tuple[list, float]:

@@ -40,8 +40,11 @@ EXPERIMENTS = ("A1", "A2", "B", "C")
 @dataclass
 class PaperScale:
     # A1 (mentor.bench.steps) and A2 (mentor.bench.compute): their docstrings give the protocol
-    start_sft_steps: int = 2000  # S0: annealed SFT on ground-truth chains (cosine to 0)
-    start_lr: float = 2e-3
+    start_sft_steps: int = 525  # S0: annealed SFT on ground-truth chains (cosine to 0): the first length tried
+    start_sft_step_increment: int = 75  # then longer ones, until one passes the gate on the validation split
+    start_candidates: int = 3
+    start_lr: float = 3e-3
+    start_gate_stops: bool = True  # a full A1 does not go on from a start outside the gate
     warmup_steps: int = 10  # every run's warmup
     grid_steps: int = 40  # each learning rate of the grid, on the validation split
     val_size: int = 200
@@ -54,7 +57,7 @@ class PaperScale:
     test_size: int = 500
     plateau_evals: int = 3  # T_RL's plateau accuracy: the mean of its last evaluations
     seeds: int = 2
-    teacher_sft_steps: int = 1500  # A2's 4x128 teacher
+    teacher_sft_steps: int = 800  # A2's 4x128 teacher
     samples_n0: int = 6400  # A2: SFT on n0, 2 n0, 4 n0 teacher samples
     sft_lr: float = 1e-3
     compute_opd_steps: int = 50
@@ -72,7 +75,7 @@ class PaperScale:
 
 FULL = PaperScale()
 # the same protocol at smoke-test scale: every stage runs, the numbers mean little
-QUICK = PaperScale(start_sft_steps=60, grid_steps=4, val_size=40, rl_steps=12, opd_steps=6, eval_every=3,
+QUICK = PaperScale(start_sft_steps=60, start_candidates=1, start_gate_stops=False, grid_steps=4, val_size=40, rl_steps=12, opd_steps=6, eval_every=3,
                    opd_eval_every=2, test_size=100, plateau_evals=2, teacher_sft_steps=60, samples_n0=128,
                    compute_opd_steps=4, student_sft_steps=60, eval_size=60, chat_sft_steps=60, midtrain_steps=40,
                    self_distill_steps=4, people=8, one_prompt_steps=3, one_prompt_samples=16)
@@ -106,12 +109,24 @@ def run_paper(out: str = "runs/paper", quick: bool = False, quiet: bool = False,
         t0 = time.perf_counter()
         result[name] = experiment(out_dir, scale, quiet)
         timings[name] = (time.perf_counter() - t0) / 60
-        saved.write_text(json.dumps(result | {"minutes": timings}, indent=1, default=str))
+        result = _merged(saved, result, chosen, timings)
+    timings = result["minutes"]
     timings.pop("total", None)
     result["minutes"] = timings | {"total": sum(timings.values())}
     saved.write_text(json.dumps(result, indent=1, default=str))
     write_report(result, out_dir)
     return result
+
+
+def _merged(saved: Path, result: dict, chosen: list[str], timings: dict) -> dict:
+    """results.json as it is on disk now plus this process's experiments: two bench processes writing one
+    ``--out`` (``--only A1`` and ``--only A2`` side by side) each keep the other's results."""
+    on_disk = json.loads(saved.read_text()) if saved.exists() else {}
+    merged = on_disk | {k: v for k, v in result.items() if k not in EXPERIMENTS or k in chosen}
+    merged["minutes"] = on_disk.get("minutes", {}) | timings
+    merged["minutes"].pop("total", None)
+    saved.write_text(json.dumps(merged, indent=1, default=str))
+    return merged
 
 
 # --- protocol, written before any run -------------------------------------------------------------------
@@ -121,9 +136,11 @@ def write_protocol(out: Path, scale: PaperScale, quick: bool, chosen: list[str])
 
     docs = {"A1": steps.__doc__, "A2": compute.__doc__, "B": continual.experiment_continual.__doc__,
             "C": one_prompt.__doc__}
+    # every experiment's protocol, whichever run now: processes that share an --out (--only A1, --only A2)
+    # write the same file
     parts = [f"# mentor bench paper: protocol{' (--quick)' if quick else ''}", "",
-             f"Experiments: {', '.join(chosen)}. Sizes: `{json.dumps(asdict(scale))}`.", ""]
-    for name in chosen:
+             f"Sizes: `{json.dumps(asdict(scale))}`.", ""]
+    for name in EXPERIMENTS:
         if name in docs:
             parts += [f"## {name}", "", docs[name].strip(), ""]
     path = out / "protocol.md"

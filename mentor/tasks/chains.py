@@ -1,14 +1,17 @@
-"""Built-in task: long chains of single-digit additions modulo 10.
+"""Built-in task: long chains of single-digit additions, a running sum written after every step.
 
-``2a4b7c3d7e7f6g9h7=`` -> ``a4=6b7=3c3=6d7=3e7=0f6=6g9=5h7=2``: each step names its addend by the letter
-that labels it in the prompt, copies it and writes the running value after it; the last value is the graded
-answer. The label right before each addend lets a small model find it by content (an induction head: the
-token after this letter in the prompt) rather than by counting positions, which a 4x64 model did not learn
-in 700 steps of SFT (nor a copy two tokens after the label, in 500). Each step is a copy and a lookup in a
-10 x 10 table, so per-step accuracy gets high quickly, while a whole chain is right only if all ``STEPS``
-steps are: a model right on 92% of steps gets about half the chains.
-A sequence reward (right or wrong at the end) carries at most one bit for ~40 completion tokens, which is
+``06+4=??+0=??+5=??...`` -> ``+4=10+0=10+5=15...``: the prompt gives a start (two digits) and ``STEPS``
+addends (0-5), each followed by a blank; the completion copies each addend and writes the running sum
+(two digits: at most 9 + 16 x 5 = 89). The last value is the graded answer. Token k of the completion copies
+token k+1 of the prompt, so finding the addend is a fixed offset, and each step is one two-digit addition:
+per-step accuracy gets high quickly, while a chain is right only if all 16 sums are.
+A sequence reward (right or wrong at the end) carries at most one bit for ~80 completion tokens, which is
 the regime where the on-policy distillation post's dense per-token teacher signal should matter most.
+
+Why this format (``benchmarks/paper/s0_probe.md``): a 4x64 model trained by SFT stays at chance on every
+modulo-10 chain format tried (the value is uniform given either operand alone, so there is no partial
+solution to learn first); a plain running sum is learned. With 8 steps its errors sit on a minority of
+problems (chain accuracy tracks per-step accuracy); with 16 they spread over the chain.
 """
 
 from __future__ import annotations
@@ -18,47 +21,46 @@ import re
 
 from mentor.tasks.base import Problem, problems_outside, unique_problems
 
-STEPS = 8  # operations per chain
-LABELS = "abcdefgh"  # one per step
-STEP = re.compile(r"([a-h])(\d)=(\d+)")
+STEPS = 16  # additions per chain
+MAX_ADDEND = 5  # keeps every running sum at two digits
+STEP = re.compile(r"\+(\d)=(\d+)")
 TEST_SEED = 314_159
 VALIDATION_SEED = 271_828  # the split learning rates are chosen on; never the reported test set
 
 
 def _problem(rng: random.Random) -> Problem:
-    value = rng.randint(0, 9)
-    prompt, states = str(value), []
-    for label in LABELS:
-        digit = rng.randint(0, 9)
-        value = (value + digit) % 10
-        prompt += f"{label}{digit}"
-        states.append(f"{label}{digit}={value}")
-    return Problem(prompt=prompt + "=", answer=str(value), solution="".join(states))
+    start = rng.randint(0, 9)
+    addends = [rng.randint(0, MAX_ADDEND) for _ in range(STEPS)]
+    value, states = start, []
+    for addend in addends:
+        value += addend
+        states.append(f"+{addend}={value:02d}")
+    prompt = f"{start:02d}" + "".join(f"+{addend}=??" for addend in addends)
+    return Problem(prompt=prompt, answer=f"{value:02d}", solution="".join(states))
 
 
 def _states(completion: str) -> list[str]:
-    """The value after each written step (``a4=6`` -> ``6``), in the order written."""
-    return [m.group(3) for m in STEP.finditer(completion.strip())]
+    """The value after each written step (``+4=10`` -> ``10``), in the order written."""
+    return [m.group(2) for m in STEP.finditer(completion.strip())]
 
 
-def _addends(problem: Problem) -> list[int]:
-    return [int(digit) for digit in re.findall(r"[a-h](\d)", problem.prompt)]
+def _start_and_addends(problem: Problem) -> tuple[int, list[int]]:
+    return int(problem.prompt[:2]), [int(digit) for digit in re.findall(r"\+(\d)=\?\?", problem.prompt)]
 
 
 def step_accuracy(completion: str, problem: Problem) -> float:
-    """Share of the ``STEPS`` steps that are right given the model's own previous value (a local check).
+    """Share of the ``STEPS`` sums that are right given the model's own previous value (a local check).
 
     Missing steps count as wrong; a step after a wrong value is judged from that wrong value, so one slip
     costs one step, not the rest of the chain.
     """
-    previous, right = problem.prompt[0], 0
-    states = _states(completion)
-    for i, digit in enumerate(_addends(problem)):
-        if i >= len(states) or not (previous.isdigit() and len(previous) == 1):
+    previous, addends = _start_and_addends(problem)
+    states, right = _states(completion), 0
+    for i, addend in enumerate(addends):
+        if i >= len(states):
             break
-        expected = (int(previous) + digit) % 10
-        right += states[i] == str(expected)
-        previous = states[i]
+        right += int(states[i]) == previous + addend
+        previous = int(states[i])
     return right / STEPS
 
 
