@@ -16,7 +16,8 @@ Protocol (fixed before any run; the numbers are ``PaperScale``'s fields):
    the claim). Why: the phase change is abrupt and moves by ~100 steps with the data order (the S0 probe,
    ``benchmarks/paper/s0_probe.md``: 450 steps gave 82% / 57% there, 60% / 40% in the bench's first try).
 3. **Learning rates** (warmup ``warmup_steps`` then constant, for every method): each method's rate is the
-   best of ``LR_GRID`` after ``grid_steps`` steps from S0 (seed 0), judged on the *validation* split
+   best of ``LR_GRID`` (1e-4, 3e-4, 1e-3; while the best is the lowest rate tried, 3e-5 and then 1e-5 are
+   added: an edge of the grid is no optimum) after ``grid_steps`` steps from S0 (seed 0), judged on the *validation* split
    (``chains_val``, ``val_size`` problems, mean of the evaluations in the run's second half). OPD's grid uses
    seed 0's T_RL as teacher. The whole grid is reported.
 4. **RL to a plateau** from S0 for ``rl_steps`` steps, one run per seed (``seeds`` of them: 0, 1, ...): the
@@ -57,7 +58,8 @@ TASK, VALIDATION_TASK = "chains", "chains_val"
 MAX_NEW_TOKENS = 88  # 80 characters of chain and the end of turn, with room for a longer wrong answer
 MAX_POSITIONS = 192  # prompt (83 tokens with <bos>) + MAX_NEW_TOKENS fit
 STUDENT_ARCH = dict(hidden_size=64, num_layers=4, num_heads=4)
-LR_GRID = {"rl": (1e-4, 3e-4, 1e-3), "opd": (1e-4, 3e-4, 1e-3)}
+LR_GRID = (1e-4, 3e-4, 1e-3)  # both methods
+LOWER_RATES = (3e-5, 1e-5)  # tried in turn while the best rate is the lowest one tried (an edge is no optimum)
 GATES = {"start_step_accuracy_min": 0.80, "start_chain_accuracy_max": 0.60}
 
 
@@ -66,15 +68,12 @@ def experiment_steps(out: Path, scale, quiet: bool) -> dict:
     console.rule("A1: steps. annealed start S0 -> RL to a plateau (T_RL) -> OPD from S0 with T_RL")
     start, candidates = select_start(out, scale, quiet)
     start_profile = profile(start, scale.test_size)
-    grids = {"rl": {}, "opd": {}}
-    for lr in LR_GRID["rl"]:
-        grids["rl"][lr] = _validation_score(_rl(out / "grid" / f"rl_{lr:g}", start, lr, 0, scale, quiet, grid=True))
+    grids = {"rl": grid_search(lambda lr: _rl(out / "grid" / f"rl_{lr:g}", start, lr, 0, scale, quiet, grid=True))}
     rl_lr = max(grids["rl"], key=grids["rl"].get)
     rl_runs = {seed: _rl(out / f"rl_seed{seed}", start, rl_lr, seed, scale, quiet) for seed in range(scale.seeds)}
     first_teacher = rl_runs[0][0]
-    for lr in LR_GRID["opd"]:
-        grids["opd"][lr] = _validation_score(_opd(out / "grid" / f"opd_{lr:g}", start, first_teacher, lr, 0, scale,
-                                                  quiet, grid=True))
+    grids["opd"] = grid_search(lambda lr: _opd(out / "grid" / f"opd_{lr:g}", start, first_teacher, lr, 0, scale, quiet,
+                                               grid=True))
     opd_lr = max(grids["opd"], key=grids["opd"].get)
     seeds = {}
     for seed in range(scale.seeds):
@@ -84,6 +83,17 @@ def experiment_steps(out: Path, scale, quiet: bool) -> dict:
     return {"start": start_profile, "start_candidates": candidates, "grid": {m: {f"{lr:g}": v for lr, v in g.items()} for m, g in grids.items()},
             "learning_rates": {"rl": rl_lr, "opd": opd_lr}, "seeds": {str(s): v for s, v in seeds.items()},
             "analysis": analyse(seeds, scale.plateau_evals, scale.test_size), "gates": GATES}
+
+
+def grid_search(run) -> dict[float, float]:
+    """Validation score of each rate of ``LR_GRID``, extended down through ``LOWER_RATES`` while the best is
+    the lowest rate tried. ``run(lr)`` returns a run's (path, history)."""
+    scores = {lr: _validation_score(run(lr)) for lr in LR_GRID}
+    for lower in LOWER_RATES:
+        if max(scores, key=scores.get) != min(scores):
+            break
+        scores[lower] = _validation_score(run(lower))
+    return scores
 
 
 def passes_gate(start: dict) -> bool:
