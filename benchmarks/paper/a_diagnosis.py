@@ -1,0 +1,82 @@
+"""Why on-policy training from A1's start S0 does not help (run after `mentor bench paper --only A`).
+
+Reads a finished run (default runs/paperA) and measures, on 512 temperature-1 samples of S0 (the student
+every on-policy arm starts from) scored by A2's 4x128 teacher:
+  * how many samples leave the task's alphabet (a token other than 0-9, '+', '=' before the end of turn),
+  * where the teacher's per-token penalty (reverse-KL advantage log p_teacher - log p_student) sits: on the
+    first wrong token of a chain, after it, or in samples that left the alphabet;
+and, from the run's A1 OPD curves, how much greedy test accuracy moves between evaluations 5 steps apart
+while the reverse KL to T_RL is below 0.05 nats/token, against the binomial noise of 500 problems.
+Writes A/a_diagnosis.json next to this file. Seed 0; one thread is enough (about 1 minute).
+"""
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from mentor.data.prompts import Example, encode_prompt  # noqa: E402
+from mentor.models.loading import load_model, load_tokenizer  # noqa: E402
+from mentor.sample.hf import HFSampler  # noqa: E402
+from mentor.score.local import LocalTeacher  # noqa: E402
+from mentor.tasks.registry import get_task  # noqa: E402
+
+run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/paperA")
+start = Path(json.loads((run / "A1" / "start.json").read_text())["path"])
+teacher_path = run / "A2" / "teacher" / "final"
+torch.manual_seed(0)
+tokenizer, student, teacher = load_tokenizer(str(start)), load_model(str(start)), load_model(str(teacher_path))
+task = get_task("chains")
+problems = task.train_problems(128, seed=99)
+prompts = [encode_prompt(tokenizer, Example(prompt=p.prompt)) for p in problems for _ in range(4)]
+sampled = HFSampler(student, tokenizer, max_new_tokens=88, temperature=1.0).sample(prompts)
+sequences = [p + c for p, c in zip(sampled.prompt_ids, sampled.completion_ids)]
+scores = LocalTeacher(teacher, tokenizer.pad_token_id).compute_logprobs(sequences, [len(p) for p in prompts])
+alphabet = set("0123456789+=")
+stats = {"samples": len(prompts), "left_alphabet": 0, "correct": 0}
+penalty = {"first_wrong_token": 0.0, "after_first_wrong": 0.0, "right_before_any_error": 0.0,
+           "in_samples_that_left_alphabet": 0.0}
+for i, (prompt, completion) in enumerate(zip(sampled.prompt_ids, sampled.completion_ids)):
+    problem = problems[i // 4]
+    text_tokens = [tokenizer.decode([t]) for t in completion]
+    eos_free = [t for t, tid in zip(text_tokens, completion) if tid not in (tokenizer.eos_token_id,)]
+    left = any(t not in alphabet for t in eos_free)
+    stats["left_alphabet"] += left
+    stats["correct"] += task.grade(tokenizer.decode(completion, skip_special_tokens=True), problem)
+    teacher_lp = scores[i][len(prompt):].numpy()
+    student_lp = np.array(sampled.completion_logprobs[i])
+    advantage = teacher_lp - student_lp
+    negative = np.minimum(advantage, 0.0)
+    if left:
+        penalty["in_samples_that_left_alphabet"] += float(negative.sum())
+        continue
+    solution = problem.solution
+    first_wrong = next((k for k, t in enumerate(eos_free) if k >= len(solution) or t != solution[k]), None)
+    if first_wrong is None:
+        penalty["right_before_any_error"] += float(negative.sum())
+    else:
+        penalty["right_before_any_error"] += float(negative[:first_wrong].sum())
+        penalty["first_wrong_token"] += float(negative[first_wrong])
+        penalty["after_first_wrong"] += float(negative[first_wrong + 1:].sum())
+total = sum(penalty.values())
+result = {"samples": stats, "negative_advantage_share": {k: v / total for k, v in penalty.items()},
+          "mean_negative_advantage_per_sample": total / len(prompts)}
+# greedy volatility of A1's OPD runs where the student is already close to T_RL
+jumps = []
+for seed in ("opd_seed0", "opd_seed1"):
+    rows = [json.loads(line) for line in (run / "A1" / seed / "metrics.jsonl").read_text().splitlines()]
+    kl = {r["step"]: r["reverse_kl"] for r in rows if "reverse_kl" in r}
+    evals = [(r["step"], r["accuracy"]) for r in rows if "accuracy" in r]
+    for (s0, a0), (s1, a1) in zip(evals, evals[1:]):
+        if s0 > 0 and max(kl.get(s, 1.0) for s in range(s0 + 1, s1 + 1)) < 0.05:
+            jumps.append(abs(a1 - a0))
+p = 0.5
+result["greedy_volatility"] = {"pairs": len(jumps), "mean_abs_change": float(np.mean(jumps)) if jumps else None,
+                               "max_abs_change": float(np.max(jumps)) if jumps else None,
+                               "binomial_mean_abs_change_500": float(np.sqrt(2 * p * (1 - p) / 500) * np.sqrt(2 / np.pi))}
+out = Path(__file__).parent / "A" / "a_diagnosis.json"
+out.write_text(json.dumps(result, indent=1))
+print(json.dumps(result, indent=1))
