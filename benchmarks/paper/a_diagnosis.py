@@ -62,8 +62,43 @@ for i, (prompt, completion) in enumerate(zip(sampled.prompt_ids, sampled.complet
         penalty["first_wrong_token"] += float(negative[first_wrong])
         penalty["after_first_wrong"] += float(negative[first_wrong + 1:].sum())
 total = sum(penalty.values())
+# after a slip, does the teacher want the student to go on from its written (wrong) value ("local") or from
+# the true running sum ("global")? The teacher's mean log-prob of the value digits the student wrote, by kind
+by_kind = {"local": [], "global": []}
+for i, completion in enumerate(sampled.completion_ids):
+    problem = problems[i // 4]
+    text = tokenizer.decode(completion, skip_special_tokens=True)
+    if any(ch not in alphabet for ch in text):
+        continue
+    teacher_lp = scores[i][len(sampled.prompt_ids[i]):].numpy()
+    previous, truth = int(problem.prompt[:2]), int(problem.prompt[:2])
+    addends = [int(a) for a in re.findall(r"\+(\d)=\?\?", problem.prompt)]
+    slipped = False
+    for k, match in enumerate(re.finditer(r"\+(\d)=(\d\d)", text)):
+        if k >= len(addends):
+            break
+        value, truth = int(match.group(2)), truth + addends[k]
+        local = previous + addends[k]
+        if slipped and local != truth and value in (local, truth):
+            digits = teacher_lp[match.start(2): match.end(2)]
+            by_kind["local" if value == local else "global"].append(float(digits.sum()))
+        slipped = slipped or value != truth
+        previous = value
+
 result = {"samples": stats, "negative_advantage_share": {k: v / total for k, v in penalty.items()},
-          "mean_negative_advantage_per_sample": total / len(prompts)}
+          "mean_negative_advantage_per_sample": total / len(prompts),
+          "after_a_slip_teacher_logprob_of_the_value": {
+              kind: {"values": len(v), "mean_logprob": float(np.mean(v)) if v else None} for kind, v in by_kind.items()}}
+# the on-policy follow-ups run by hand (runs/diag, see A/analysis.md): greedy test/validation accuracy and the
+# reverse KL (per token, on the student's samples) at their first and last 10 steps
+follow_ups = {}
+for path in sorted(Path("runs/diag").glob("*/metrics.jsonl")):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    kl = [r.get("reverse_kl", r.get("full_reverse_kl")) for r in rows if "reverse_kl" in r or "full_reverse_kl" in r]
+    follow_ups[path.parent.name] = {"accuracy": [(r["step"], r["accuracy"]) for r in rows if "accuracy" in r],
+                                    "kl_first_10": float(np.mean(kl[:10])), "kl_last_10": float(np.mean(kl[-10:])),
+                                    "steps": len(kl)}
+result["follow_ups"] = follow_ups
 # greedy volatility of A1's OPD runs where the student is already close to T_RL
 jumps = []
 for seed in ("opd_seed0", "opd_seed1"):

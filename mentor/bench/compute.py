@@ -178,6 +178,7 @@ def compute_tables(a2: dict) -> dict[str, tuple[str, list[str], list[list[str]]]
                        pct(analysis["opd_accuracy"], analysis["opd_ci"]), f"{opd['student_flops']:.2e}",
                        f"{opd_teacher:.2e}"])
     fit = analysis["fit"]
+    start = a2["sft"][n0]["accuracy"]
     extrapolated = " (extrapolated)" if analysis["extrapolated"] else ""
     ratio_rows = [
         ["SFT samples to OPD's accuracy (fit: "
@@ -190,7 +191,10 @@ def compute_tables(a2: dict) -> dict[str, tuple[str, list[str], list[list[str]]]
     return {
         "a2_models": ("A2: SFT on a stochastic teacher's samples vs OPD (test split, Wilson 95%)",
                       ["model", "steps", "accuracy", "student FLOPs", "teacher FLOPs"], model_rows),
-        "a2_ratios": ("A2: the paper's FLOP ratios by the log-linear fit (95% bootstrap intervals)",
+        "a2_ratios": ("A2: the paper's FLOP ratios by the log-linear fit (95% bootstrap intervals)"
+                      + (f". OPD ended below its own start (the n0 checkpoint, {pct(start)}): SFT needs no further "
+                         "sample to match it, so every ratio is 0 (OPD spent FLOPs to lose accuracy)"
+                         if analysis["opd_accuracy"] < start else ""),
                       ["quantity", "measured"], ratio_rows)}
 
 
