@@ -1,6 +1,6 @@
 """Why on-policy training from A1's start S0 does not help (run after `mentor bench paper --only A`).
 
-Reads a finished run (default runs/paperA) and measures, on 512 temperature-1 samples of S0 (the student
+Usage: a_diagnosis.py [RUN [TEACHER]]. Reads a finished run (default runs/paperA) and measures, on 512 temperature-1 samples of S0 (the student
 every on-policy arm starts from) scored by A2's 4x128 teacher:
   * how many samples leave the task's alphabet (a token other than 0-9, '+', '=' before the end of turn),
   * where the teacher's per-token penalty (reverse-KL advantage log p_teacher - log p_student) sits: on the
@@ -26,7 +26,7 @@ from mentor.tasks.registry import get_task  # noqa: E402
 
 run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/paperA")
 start = Path(json.loads((run / "A1" / "start.json").read_text())["path"])
-teacher_path = run / "A2" / "teacher" / "final"
+teacher_path = Path(sys.argv[2]) if len(sys.argv) > 2 else run / "A2" / "teacher" / "final"  # another teacher
 torch.manual_seed(0)
 tokenizer, student, teacher = load_tokenizer(str(start)), load_model(str(start)), load_model(str(teacher_path))
 task = get_task("chains")
@@ -112,6 +112,6 @@ p = 0.5
 result["greedy_volatility"] = {"pairs": len(jumps), "mean_abs_change": float(np.mean(jumps)) if jumps else None,
                                "max_abs_change": float(np.max(jumps)) if jumps else None,
                                "binomial_mean_abs_change_500": float(np.sqrt(2 * p * (1 - p) / 500) * np.sqrt(2 / np.pi))}
-out = Path(__file__).parent / "A" / "a_diagnosis.json"
+out = Path(__file__).parent / "A" / ("a_diagnosis.json" if len(sys.argv) <= 2 else f"a_diagnosis_{teacher_path.parent.name}.json")
 out.write_text(json.dumps(result, indent=1))
 print(json.dumps(result, indent=1))
