@@ -1,6 +1,6 @@
 """Why on-policy training from A1's start S0 does not help (run after `mentor bench paper --only A`).
 
-Usage: a_diagnosis.py [RUN [TEACHER]]. Reads a finished run (default runs/paperA) and measures, on 512 temperature-1 samples of S0 (the student
+Usage: a_diagnosis.py [RUN [TEACHER [STUDENT]]] (default: the run's S0 and A2's teacher). Reads a finished run (default runs/paperA) and measures, on 512 temperature-1 samples of S0 (the student
 every on-policy arm starts from) scored by A2's 4x128 teacher:
   * how many samples leave the task's alphabet (a token other than 0-9, '+', '=' before the end of turn),
   * where the teacher's per-token penalty (reverse-KL advantage log p_teacher - log p_student) sits: on the
@@ -25,7 +25,8 @@ from mentor.score.local import LocalTeacher  # noqa: E402
 from mentor.tasks.registry import get_task  # noqa: E402
 
 run = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/paperA")
-start = Path(json.loads((run / "A1" / "start.json").read_text())["path"])
+start = (Path(sys.argv[3]) if len(sys.argv) > 3  # another student
+         else Path(json.loads((run / "A1" / "start.json").read_text())["path"]))
 teacher_path = Path(sys.argv[2]) if len(sys.argv) > 2 else run / "A2" / "teacher" / "final"  # another teacher
 torch.manual_seed(0)
 tokenizer, student, teacher = load_tokenizer(str(start)), load_model(str(start)), load_model(str(teacher_path))
@@ -95,6 +96,8 @@ follow_ups = {}
 for path in sorted(Path("runs/diag").glob("*/metrics.jsonl")):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     kl = [r.get("reverse_kl", r.get("full_reverse_kl")) for r in rows if "reverse_kl" in r or "full_reverse_kl" in r]
+    if not kl:  # not an OPD run (the follow-up teacher's SFT)
+        continue
     follow_ups[path.parent.name] = {"accuracy": [(r["step"], r["accuracy"]) for r in rows if "accuracy" in r],
                                     "kl_first_10": float(np.mean(kl[:10])), "kl_last_10": float(np.mean(kl[-10:])),
                                     "steps": len(kl)}
@@ -112,6 +115,7 @@ p = 0.5
 result["greedy_volatility"] = {"pairs": len(jumps), "mean_abs_change": float(np.mean(jumps)) if jumps else None,
                                "max_abs_change": float(np.max(jumps)) if jumps else None,
                                "binomial_mean_abs_change_500": float(np.sqrt(2 * p * (1 - p) / 500) * np.sqrt(2 / np.pi))}
-out = Path(__file__).parent / "A" / ("a_diagnosis.json" if len(sys.argv) <= 2 else f"a_diagnosis_{teacher_path.parent.name}.json")
+name = "" if len(sys.argv) <= 2 else f"_{teacher_path.parent.name}" + (f"_{start.parent.name}" if len(sys.argv) > 3 else "")
+out = Path(__file__).parent / "A" / f"a_diagnosis{name}.json"
 out.write_text(json.dumps(result, indent=1))
 print(json.dumps(result, indent=1))
