@@ -55,7 +55,7 @@ def check_teacher(spec: str, config, tokenizer, what: str = "teacher") -> Teache
     if sources is not None:
         return _check_per_source(sources, config, tokenizer, what)
     if is_url(spec):
-        scorer = remote_teacher(spec, config, tokenizer)
+        scorer = remote_teacher(spec, config, tokenizer, what)
         return lambda student: LoadedTeacher(scorer, None)
     teacher_tokenizer = load_tokenizer(spec, what)
     check_same_vocabulary(tokenizer, teacher_tokenizer)
@@ -84,10 +84,10 @@ def local_teacher(model: nn.Module, config, tokenizer, student: nn.Module, teach
                          MatmulParams.of(model).total)
 
 
-def remote_teacher(url: str, config, tokenizer) -> HTTPTeacher:
-    """A server at ``url`` as a teacher, its vocabulary checked against the student's before any work."""
+def remote_teacher(url: str, config, tokenizer, what: str = "teacher") -> HTTPTeacher:
+    """A server at ``url`` as a teacher (or ``what``), its vocabulary checked against the student's before any work."""
     scorer = HTTPTeacher(url, api_key=config.teacher_api_key or os.environ.get(API_KEY_ENV),
-                         timeout=config.teacher_timeout, batch_size=config.micro_batch_size)
+                         timeout=config.teacher_timeout, batch_size=config.micro_batch_size, role=what)
     check_same_vocabulary(tokenizer, remote_teacher_tokenizer(scorer, config.teacher_tokenizer))
     return scorer
 

@@ -152,6 +152,10 @@ def test_retries_with_backoff_then_one_clear_error(server, teacher):
     port = flaky.server_address[1]  # now closed: connection refused, retried, then one line
     with pytest.raises(MentorError, match="failed 2 times .*ConnectionRefused|failed 2 times .*URLError"):
         HTTPTeacher(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01).compute_logprobs([[1, 2]])
+    # a server that is RL's reference, not a teacher, is named so (the one line says which server is down)
+    with pytest.raises(MentorError, match=r"^reference server http://127\.0\.0\.1:\d+/v1/completions failed 2 times"):
+        HTTPTeacher(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01,
+                    role="reference").compute_logprobs([[1, 2]])
 
 
 def test_serve_teacher_command_prints_its_url_and_serves(tiny_dirs):

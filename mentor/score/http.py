@@ -39,6 +39,7 @@ are retried with exponential backoff; after the retry budget the run stops with 
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import math
@@ -110,14 +111,28 @@ class RequestTooLarge(Exception):
     """HTTP 413: the server's size limit; the client splits the batch and tries again."""
 
 
+def _in_role(method):
+    """Errors of ``method`` name the server by its role in this run (a reference server, not a teacher)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MentorError as exc:
+            if self.role == "teacher":
+                raise
+            raise MentorError(str(exc).replace("teacher server", f"{self.role} server")) from None
+    return wrapped
+
+
 class HTTPTeacher:
     """``Teacher`` over HTTP. ``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``)."""
 
     def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
                  timeout: float = 120.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 10.0,
-                 batch_size: int = 16, max_concurrency: int = 4):
+                 batch_size: int = 16, max_concurrency: int = 4, role: str = "teacher"):
+        self.role = role  # what the server is to this run ("teacher", "reference"): its errors say so
         if not is_url(base_url):
-            raise MentorError(f"teacher URL {base_url!r} must start with http:// or https://")
+            raise MentorError(f"{role} URL {base_url!r} must start with http:// or https://")
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
@@ -128,6 +143,7 @@ class HTTPTeacher:
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="mentor-teacher")
 
     # --- the Teacher interface --------------------------------------------------------------------
+    @_in_role
     def compute_logprobs(self, sequences: list[list[int]], score_from: list[int] | None = None) -> list[torch.Tensor]:
         # score_from is not sent: the completions protocol scores whole prompts (vLLM and SGLang alike)
         batches = [sequences[i: i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
@@ -136,6 +152,7 @@ class HTTPTeacher:
             out.extend(scored)
         return out
 
+    @_in_role
     def compute_top_k(self, sequences: list[list[int]], k: int) -> list[TeacherTopK]:
         """For each sequence, the teacher's ``k`` likeliest next tokens at every position (vLLM's
         ``prompt_logprobs=k``) and the log-prob of the sequence's own token: ``TeacherTopK`` of shapes ``[n]``,
@@ -188,6 +205,7 @@ class HTTPTeacher:
             self._model = data.get("id", "")
         return self._model
 
+    @_in_role
     def model_info(self) -> dict:
         listing = self._request("GET", "/models")
         models = listing.get("data") or []
@@ -200,6 +218,7 @@ class HTTPTeacher:
             models = [m for m in models if m.get("id") == self._model] or models
         return models[0]
 
+    @_in_role
     def download_tokenizer(self, directory: str | Path) -> Path | None:
         """Our server's tokenizer files, written to ``directory``; None if the server does not offer them."""
         try:
@@ -237,7 +256,7 @@ class HTTPTeacher:
                 if time.perf_counter() - started >= SLOW_ATTEMPT and attempt < self.max_retries:
                     from mentor.train.progress import console
 
-                    console.print(f"[yellow]teacher server {url}: {last_error}; retry {attempt + 1} of "
+                    console.print(f"[yellow]{self.role} server {url}: {last_error}; retry {attempt + 1} of "
                                   f"{self.max_retries}[/]", highlight=False)
         raise MentorError(f"teacher server {url} failed {self.max_retries + 1} times (last: {last_error}): "
                           "check that it is running and reachable, or raise --teacher-timeout")
