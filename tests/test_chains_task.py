@@ -40,6 +40,7 @@ def test_step_accuracy_judges_each_value_from_the_models_previous_one():
 
 def test_training_problems_avoid_the_test_and_validation_splits():
     task = ChainTask()
-    held_out = {p.prompt for p in task.test_problems(2000)} | {p.prompt for p in ChainValidationTask().test_problems(2000)}
+    validation = ChainValidationTask()
+    held_out = {p.prompt for p in task.test_problems(2000)} | {p.prompt for p in validation.test_problems(2000)}
     assert not held_out & {p.prompt for p in task.train_problems(500, seed=0)}
-    assert {p.prompt for p in task.test_problems(50)}.isdisjoint(p.prompt for p in ChainValidationTask().test_problems(50))
+    assert {p.prompt for p in task.test_problems(50)}.isdisjoint(p.prompt for p in validation.test_problems(50))

@@ -53,27 +53,17 @@ def make_alignL(rng, n=STEPS):  # 2+j=?+b=?... -> +j=1+b=2...
                    meta=dict(start=s, addends=ad))
 def parse_alignL(c): return [m.group(2) for m in re.finditer(r"\+([a-j])=(\d+)", c.strip())]
 
-def make_align2(rng, n=STEPS):  # NON-modular running sum, 2-digit values: 02+9=??+1=??... -> +9=11+1=12...
-    v = rng.randint(0, 9); s = v; ad = [rng.randint(0, 9) for _ in range(n)]
+def running_sum(rng, n, start_max, addend_max, mod):  # aligned, 2-digit values: 02+9=??+1=??... -> +9=11+1=12...
+    v = rng.randint(0, start_max); s = v; ad = [rng.randint(0, addend_max) for _ in range(n)]
     st = []
     for d in ad:
-        v = v + d; st.append(f"+{d}={v:02d}")
+        v = (v + d) % mod if mod else v + d; st.append(f"+{d}={v:02d}")
     return Problem(prompt=f"{s:02d}" + "".join(f"+{d}=??" for d in ad), answer=f"{v:02d}", solution="".join(st),
-                   meta=dict(start=s, addends=ad, mod=None))
-def make_align100(rng, n=STEPS):  # running sum modulo 100, 2-digit values, start 00-99
-    v = rng.randint(0, 99); s = v; ad = [rng.randint(0, 9) for _ in range(n)]
-    st = []
-    for d in ad:
-        v = (v + d) % 100; st.append(f"+{d}={v:02d}")
-    return Problem(prompt=f"{s:02d}" + "".join(f"+{d}=??" for d in ad), answer=f"{v:02d}", solution="".join(st),
-                   meta=dict(start=s, addends=ad, mod=100))
-def make_align2s(rng, n=STEPS):  # NON-modular running sum, addends 0-5 so 16 steps stay 2-digit
-    v = rng.randint(0, 9); s = v; ad = [rng.randint(0, 5) for _ in range(n)]
-    st = []
-    for d in ad:
-        v = v + d; st.append(f"+{d}={v:02d}")
-    return Problem(prompt=f"{s:02d}" + "".join(f"+{d}=??" for d in ad), answer=f"{v:02d}", solution="".join(st),
-                   meta=dict(start=s, addends=ad, mod=None))
+                   meta=dict(start=s, addends=ad, mod=mod))
+def make_align2(rng, n=STEPS): return running_sum(rng, n, 9, 9, None)  # NON-modular
+def make_align100(rng, n=STEPS): return running_sum(rng, n, 99, 9, 100)  # modulo 100, start 00-99
+def make_align2s(rng, n=STEPS): return running_sum(rng, n, 9, 5, None)  # NON-modular, addends 0-5: 16 steps fit
+def make_align20(rng, n=STEPS): return running_sum(rng, n, 19, 9, 20)  # modulo 20: 03+9=??... -> +9=12+9=01...
 def parse_align2(c): return [m.group(2) for m in re.finditer(r"\+(\d)=(\d+)", c.strip())]
 
 def make_sum2(rng, n=STEPS):  # NON-modular running sum, natural: 2+9+1+7...= -> 2+9=11;11+1=12;...
@@ -84,18 +74,13 @@ def make_sum2(rng, n=STEPS):  # NON-modular running sum, natural: 2+9+1+7...= ->
     return Problem(prompt="+".join(map(str, [s] + ad)) + "=", answer=str(v), solution=";".join(st),
                    meta=dict(start=s, addends=ad, mod=None))
 
-def make_align20(rng, n=STEPS):  # running sum modulo 20, 2-digit values: 03+9=??... -> +9=12+9=01...
-    v = rng.randint(0, 19); s = v; ad = [rng.randint(0, 9) for _ in range(n)]
-    st = []
-    for d in ad:
-        v = (v + d) % 20; st.append(f"+{d}={v:02d}")
-    return Problem(prompt=f"{s:02d}" + "".join(f"+{d}=??" for d in ad), answer=f"{v:02d}", solution="".join(st),
-                   meta=dict(start=s, addends=ad, mod=20))
-
 def make_mix(rng, n=STEPS):  # training: half align2 (plain sum), half align (mod 10); tested on align (mod 10)
     return make_align2(rng, n) if rng.random() < 0.5 else make_align(rng, n)
 
-FORMATS = {"align2s": (make_align2s, parse_align2), "align100": (make_align100, parse_align2), "mix": (make_mix, parse_align), "align20": (make_align20, parse_align2), "align2": (make_align2, parse_align2), "sum2": (make_sum2, parse_sum), "alignL": (make_alignL, parse_alignL), "label": (make_label, parse_label), "sum": (make_sum, parse_sum), "align": (make_align, parse_align)}
+FORMATS = {"align2s": (make_align2s, parse_align2), "align100": (make_align100, parse_align2),
+           "mix": (make_mix, parse_align), "align20": (make_align20, parse_align2), "align2": (make_align2, parse_align2),
+           "sum2": (make_sum2, parse_sum), "alignL": (make_alignL, parse_alignL), "label": (make_label, parse_label),
+           "sum": (make_sum, parse_sum), "align": (make_align, parse_align)}
 
 def step_acc(values, prob):
     prev, right = str(prob.meta["start"]), 0

@@ -10,7 +10,8 @@ def add_bench_paper(bench_sub) -> None:
                                                "protocols (steps RL vs OPD, compute SFT vs OPD, continual "
                                                "learning, one prompt)")
     paper.add_argument("--out", default="runs/paper", help="directory for runs, results.md and plots")
-    paper.add_argument("--quick", action="store_true", help="the same protocols at smoke-test scale (--only A: about 6 min on 2 CPU cores)")
+    paper.add_argument("--quick", action="store_true",
+                       help="the same protocols at smoke-test scale (--only A: about 6 min on 2 CPU cores)")
     paper.add_argument("--quiet", action="store_true", help="no progress bars")
     paper.add_argument("--only", default="ABC", help="experiments to run: A1 (steps), A2 (compute), B, C; "
                                                      "A is A1 and A2, e.g. --only A2C")

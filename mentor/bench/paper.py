@@ -75,8 +75,9 @@ class PaperScale:
 
 FULL = PaperScale()
 # the same protocol at smoke-test scale: every stage runs, the numbers mean little
-QUICK = PaperScale(start_sft_steps=60, start_candidates=1, start_gate_stops=False, grid_steps=4, val_size=40, rl_steps=12, opd_steps=6, eval_every=3,
-                   opd_eval_every=2, test_size=100, plateau_evals=2, teacher_sft_steps=60, samples_n0=128,
+QUICK = PaperScale(start_sft_steps=60, start_candidates=1, start_gate_stops=False, grid_steps=4, val_size=40,
+                   rl_steps=12, opd_steps=6, eval_every=3, opd_eval_every=2, test_size=100, plateau_evals=2,
+                   teacher_sft_steps=60, samples_n0=128,
                    compute_opd_steps=4, student_sft_steps=60, eval_size=60, chat_sft_steps=60, midtrain_steps=40,
                    self_distill_steps=4, people=8, one_prompt_steps=3, one_prompt_samples=16)
 
@@ -96,23 +97,17 @@ def run_paper(out: str = "runs/paper", quick: bool = False, quiet: bool = False,
     scale = replace(QUICK if quick else FULL, **{k: v for k, v in overrides.items() if v is not None})
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved = out_dir / "results.json"
-    # experiments run separately (--only) into one directory share one report
-    result = json.loads(saved.read_text()) if saved.exists() and len(chosen) < len(EXPERIMENTS) else {}
-    result["scale"], result["quick"] = asdict(scale), quick
-    timings = result.get("minutes", {})
+    saved = out_dir / "results.json"  # experiments run separately (--only) into one --out share one report
+    result, timings = {"scale": asdict(scale), "quick": quick}, {}
     experiments = {"A1": experiment_steps, "A2": experiment_compute, "B": experiment_continual,
                    "C": experiment_one_prompt}
-    write_protocol(out_dir, scale, quick, chosen)  # the protocol is on disk before any number
+    write_protocol(out_dir, scale, quick)  # the protocol is on disk before any number
     for name in chosen:
-        experiment = experiments[name]
         t0 = time.perf_counter()
-        result[name] = experiment(out_dir, scale, quiet)
+        result[name] = experiments[name](out_dir, scale, quiet)
         timings[name] = (time.perf_counter() - t0) / 60
         result = _merged(saved, result, chosen, timings)
-    timings = result["minutes"]
-    timings.pop("total", None)
-    result["minutes"] = timings | {"total": sum(timings.values())}
+    result["minutes"]["total"] = sum(result["minutes"].values())
     saved.write_text(json.dumps(result, indent=1, default=str))
     write_report(result, out_dir)
     return result
@@ -130,8 +125,8 @@ def _merged(saved: Path, result: dict, chosen: list[str], timings: dict) -> dict
 
 
 # --- protocol, written before any run -------------------------------------------------------------------
-def write_protocol(out: Path, scale: PaperScale, quick: bool, chosen: list[str]) -> Path:
-    """``protocol.md``: each chosen experiment's protocol and this run's sizes, before any number exists."""
+def write_protocol(out: Path, scale: PaperScale, quick: bool) -> Path:
+    """``protocol.md``: every experiment's protocol and this run's sizes, before any number exists."""
     from mentor.bench import compute, continual, one_prompt, steps
 
     docs = {"A1": steps.__doc__, "A2": compute.__doc__, "B": continual.experiment_continual.__doc__,

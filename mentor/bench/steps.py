@@ -17,9 +17,9 @@ Protocol (fixed before any run; the numbers are ``PaperScale``'s fields):
    ``benchmarks/paper/s0_probe.md``: 450 steps gave 82% / 57% there, 60% / 40% in the bench's first try).
 3. **Learning rates** (warmup ``warmup_steps`` then constant, for every method): each method's rate is the
    best of ``LR_GRID`` (1e-4, 3e-4, 1e-3; while the best is the lowest rate tried, 3e-5 and then 1e-5 are
-   added: an edge of the grid is no optimum) after ``grid_steps`` steps from S0 (seed 0), judged on the *validation* split
-   (``chains_val``, ``val_size`` problems, mean of the evaluations in the run's second half). OPD's grid uses
-   seed 0's T_RL as teacher. The whole grid is reported.
+   added: an edge of the grid is no optimum) after ``grid_steps`` steps from S0 (seed 0), judged on the
+   *validation* split (``chains_val``, ``val_size`` problems, mean of the evaluations in the run's second
+   half). OPD's grid uses seed 0's T_RL as teacher. The whole grid is reported.
 4. **RL to a plateau** from S0 for ``rl_steps`` steps, one run per seed (``seeds`` of them: 0, 1, ...): the
    final model is T_RL (same size as the student). **Target** = T_RL's plateau accuracy, the mean of its
    last ``plateau_evals`` test evaluations. The plateau is checked, not assumed: the report gives the change
@@ -80,7 +80,8 @@ def experiment_steps(out: Path, scale, quiet: bool) -> dict:
         teacher, rl_history = rl_runs[seed]
         _, opd_history = _opd(out / f"opd_seed{seed}", start, teacher, opd_lr, seed, scale, quiet)
         seeds[seed] = {"rl": curve(rl_history), "opd": curve(opd_history)}
-    return {"start": start_profile, "start_candidates": candidates, "grid": {m: {f"{lr:g}": v for lr, v in g.items()} for m, g in grids.items()},
+    return {"start": start_profile, "start_candidates": candidates,
+            "grid": {m: {f"{lr:g}": v for lr, v in g.items()} for m, g in grids.items()},
             "learning_rates": {"rl": rl_lr, "opd": opd_lr}, "seeds": {str(s): v for s, v in seeds.items()},
             "analysis": analyse(seeds, scale.plateau_evals, scale.test_size), "gates": GATES}
 
@@ -123,12 +124,12 @@ def select_start(out: Path, scale, quiet: bool) -> tuple[Path, list[dict]]:
             steps = scale.start_sft_steps + k * scale.start_sft_step_increment
             path = annealed_start(out, steps, scale.start_lr, scale.warmup_steps, quiet, name=f"start_sft_{steps}")
             validation = profile(path, scale.val_size, VALIDATION_TASK)
-            candidates.append({"steps": steps, "path": str(path), "validation": validation,
-                               "passes": passes_gate(validation)})
+            passes = passes_gate(validation)
+            candidates.append({"steps": steps, "path": str(path), "validation": validation, "passes": passes})
             console.print(f"S0 candidate, {steps} annealed SFT steps: validation per-step "
                           f"{validation['step_accuracy']:.1%}, chain {validation['chain_accuracy']:.1%}"
-                          f"{' (passes the gate)' if passes_gate(validation) else ''}")
-            if passes_gate(validation):
+                          f"{' (passes the gate)' if passes else ''}")
+            if passes:
                 chosen = path
                 break
             if validation["chain_accuracy"] > GATES["start_chain_accuracy_max"]:
@@ -154,7 +155,8 @@ def wait_for_start(out: Path, scale, quiet: bool, poll_s: float = 10.0, patience
     waited = 0.0
     while (out / "start.pending").exists() and not (out / "start.json").exists():
         if waited == 0:
-            console.print(f"A2 waits for A1's start S0 ({out / 'start.pending'} exists: another process is choosing it)")
+            console.print(f"A2 waits for A1's start S0 ({out / 'start.pending'} exists: another process is "
+                          "choosing it)")
         if waited >= patience_s:
             raise MentorError(f"A2 waited {patience_s / 3600:.0f} h for A1's S0; remove {out / 'start.pending'} if no "
                               "other bench process is running")

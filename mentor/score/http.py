@@ -39,7 +39,7 @@ are retried with exponential backoff; after the retry budget the run stops with 
 from __future__ import annotations
 
 import base64
-import functools
+import contextlib
 import http.client
 import json
 import math
@@ -111,17 +111,9 @@ class RequestTooLarge(Exception):
     """HTTP 413: the server's size limit; the client splits the batch and tries again."""
 
 
-def _in_role(method):
-    """Errors of ``method`` name the server by its role in this run (a reference server, not a teacher)."""
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except MentorError as exc:
-            if self.role == "teacher":
-                raise
-            raise MentorError(str(exc).replace("teacher server", f"{self.role} server")) from None
-    return wrapped
+class _BadAnswer(MentorError):
+    """A malformed answer, described from after the server's name (" returned ...", "'s top 5 ..."): the
+    client that asked adds the name, which says what the server is to the run (a teacher, a reference)."""
 
 
 class HTTPTeacher:
@@ -143,7 +135,6 @@ class HTTPTeacher:
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="mentor-teacher")
 
     # --- the Teacher interface --------------------------------------------------------------------
-    @_in_role
     def compute_logprobs(self, sequences: list[list[int]], score_from: list[int] | None = None) -> list[torch.Tensor]:
         # score_from is not sent: the completions protocol scores whole prompts (vLLM and SGLang alike)
         batches = [sequences[i: i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
@@ -152,7 +143,6 @@ class HTTPTeacher:
             out.extend(scored)
         return out
 
-    @_in_role
     def compute_top_k(self, sequences: list[list[int]], k: int) -> list[TeacherTopK]:
         """For each sequence, the teacher's ``k`` likeliest next tokens at every position (vLLM's
         ``prompt_logprobs=k``) and the log-prob of the sequence's own token: ``TeacherTopK`` of shapes ``[n]``,
@@ -168,12 +158,22 @@ class HTTPTeacher:
     def _score_batch(self, batch: list[list[int]]) -> list[torch.Tensor]:
         body = {"echo": True, "logprobs": 0, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True,
                 "return_tokens_as_token_ids": True}
-        return [_prompt_logprobs(choice, seq) for choice, seq in zip(self._choices(batch, body), batch)]
+        with self._naming_the_server():
+            return [_prompt_logprobs(choice, seq) for choice, seq in zip(self._choices(batch, body), batch)]
 
     def _top_k_batch(self, batch: list[list[int]], k: int) -> list[TeacherTopK]:
         # no OpenAI "logprobs": prompt_logprobs holds every number needed and the answer stays half the size
         body = {"echo": True, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": k, "return_token_ids": True}
-        return [_prompt_top_k(choice, seq, k) for choice, seq in zip(self._choices(batch, body), batch)]
+        with self._naming_the_server():
+            return [_prompt_top_k(choice, seq, k) for choice, seq in zip(self._choices(batch, body), batch)]
+
+    @contextlib.contextmanager
+    def _naming_the_server(self):
+        """A malformed answer found by the module's checks, reported as one line that names this server."""
+        try:
+            yield
+        except _BadAnswer as exc:
+            raise MentorError(f"the {self.role} server{exc}") from None
 
     def _choices(self, batch: list[list[int]], fields: dict) -> list[dict]:
         """One completions request for ``batch`` (halved while the server answers 413), its choices in order."""
@@ -181,7 +181,7 @@ class HTTPTeacher:
             answer = self._request("POST", "/completions", {"model": self.model, "prompt": batch, **fields})
         except RequestTooLarge:
             if len(batch) == 1:
-                raise MentorError(f"the teacher server refused a {len(batch[0])}-token sequence as too large: "
+                raise MentorError(f"the {self.role} server refused a {len(batch[0])}-token sequence as too large: "
                                   "raise its request limit (serve-teacher --max-request-tokens)") from None
             half = len(batch) // 2
             return self._choices(batch[:half], fields) + self._choices(batch[half:], fields)
@@ -189,7 +189,7 @@ class HTTPTeacher:
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise _not_openai(f"no list of choices, keys {sorted(answer)[:6]}")
         if len(choices) != len(batch):
-            raise MentorError(f"the teacher server answered {len(choices)} choices for {len(batch)} prompts: "
+            raise MentorError(f"the {self.role} server answered {len(choices)} choices for {len(batch)} prompts: "
                               "is it an OpenAI-compatible completions endpoint?")
         indexes = [c.get("index", i) for i, c in enumerate(choices)]
         if sorted(i for i in indexes if _is_int(i)) != list(range(len(batch))):
@@ -205,20 +205,18 @@ class HTTPTeacher:
             self._model = data.get("id", "")
         return self._model
 
-    @_in_role
     def model_info(self) -> dict:
         listing = self._request("GET", "/models")
         models = listing.get("data") or []
         if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
-            raise MentorError(f"the teacher server at {self.base_url} answered /v1/models with no list of models: "
+            raise MentorError(f"the {self.role} server at {self.base_url} answered /v1/models with no list of models: "
                               "is it an OpenAI-compatible endpoint?")
         if not models:
-            raise MentorError(f"the teacher server at {self.base_url} serves no model (/v1/models is empty)")
+            raise MentorError(f"the {self.role} server at {self.base_url} serves no model (/v1/models is empty)")
         if self._model is not None:
             models = [m for m in models if m.get("id") == self._model] or models
         return models[0]
 
-    @_in_role
     def download_tokenizer(self, directory: str | Path) -> Path | None:
         """Our server's tokenizer files, written to ``directory``; None if the server does not offer them."""
         try:
@@ -258,7 +256,7 @@ class HTTPTeacher:
 
                     console.print(f"[yellow]{self.role} server {url}: {last_error}; retry {attempt + 1} of "
                                   f"{self.max_retries}[/]", highlight=False)
-        raise MentorError(f"teacher server {url} failed {self.max_retries + 1} times (last: {last_error}): "
+        raise MentorError(f"{self.role} server {url} failed {self.max_retries + 1} times (last: {last_error}): "
                           "check that it is running and reachable, or raise --teacher-timeout")
 
     def _send(self, method: str, url: str, body: dict | None) -> dict:
@@ -283,9 +281,10 @@ class HTTPTeacher:
             if exc.code == 429 or exc.code >= 500:
                 raise RetryableError(f"HTTP {exc.code} {message}") from None
             if exc.code in (401, 403):
-                raise MentorError(f"the teacher server at {url} rejected the API key (HTTP {exc.code}): "
+                raise MentorError(f"the {self.role} server at {url} rejected the API key (HTTP {exc.code}): "
                                   "pass the right --teacher-api-key") from None
-            raise MentorError(f"the teacher server at {url} refused the request (HTTP {exc.code}): {message}") from None
+            raise MentorError(f"the {self.role} server at {url} refused the request (HTTP {exc.code}): "
+                              f"{message}") from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise RetryableError(f"could not connect within {min(self.timeout, CONNECT_TIMEOUT):g} s") from None
@@ -300,8 +299,8 @@ class HTTPTeacher:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RetryableError(f"truncated or invalid JSON ({len(raw)} bytes)") from None
         if not isinstance(answer, dict):  # a whole, well-formed answer of another protocol: not retried
-            raise MentorError(f"the teacher server at {url} answered a JSON {type(answer).__name__}, not an object: "
-                              "is it an OpenAI-compatible endpoint (vLLM, SGLang, mentor serve-teacher)?")
+            raise MentorError(f"the {self.role} server at {url} answered a JSON {type(answer).__name__}, not an "
+                              "object: is it an OpenAI-compatible endpoint (vLLM, SGLang, mentor serve-teacher)?")
         return answer
 
 
@@ -337,12 +336,12 @@ def _prompt_logprobs(choice: dict, sequence: list[int]) -> torch.Tensor:
                                         for token, entry in zip(sequence[1:], prompt_logprobs[1:])]
     else:
         got = len(token_logprobs if token_logprobs is not None else prompt_logprobs or [])
-        raise MentorError(f"the teacher server returned {got} prompt log-probs for a {n}-token sequence: it must "
+        raise _BadAnswer(f" returned {got} prompt log-probs for a {n}-token sequence: it must "
                           "score exactly the ids sent, with echo=true and logprobs (vLLM, SGLang and mentor "
                           "serve-teacher do)")
     for position, value in enumerate(values):
         if value is None and position > 0:
-            raise MentorError(f"the teacher server returned a null log-prob for token {position} of a {n}-token "
+            raise _BadAnswer(f" returned a null log-prob for token {position} of a {n}-token "
                               "sequence (only the first token may have none): it did not score the whole sequence")
         if value is not None and (not _is_number(value) or math.isnan(value)):
             raise _not_openai(f"log-prob {str(value)[:20]!r} at position {position} is not a number")
@@ -354,39 +353,39 @@ def _prompt_top_k(choice: dict, sequence: list[int], k: int) -> TeacherTopK:
     n = len(sequence)
     prompt_logprobs = choice.get("prompt_logprobs")
     if prompt_logprobs is None:
-        raise MentorError("the teacher server returned no prompt_logprobs: top-k teacher log-probs need a server "
+        raise _BadAnswer(" returned no prompt_logprobs: top-k teacher log-probs need a server "
                           "that implements vLLM's prompt_logprobs (vLLM, mentor serve-teacher)")
     if not isinstance(prompt_logprobs, list):
         raise _not_openai(f"prompt_logprobs is a {type(prompt_logprobs).__name__}, not a list")
     if len(prompt_logprobs) != n:
-        raise MentorError(f"the teacher server returned {len(prompt_logprobs)} prompt_logprobs for a {n}-token "
+        raise _BadAnswer(f" returned {len(prompt_logprobs)} prompt_logprobs for a {n}-token "
                           "sequence: it must score exactly the ids sent")
     _check_scored_tokens(choice, {}, prompt_logprobs, sequence)
     token_logprobs, ids, logprobs = torch.zeros(n), torch.zeros((n, k), dtype=torch.long), torch.zeros((n, k))
     for position in range(1, n):
         entry = prompt_logprobs[position]
         if entry is None:
-            raise MentorError(f"the teacher server returned a null log-prob for token {position} of a {n}-token "
+            raise _BadAnswer(f" returned a null log-prob for token {position} of a {n}-token "
                               "sequence (only the first token may have none): it did not score the whole sequence")
         if not all(token.isdigit() for token in entry):
             raise _not_openai(f"prompt_logprobs[{position}] has keys {list(entry)[:3]}, not token ids")
         values = {token: _top_k_value(value, position) for token, value in entry.items()}
         own = str(sequence[position])
         if len(values) not in (k, k + 1):
-            raise MentorError(f"the teacher server returned {len(values)} log-probs at position {position} where "
+            raise _BadAnswer(f" returned {len(values)} log-probs at position {position} where "
                               f"prompt_logprobs={k} gives {k} or {k + 1}: it must return the top {k} (vLLM: start "
                               f"it with --max-logprobs {k} or more)")
         # vLLM adds the own token to the top k only when it is not one of them
         top = sorted(((v, t) for t, v in values.items() if len(values) == k or t != own), reverse=True)
         ranks = [entry[t].get("rank") if isinstance(entry[t], dict) else None for _, t in top]
         if all(_is_int(r) for r in ranks) and sorted(ranks) != list(range(1, k + 1)):  # vLLM ranks them 1..k
-            raise MentorError(f"the teacher server's top {k} have ranks {sorted(ranks)[:8]} at position {position}, "
+            raise _BadAnswer(f"'s top {k} have ranks {sorted(ranks)[:8]} at position {position}, "
                               f"not 1..{k}: they are not its top-k log-probs")
         if len(values) == k + 1 and values[own] > top[-1][0] + 1e-4:
-            raise MentorError(f"the teacher server's top {k} at position {position} leave out token {own}, which is "
+            raise _BadAnswer(f"'s top {k} at position {position} leave out token {own}, which is "
                               "likelier than one of them: they are not its top-k log-probs")
         if torch.logsumexp(torch.tensor([v for v, _ in top], dtype=torch.float64), 0) > 1e-3:
-            raise MentorError(f"the teacher server's top-{k} probabilities at position {position} sum to more "
+            raise _BadAnswer(f"'s top-{k} probabilities at position {position} sum to more "
                               "than 1: they are not log-probs (vLLM: keep --logprobs-mode raw_logprobs)")
         token_logprobs[position] = values[own]
         ids[position] = torch.tensor([int(t) for _, t in top])
@@ -403,7 +402,7 @@ def _top_k_value(value, position: int) -> float:
     if not _is_number(value) or math.isnan(value):
         raise _not_openai(f"log-prob {str(value)[:20]!r} at position {position} is not a number")
     if value > 1e-4:
-        raise MentorError(f"the teacher server returned log-prob {value:g} > 0 at position {position}: it must "
+        raise _BadAnswer(f" returned log-prob {value:g} > 0 at position {position}: it must "
                           "return log-probs (vLLM: keep --logprobs-mode raw_logprobs)")
     return float(value)
 
@@ -451,14 +450,14 @@ def _compare(field: str, got: list[str], sent: list[str]) -> None:
                             want)
 
 
-def _mismatch(position: int, found: str, sent: str | None) -> MentorError:
-    return MentorError(f"the teacher server scored other tokens than were sent: at position {position} its answer "
+def _mismatch(position: int, found: str, sent: str | None) -> _BadAnswer:
+    return _BadAnswer(f" scored other tokens than were sent: at position {position} its answer "
                        f"has {found} where mentor sent {sent if sent is not None else 'nothing'}: it must score the "
                        "token ids as given (no re-tokenization, added BOS or truncation)")
 
 
-def _not_openai(what: str) -> MentorError:
-    return MentorError(f"the teacher server's answer is not an OpenAI completions answer ({what}): point --teacher "
+def _not_openai(what: str) -> _BadAnswer:
+    return _BadAnswer(f"'s answer is not an OpenAI completions answer ({what}): point --teacher "
                        "at an OpenAI-compatible /v1 endpoint (vLLM, SGLang or mentor serve-teacher)")
 
 
@@ -489,5 +488,5 @@ def remote_teacher_tokenizer(teacher: HTTPTeacher, tokenizer_name: str = ""):
             return load_tokenizer(name, "teacher tokenizer")
         except MentorError:
             continue
-    raise MentorError(f"cannot tell which tokenizer the teacher server at {teacher.base_url} uses: pass "
+    raise MentorError(f"cannot tell which tokenizer the {teacher.role} server at {teacher.base_url} uses: pass "
                       "--teacher-tokenizer (a directory or hub id with the teacher's tokenizer)")
