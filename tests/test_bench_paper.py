@@ -63,3 +63,20 @@ def test_a2_waits_for_the_start_that_another_process_is_choosing(tmp_path):
     timer.start()
     assert wait_for_start(out, scale=None, quiet=True, poll_s=0.01) == tmp_path / "S0"
     timer.join()
+
+
+def test_a_start_chosen_under_other_settings_is_not_reused(tmp_path):
+    from dataclasses import replace
+
+    from mentor.bench.paper import FULL
+    from mentor.bench.steps import recorded_start, start_settings
+
+    model = tmp_path / "S0"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    record = {"path": str(model), "candidates": [], "settings": start_settings(FULL)}
+    (tmp_path / "start.json").write_text(json.dumps(record))
+    assert recorded_start(tmp_path, FULL) == record
+    assert recorded_start(tmp_path, replace(FULL, start_sft_steps=FULL.start_sft_steps + 1)) is None
+    (model / "config.json").unlink()  # the chosen model was deleted since
+    assert recorded_start(tmp_path, FULL) is None

@@ -113,10 +113,11 @@ def select_start(out: Path, scale, quiet: bool) -> tuple[Path, list[dict]]:
     process or another one writing to the same ``--out``) uses the same S0.
     """
     chosen_file, pending = out / "start.json", out / "start.pending"
-    if chosen_file.exists():
-        record = json.loads(chosen_file.read_text())
+    record = recorded_start(out, scale)
+    if record is not None:
         return Path(record["path"]), record["candidates"]
     out.mkdir(parents=True, exist_ok=True)
+    chosen_file.unlink(missing_ok=True)  # another run's choice: a waiting A2 must not take it for this one's
     pending.write_text("S0 is being chosen by another bench process\n")
     try:
         candidates, chosen = [], None
@@ -144,10 +145,28 @@ def select_start(out: Path, scale, quiet: bool) -> tuple[Path, list[dict]]:
                                 f"{c['validation']['chain_accuracy']:.1%}" for c in candidates)
                     + ". RL and OPD from such a start would not test the claim")
             chosen = Path(candidates[-1]["path"])
-        chosen_file.write_text(json.dumps({"path": str(chosen), "candidates": candidates}, indent=1))
+        chosen_file.write_text(json.dumps({"path": str(chosen), "candidates": candidates,
+                                           "settings": start_settings(scale)}, indent=1))
         return chosen, candidates
     finally:
         pending.unlink(missing_ok=True)
+
+
+def start_settings(scale) -> dict:
+    """The sizes that decide S0: a start chosen under others is not this run's."""
+    return {name: getattr(scale, name) for name in ("start_sft_steps", "start_sft_step_increment", "start_candidates",
+                                                    "start_lr", "warmup_steps", "val_size", "start_gate_stops")}
+
+
+def recorded_start(out: Path, scale) -> dict | None:
+    """``start.json``'s choice when it was made under this run's settings and its model is still there."""
+    chosen_file = out / "start.json"
+    if not chosen_file.exists():
+        return None
+    record = json.loads(chosen_file.read_text())
+    if record.get("settings") != start_settings(scale) or not (Path(record["path"]) / "config.json").exists():
+        return None
+    return record
 
 
 def wait_for_start(out: Path, scale, quiet: bool, poll_s: float = 10.0, patience_s: float = 4 * 3600) -> Path:
@@ -162,6 +181,8 @@ def wait_for_start(out: Path, scale, quiet: bool, poll_s: float = 10.0, patience
                               "other bench process is running")
         time.sleep(poll_s)
         waited += poll_s
+    if waited and (out / "start.json").exists():  # chosen for this run by the process we waited for
+        return Path(json.loads((out / "start.json").read_text())["path"])
     return select_start(out, scale, quiet)[0]
 
 
