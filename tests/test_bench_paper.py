@@ -80,3 +80,10 @@ def test_a_start_chosen_under_other_settings_is_not_reused(tmp_path):
     assert recorded_start(tmp_path, replace(FULL, start_sft_steps=FULL.start_sft_steps + 1)) is None
     (model / "config.json").unlink()  # the chosen model was deleted since
     assert recorded_start(tmp_path, FULL) is None
+
+
+def test_a_size_below_one_is_refused_with_its_flag_before_anything_trains(tmp_path, capsys):
+    assert main(["bench", "paper", "--quick", "--only", "A1", "--out", str(tmp_path / "p"),
+                 "--start-sft-steps", "-5"]) != 0
+    assert "--start-sft-steps must be at least 1 (got -5)" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "A1").exists()

@@ -95,6 +95,7 @@ def run_paper(out: str = "runs/paper", quick: bool = False, quiet: bool = False,
     quiet_transformers()
     chosen = selected(only)
     scale = replace(QUICK if quick else FULL, **{k: v for k, v in overrides.items() if v is not None})
+    check_scale(scale)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = out_dir / "results.json"  # experiments run separately (--only) into one --out share one report
@@ -111,6 +112,18 @@ def run_paper(out: str = "runs/paper", quick: bool = False, quiet: bool = False,
     saved.write_text(json.dumps(result, indent=1, default=str))
     write_report(result, out_dir)
     return result
+
+
+def check_scale(scale: PaperScale) -> None:
+    """Sizes a run can use, said in one line with the flag's name before anything trains."""
+    for name, value in asdict(scale).items():
+        if isinstance(value, bool):
+            continue
+        least = 0 if name == "warmup_steps" else 1
+        if isinstance(value, int) and value < least:
+            raise MentorError(f"--{name.replace('_', '-')} must be at least {least} (got {value})")
+        if isinstance(value, float) and not value > 0:
+            raise MentorError(f"--{name.replace('_', '-')} must be above 0 (got {value:g})")
 
 
 def _merged(saved: Path, result: dict, chosen: list[str], timings: dict) -> dict:
