@@ -78,6 +78,15 @@ def _serve_teacher(args) -> None:
                   max_request_bytes=args.max_request_mb * 2**20, verbose=args.verbose)
 
 
+def _prune(args) -> None:
+    from mentor.models.prune import prune
+    from mentor.recipes.common import quiet_transformers
+
+    quiet_transformers()
+    prune(args.model, args.out, drop=args.drop, every=args.drop_every, evenly=args.drop_evenly,
+          by_influence=args.drop_by_influence, dtype=args.dtype)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mentor", description="Post-train small expert language models cheaply.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,8 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve_teacher)
 
+    prune = sub.add_parser("prune", help="remove decoder layers from a model (by index or by a rule) into a new "
+                                         "directory")
+    prune.add_argument("model", help="model directory, .gguf file or hub id (only read)")
+    prune.add_argument("--out", required=True, help="a new (or empty) directory for the pruned model")
+    rule = prune.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--drop", default=None, metavar="LAYERS", help="0-based layers to drop, e.g. 12,16,20 or 12-14")
+    rule.add_argument("--drop-every", type=int, default=None, metavar="K",
+                      help="drop every K-th layer (indices K-1, 2K-1, ...), never the last")
+    rule.add_argument("--drop-evenly", type=int, default=None, metavar="N",
+                      help="drop N layers evenly spaced over the middle half (docs/prune.md)")
+    rule.add_argument("--drop-by-influence", type=int, default=None, metavar="N",
+                      help="drop the N layers of lowest block influence (ShortGPT) on built-in prompts")
+    prune.add_argument("--dtype", default="auto",
+                       help="auto (the checkpoint's; GGUF: float32) | float32 | bfloat16 | float16")
+    prune.set_defaults(func=_prune)
+
     from mentor.bench.cli import add_bench_parsers
+    from mentor.check import add_check_parser
     from mentor.coe.cli import add_coe_parser
+
+    add_check_parser(sub)  # mentor check
 
     add_coe_parser(sub)
     bench = sub.add_parser("bench", help="built-in benchmarks that write results.md and figures")
