@@ -21,7 +21,8 @@ from mentor.algorithms.opd import TeacherPerSource
 from mentor.config import named_paths
 from mentor.evaluation.flops import MatmulParams
 from mentor.models.chat import describe_differences, stop_token_ids
-from mentor.models.loading import check_heads_cover_vocabulary, check_same_vocabulary, load_model, load_tokenizer
+from mentor.models.loading import (check_heads_cover_vocabulary, check_same_vocabulary, context_length, load_model,
+                                   load_tokenizer)
 from mentor.sample.base import Sampler
 from mentor.score.base import Teacher
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
@@ -102,15 +103,37 @@ def report_turn_differences(tokenizer, student, teacher_tokenizer, teacher, what
 
 
 def make_sampler(config, model: nn.Module, tokenizer, model_path: str, temperature: float | None = None) -> Sampler:
-    """``config.sampler``: ``hf`` (transformers ``generate``) or ``vllm`` (a colocated engine fed ``model``'s
-    weights before each batch). ``temperature`` defaults to ``config.temperature``; the configs refuse
-    top-k/top-p for training, so both samplers draw from the full tempered softmax."""
+    """``config.sampler``: ``hf`` (transformers ``generate``) or ``vllm`` (a colocated engine, CUDA or CPU build,
+    fed ``model``'s weights whenever they changed). ``temperature`` defaults to ``config.temperature``; the configs
+    refuse top-k/top-p for training, so both samplers draw from the full tempered softmax. ``close_sampler``
+    releases it."""
     temperature = config.temperature if temperature is None else temperature
     if config.sampler == "vllm":
         from mentor.sample.vllm import VLLMSampler
 
         return VLLMSampler(model, tokenizer, model_path, config.max_new_tokens, temperature, dtype=config.dtype,
-                           seed=config.seed, gpu_memory_utilization=config.vllm_gpu_memory_utilization)
+                           seed=config.seed, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                           max_model_len=engine_context(model, config))
     from mentor.sample.hf import HFSampler
 
     return HFSampler(model, tokenizer, config.max_new_tokens, temperature, batch_size=config.micro_batch_size)
+
+
+def engine_context(model: nn.Module, config) -> int | None:
+    """The longest sequence an engine must hold: --max-prompt-tokens plus --max-new-tokens when given (a KV
+    cache sized for a long-context model's full window would not fit a CPU's memory), else the model's context."""
+    if getattr(config, "max_prompt_tokens", 0):
+        return config.max_prompt_tokens + config.max_new_tokens
+    return context_length(model)
+
+
+def engine_or_none(config, sampler: Sampler) -> Sampler | None:
+    """The training sampler when it is an engine that greedy evaluation should reuse (vLLM), else None."""
+    return sampler if config.sampler == "vllm" else None
+
+
+def close_sampler(sampler) -> None:
+    """Stop a sampler's engine, if it has one (vLLM's holds memory and, for a GGUF model, a weights directory)."""
+    close = getattr(sampler, "close", None)
+    if close is not None:
+        close()

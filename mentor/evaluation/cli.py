@@ -64,6 +64,9 @@ def run_eval(args) -> dict:
     k = getattr(args, "k", 0) or args.samples
     if args.size < 1 or args.samples < 1 or not 1 <= k <= args.samples:
         raise MentorError("--size and --samples must be at least 1, and --k between 1 and --samples")
+    if args.max_new_tokens < 1:
+        raise MentorError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens}): the answer is sampled "
+                          "within this many tokens")
     if args.samples > 1 and not args.temperature > 0:
         raise MentorError(f"--samples {args.samples} at --temperature {args.temperature} draws the same greedy "
                           "answer every time, so pass@k would be pass@1: use a temperature above 0 (e.g. 0.8)")
@@ -73,16 +76,17 @@ def run_eval(args) -> dict:
         task = _Regraded(task, get_grader(args.grader))
     is_ifeval = (getattr(args, "grader", "") or task.name.partition(":")[0]) == "ifeval"
     records_path = _records_path(args, path)
-    tokenizer, model = load_tokenizer(path), load_model(path)
+    tokenizer, model = load_tokenizer(path), load_model(path, getattr(args, "dtype", "float32"))
     chat_template = _use_chat_template(args, tokenizer)
     problems = task.test_problems(args.size)
     greedy = args.samples == 1
+    sampler = _engine(args, model, tokenizer, path, problems, chat_template)
     passes = [0] * len(problems)
     samples, instructions = [], []  # a record per (problem, sample); IFEval's verdicts per sample
     start = time.perf_counter()
     for sample in range(args.samples):
         result = evaluate(model, tokenizer, task, problems, args.max_new_tokens, greedy=greedy,
-                          temperature=args.temperature, chat_template=chat_template)
+                          temperature=args.temperature, chat_template=chat_template, sampler=sampler)
         passes = [count + ok for count, ok in zip(passes, result.correct)]
         for index, (problem, completion, ok) in enumerate(zip(problems, result.completions, result.correct)):
             samples.append(_record(index, sample, problem, completion, ok))
@@ -91,6 +95,8 @@ def run_eval(args) -> dict:
                 samples[-1].update(reference={k: problem.meta[k] for k in ("instruction_id_list", "kwargs")},
                                    **instructions[-1].as_record())
     seconds = time.perf_counter() - start
+    if sampler is not None:
+        sampler.close()
     accuracy = sum(pass_at_k(args.samples, c, k) for c in passes) / len(problems)
     metric = "accuracy (greedy)" if greedy else f"pass@{k} (n={args.samples}, T={args.temperature})"
     scores = {metric: accuracy}
@@ -112,6 +118,19 @@ def run_eval(args) -> dict:
         with (Path(args.model) / "eval.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     return record
+
+
+def _engine(args, model, tokenizer, path: str, problems: list[Problem], chat_template: bool):
+    """``--sampler vllm``: a vLLM engine holding ``model``, its context the longest prompt plus --max-new-tokens
+    (a CPU's KV cache could not hold a long-context model's whole window); else None."""
+    if getattr(args, "sampler", "hf") != "vllm":
+        return None
+    from mentor.data.prompts import Example, encode_prompt
+    from mentor.sample.vllm import VLLMSampler
+
+    longest = max(len(encode_prompt(tokenizer, Example(prompt=p.prompt), chat_template)) for p in problems)
+    return VLLMSampler(model, tokenizer, path, args.max_new_tokens, args.temperature, dtype=args.dtype,
+                       max_model_len=longest + args.max_new_tokens)
 
 
 def _use_chat_template(args, tokenizer) -> bool:

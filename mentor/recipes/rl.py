@@ -7,7 +7,7 @@ from mentor.config import RLConfig
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
-from mentor.backends import check_teacher, make_sampler
+from mentor.backends import check_teacher, close_sampler, engine_or_none, make_sampler
 from mentor.train.ledger import ComputeLedger
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
@@ -41,16 +41,21 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
         else:
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
                                      chat_template=config.chat_template, model=model)
+    sampler = make_sampler(config, model, tokenizer, config.model)
     algorithm = ReinforcementLearning(
-        make_sampler(config, model, tokenizer, config.model), tokenizer, grader, group_size=config.group_size,
+        sampler, tokenizer, grader, group_size=config.group_size,
         temperature=config.temperature, normalize_std=config.normalize_std, loss=config.loss,
         kl_coef=config.kl_coef, reference=reference, drop_constant_groups=config.drop_constant_groups,
         clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
     evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
-                                chat_template=config.chat_template) if task else None)
+                                chat_template=config.chat_template, sampler=engine_or_none(config, sampler))
+                 if task else None)
     ledger = ComputeLedger(reference_params=reference_params)  # None for a served reference: size unknown
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
-    history = trainer.train(algorithm)
+    try:
+        history = trainer.train(algorithm)
+    finally:
+        close_sampler(sampler)
     trainer.save_final()
     return trainer, history

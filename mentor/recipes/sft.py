@@ -12,7 +12,7 @@ from mentor.data.prompts import EncodedExample, ExampleStream
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.evaluation.flops import MatmulParams, forward_flops
 from mentor.train.ledger import ComputeLedger
-from mentor.backends import make_sampler, make_teacher
+from mentor.backends import close_sampler, make_sampler, make_teacher
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
 from mentor.tasks.registry import get_task
@@ -115,9 +115,12 @@ def _sample_teacher(config: SFTConfig, tokenizer, student, prompts: list[Encoded
     repeated = [p for p in prompts for _ in range(config.teacher_samples)]
     console.print(f"teacher samples: drawing {len(repeated)} completions ({config.teacher_samples} per prompt) "
                   f"from {config.from_teacher}")
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        sampled = sampler.sample([p.prompt_ids for p in repeated])
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            sampled = sampler.sample([p.prompt_ids for p in repeated])
+    finally:
+        close_sampler(sampler)
     # a completion cut by max_new_tokens has no end-of-turn token: trained on as is (the student learns to go on)
     return [{"prompt": p.text, "prompt_ids": p.prompt_ids, "completion_ids": c, "truncated": cut,
              "teacher_params": params} for p, c, cut in zip(repeated, sampled.completion_ids, sampled.truncated)]

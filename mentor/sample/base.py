@@ -21,8 +21,8 @@ class SampledBatch:
 
 
 class Sampler(Protocol):
-    def sample(self, prompt_ids: list[list[int]]) -> SampledBatch:
-        """One completion per prompt (repeat a prompt to get a group)."""
+    def sample(self, prompt_ids: list[list[int]], greedy: bool = False) -> SampledBatch:
+        """One completion per prompt (repeat a prompt to get a group); ``greedy`` for evaluation."""
 
 
 def to_rollout_batch(sampled: SampledBatch, group_ids: list[int], pad_id: int, tokenizer=None,
