@@ -39,9 +39,9 @@ def _run(args) -> None:
         from pathlib import Path
 
         root = Path(config.output_dir)
+        trained = coe.earlier_step(root / "stage2" / "final", "train-router")
         prompts = coe.labelled_prompts(root / "labels", config.category_list)
-        out = coe.inspect_step(str(root / "stage2" / "final"), root / "inspect", prompts,
-                               config.category_list)["png"]
+        out = coe.inspect_step(trained, root / "inspect", prompts, config.category_list)["png"]
     console.print(f"done: {out}")
 
 

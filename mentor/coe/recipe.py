@@ -128,6 +128,7 @@ def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], o
     """Encoded SFT examples (``prompt``/``completion`` or chat ``messages`` ending with the assistant's turn);
     ``reference`` holds the category index (the routing label). ``model``'s generation config says which
     tokens end a chat turn."""
+    earlier_step(labels_dir, "label")
     examples, stop_ids = [], stop_token_ids(tokenizer, model)
     for index, category in enumerate(categories):
         if only is not None and category != only:
@@ -150,6 +151,7 @@ def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], o
 def train_expert(config: CoEConfig, category: str) -> Path:
     """SFT of the base on one category with only FFN weights (and new tokens' embedding rows) trainable."""
     quiet_transformers()
+    earlier_step(Path(config.output_dir) / "labels", "label")
     tokenizer = load_tokenizer(config.base)
     model = load_model(config.base, config.dtype)
     freeze_for_expert_training(model, _token_ids(tokenizer, config.trainable_tokens))
@@ -181,12 +183,11 @@ def _sft_config(config: CoEConfig, out: Path, steps: int, lr: float) -> SFTConfi
 # --- step 3 -------------------------------------------------------------------------------------------
 def assemble_step(config: CoEConfig) -> Path:
     quiet_transformers()
+    trained = [earlier_step(Path(config.output_dir) / "experts" / c / "final", "train-experts")
+               for c in config.category_list] if config.expert_init == "trained" else None
     tokenizer = load_tokenizer(config.base)
     base = load_model(config.base, config.dtype)
-    experts = None
-    if config.expert_init == "trained":
-        experts = [load_model(str(Path(config.output_dir) / "experts" / c / "final"), config.dtype)
-                   for c in config.category_list]
+    experts = None if trained is None else [load_model(path, config.dtype) for path in trained]
     moe = assemble_moe(base, experts, num_experts=config.expert_count, top_k=config.top_k, seed=config.seed)
     return save_moe(moe, tokenizer, Path(config.output_dir) / "moe")
 
@@ -196,8 +197,9 @@ def train_router_step(config: CoEConfig) -> Path:
     """SFT of the MoE on all categories (expert MLPs frozen unless --train full) plus the routing loss."""
     quiet_transformers()
     out = Path(config.output_dir)
-    tokenizer = load_tokenizer(str(out / "moe"))
-    model = load_model(str(out / "moe"), config.dtype)
+    moe = earlier_step(out / "moe", "assemble")
+    tokenizer = load_tokenizer(moe)
+    model = load_model(moe, config.dtype)
     freeze_for_stage2(model, config.train)
     examples = load_category_examples(tokenizer, out / "labels", config.category_list, model=model)
     if config.expert_count < len(config.category_list):  # fewer experts than categories: labels wrap around
@@ -239,6 +241,7 @@ def inspect_step(model_path: str, out_dir: str | Path, prompts: dict[str, list[s
 
 def labelled_prompts(labels_dir: Path, categories: list[str], per_category: int = 8) -> dict[str, list[str]]:
     """The user text of the first records of each non-empty category (``prompt``, or ``messages``' user turns)."""
+    earlier_step(labels_dir, "label")
     paths = {category: _labelled(labels_dir, category) for category in categories}
     return {category: [record_text(r) for r in read_jsonl(path)[:per_category]]
             for category, path in paths.items() if path is not None}
@@ -248,6 +251,14 @@ def _labelled(labels_dir: Path, category: str) -> Path | None:
     """The category's file from step 1, or None if no record was labelled with it."""
     path = Path(labels_dir) / f"{category}.jsonl"
     return path if read_data_file(path).strip() else None
+
+
+def earlier_step(path: Path, step: str) -> str:
+    """What an earlier ``mentor coe`` step wrote, as a path: a missing one names the step to run first (it is
+    never looked up on the hub as if it were a model id)."""
+    if not path.exists():
+        raise MentorError(f"{path} does not exist: run `mentor coe {step}` first, with the same --output-dir")
+    return str(path)
 
 
 def _record_resources(config: CoEConfig, stage: str, model) -> None:
