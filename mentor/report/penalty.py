@@ -94,7 +94,11 @@ def load_samples(run: str | Path) -> list[dict]:
     run = Path(run)
     if not run.is_dir():
         raise MentorError(f"{run} is not a run directory: pass the --output-dir of a mentor run")
-    records = SampleLog(run).read()
+    log = SampleLog(run)
+    records = log.read_strict()  # a damaged file is named with its line, not taken for a missing one
+    if not records and log.path.is_file():
+        raise MentorError(f"{log.path} holds no sample records (JSON objects with `tokens`): pass the "
+                          "--output-dir of a mentor run, whose samples.jsonl training wrote")
     if not records:
         raise MentorError(f"{run} has no {SAMPLES_FILE}: runs log samples every --sample-log-every steps "
                           "(SFT runs have none); train with --sample-log-every N (N > 0)")

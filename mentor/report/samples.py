@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from mentor.errors import MentorError
 from mentor.train.run_dir import read_records, truncate_records
 
 SAMPLES_FILE = "samples.jsonl"
@@ -115,11 +116,37 @@ class SampleLog:
             handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
     def read(self) -> list[dict]:
-        return [r for r in read_records(self.path) if isinstance(r.get("tokens"), list)]
+        return [r for r in read_records(self.path) if _is_sample(r)]
+
+    def read_strict(self) -> list[dict]:
+        """``read`` for a reader that shows the samples: a line that is not a JSON object is named (file and line)
+        instead of skipped; only a last line torn by a kill mid-write, after good ones, is left out."""
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_bytes().splitlines()
+        records = []
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError):  # not UTF-8 or not JSON (both ValueErrors), or nested too deeply
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif number < len(lines) or not records:
+                raise MentorError(f"{self.path} is not valid JSON at line {number} (each line must be one JSON "
+                                  "object, as training writes them): the sample log is damaged; train the run "
+                                  "again to write it anew")
+        return [r for r in records if _is_sample(r)]
 
     def truncate(self, last_step: int) -> None:
         """Drop the records of steps after ``last_step`` (a resumed run writes them again, identically)."""
         truncate_records(self.path, last_step)
+
+
+def _is_sample(record: dict) -> bool:
+    return isinstance(record.get("tokens"), list)
 
 
 def own_entries(run, *names: str) -> None:
