@@ -46,6 +46,7 @@ import math
 import random
 import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +64,8 @@ _JITTER = random.Random()
 TOKENIZER_ENDPOINT = "/mentor/v1/tokenizer"
 CONNECT_TIMEOUT = 10.0  # seconds to connect (capped by --teacher-timeout): a server that cannot accept is down
 SLOW_ATTEMPT = 5.0  # an attempt that failed after this long is reported when it is retried (no silent minutes)
+WAIT_NOTICE_AFTER = 10.0  # seconds a request waits for its answer before a line says what is waited for
+WAIT_NOTICE_EVERY = 30.0  # then again this often, until the answer comes or --teacher-timeout ends the attempt
 
 
 class _PhasedTimeouts:
@@ -121,7 +124,8 @@ class HTTPTeacher:
 
     def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
                  timeout: float = 120.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 10.0,
-                 batch_size: int = 16, max_concurrency: int = 4, role: str = "teacher"):
+                 batch_size: int = 16, max_concurrency: int = 4, role: str = "teacher",
+                 notice_after: float = WAIT_NOTICE_AFTER, notice_every: float = WAIT_NOTICE_EVERY):
         self.role = role  # what the server is to this run ("teacher", "reference"): its errors say so
         if not is_url(base_url):
             raise MentorError(f"{role} URL {base_url!r} must start with http:// or https://")
@@ -132,6 +136,8 @@ class HTTPTeacher:
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
         self.batch_size, self.max_concurrency = max(1, batch_size), max(1, max_concurrency)
         self._model = model
+        self.notice_after, self.notice_every = notice_after, notice_every
+        self._speaker = threading.Lock()  # one waiting request speaks at a time, not every one in flight
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="mentor-teacher")
 
     # --- the Teacher interface --------------------------------------------------------------------
@@ -268,7 +274,7 @@ class HTTPTeacher:
         if self.api_key:
             request.add_header("Authorization", f"Bearer {self.api_key}")
         try:
-            with _OPENER.open(request, timeout=self.timeout) as response:
+            with self._waiting(url), _OPENER.open(request, timeout=self.timeout) as response:
                 try:
                     raw = response.read()
                 except (TimeoutError, socket.timeout):
@@ -302,6 +308,48 @@ class HTTPTeacher:
             raise MentorError(f"the {self.role} server at {url} answered a JSON {type(answer).__name__}, not an "
                               "object: is it an OpenAI-compatible endpoint (vLLM, SGLang, mentor serve-teacher)?")
         return answer
+
+
+    def _waiting(self, url: str) -> _WaitNotice:
+        def say(waited: float) -> None:
+            from mentor.train.progress import console
+
+            console.print(f"[yellow]waiting for the {self.role} server at {url} to answer ({waited:g} s of "
+                          f"--teacher-timeout {self.timeout:g} s)[/]", highlight=False, soft_wrap=True)
+
+        return _WaitNotice(say, self.notice_after, self.notice_every, self._speaker)
+
+
+class _WaitNotice:
+    """While a request has no answer, a line after ``after`` seconds and then every ``every`` seconds says what
+    is waited for: a server that accepts and never answers is not a silent --teacher-timeout. Of the requests
+    in flight, one speaks (``speaker``, a lock it holds until its request ends)."""
+
+    def __init__(self, say, after: float, every: float, speaker: threading.Lock):
+        self._say, self._after, self._every, self._speaker = say, after, every, speaker
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="mentor-teacher-wait")
+
+    def __enter__(self) -> _WaitNotice:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        waited, pause, speaking = 0.0, self._after, False
+        try:
+            while not self._done.wait(pause):
+                waited += pause
+                speaking = speaking or self._speaker.acquire(blocking=False)
+                if speaking:
+                    self._say(waited)
+                pause = self._every
+        finally:
+            if speaking:
+                self._speaker.release()
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
