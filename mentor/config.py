@@ -16,6 +16,7 @@ import yaml
 from mentor.errors import MentorError
 from mentor.files import read_user_file
 from mentor.algorithms.opd import DIVERGENCES
+from mentor.data.prompts import DEFAULT_CONTEXT_TEMPLATE, check_context_template
 from mentor.update.optim import AUTO_WARMUP, SCHEDULES
 
 
@@ -288,8 +289,15 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
     """On-policy distillation (tinker-cookbook's defaults, tuned for stability on small models)."""
 
     student: str = setting("", "the student to train: a directory, a .gguf file or a hub id")
-    teacher: str = setting("", "the teacher: a directory, a .gguf file, a hub id, a URL (http://host:port/v1) or "
-                               "name=TEACHER,name=TEACHER (one per --prompts data set)")
+    teacher: str = setting("", "the teacher: a directory, a .gguf file, a hub id, a URL (http://host:port/v1), "
+                               "name=TEACHER,name=TEACHER (one per --prompts data set) or self (a frozen copy of "
+                               "the student's starting weights)")
+    teacher_context: str = setting("", "privileged context: text (or a file of it) that the teacher reads before "
+                                       "every prompt without a teacher_prompt/teacher_messages/context of its own; "
+                                       "the student never sees it (docs/privileged_context.md)")
+    teacher_context_template: str = setting(DEFAULT_CONTEXT_TEMPLATE, "how a context (--teacher-context or a "
+                                                                      "record's `context`) and the prompt make "
+                                                                      "the teacher's prompt")
     kl_discount: float = setting(0.0, "discount of later tokens' reverse KL added to each token's advantage "
                                       "(0: each token's own)")
     divergence: str = setting("sampled", "sampled: the sampled token's log q - log p as its advantage (any "
@@ -340,6 +348,7 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
                               "sampled with several teachers")
         if self.divergence != "sampled" and self.kl_discount:
             raise MentorError(f"--divergence {self.divergence} is a per-position loss: --kl-discount must be 0")
+        check_context_template(self.teacher_context_template)
 
 
 def require_at_least_one(config, *names: str) -> None:

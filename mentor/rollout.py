@@ -27,6 +27,11 @@ class RolloutBatch:
     categories: torch.Tensor | None = None  # [B] long, each sequence's data category (CoE routing labels)
     teacher_top_ids: torch.Tensor | None = None  # [B, T, k] long, the teacher's k likeliest tokens (OPD top_k)
     teacher_top_logprobs: torch.Tensor | None = None  # [B, T, k] float32, their log-probs under the teacher
+    # privileged context (OPD): what the teacher reads instead, its own prompt + the same completion, [B, T'];
+    # None when the teacher reads input_ids (see add_teacher_prompts)
+    teacher_input_ids: torch.Tensor | None = None
+    teacher_attention_mask: torch.Tensor | None = None
+    teacher_prompt_lengths: torch.Tensor | None = None  # [B] long
     completions: list[str] = field(default_factory=list)  # decoded, for graders and logs
     prompts: list[str] = field(default_factory=list)
 
@@ -52,6 +57,46 @@ class RolloutBatch:
                 out[f.name] = value
         return replace(self, **out)
 
+    @property
+    def teacher_shift(self) -> torch.Tensor:
+        """``[B]``: the teacher reads the student's token ``t`` at position ``t + shift`` (0 without its own prompt)."""
+        if self.teacher_prompt_lengths is None:
+            return torch.zeros_like(self.prompt_lengths)
+        return self.teacher_prompt_lengths - self.prompt_lengths
+
+    def teacher_sequences(self) -> tuple[list[list[int]], list[int]]:
+        """The token lists the teacher scores and where each one's completion starts in them."""
+        if self.teacher_input_ids is None:
+            lengths = self.attention_mask.sum(1).tolist()
+            return [self.input_ids[i, :n].tolist() for i, n in enumerate(lengths)], self.prompt_lengths.tolist()
+        lengths = self.teacher_attention_mask.sum(1).tolist()
+        return ([self.teacher_input_ids[i, :n].tolist() for i, n in enumerate(lengths)],
+                self.teacher_prompt_lengths.tolist())
+
+    def to_student_positions(self, values: torch.Tensor) -> torch.Tensor:
+        """``[B, T', ...]`` values aligned with the teacher's sequences, moved onto the student's ``[B, T, ...]``
+        completion positions (0 elsewhere); ``values`` itself when the teacher reads the student's sequences."""
+        if self.teacher_input_ids is None:
+            return values
+        out = values.new_zeros((*self.input_ids.shape, *values.shape[2:]))
+        positions = torch.arange(self.input_ids.shape[1], device=self.input_ids.device).unsqueeze(0)
+        completion = (positions >= self.prompt_lengths.unsqueeze(1)) & self.attention_mask.bool()
+        rows, cols = completion.nonzero(as_tuple=True)
+        out[rows, cols] = values[rows, cols + self.teacher_shift[rows]]
+        return out
+
+    def to_teacher_positions(self, values: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``to_student_positions``: student-aligned ``[B, T, ...]`` values at the teacher's
+        completion positions ``[B, T', ...]``."""
+        if self.teacher_input_ids is None:
+            return values
+        out = values.new_zeros((*self.teacher_input_ids.shape, *values.shape[2:]))
+        positions = torch.arange(self.teacher_input_ids.shape[1], device=self.input_ids.device).unsqueeze(0)
+        completion = (positions >= self.teacher_prompt_lengths.unsqueeze(1)) & self.teacher_attention_mask.bool()
+        rows, cols = completion.nonzero(as_tuple=True)
+        out[rows, cols] = values[rows, cols - self.teacher_shift[rows]]
+        return out
+
     def to(self, device: torch.device | str) -> "RolloutBatch":
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in out.items():
@@ -69,3 +114,18 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
         input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention_mask[i, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+def add_teacher_prompts(batch: RolloutBatch, prompts: list[list[int] | None], pad_id: int) -> None:
+    """Privileged context: give each row the teacher's own prompt (``None``: the student's) followed by the row's
+    completion, as ``batch.teacher_*``. Nothing changes when no row has one: the teacher reads ``input_ids``."""
+    if all(p is None for p in prompts):
+        return
+    lengths = batch.attention_mask.sum(1).tolist()
+    sequences, prompt_lengths = [], []
+    for i, (prompt, n, start) in enumerate(zip(prompts, lengths, batch.prompt_lengths.tolist())):
+        prompt = list(prompt) if prompt is not None else batch.input_ids[i, :start].tolist()
+        sequences.append(prompt + batch.input_ids[i, start:n].tolist())
+        prompt_lengths.append(len(prompt))
+    batch.teacher_input_ids, batch.teacher_attention_mask = right_pad(sequences, pad_id)
+    batch.teacher_prompt_lengths = torch.tensor(prompt_lengths)

@@ -13,12 +13,14 @@ import torch
 
 from mentor.data.prompts import EncodedExample
 from mentor.errors import MentorError
-from mentor.rollout import RolloutBatch
+from mentor.models.loading import context_length
+from mentor.rollout import RolloutBatch, add_teacher_prompts
 from mentor.sample.base import Sampler, sample_groups
 from mentor.score.base import Teacher, score_with_teacher
 from mentor.score.local import LocalTeacher
 from mentor.tasks.graders import Grader
-from mentor.update.divergence import FullReverseKL, GeneralizedJSD, TeacherTopK, TeacherTopKReverseKL, teacher_top_k
+from mentor.update.divergence import (FullReverseKL, GeneralizedJSD, TeacherInputs, TeacherTopK, TeacherTopKReverseKL,
+                                      teacher_top_k)
 from mentor.update.logprobs import PolicyOutput
 from mentor.update.losses import carries_signal, policy_gradient_loss
 from mentor.weigh.advantages import distillation_advantages, group_baseline_advantages, reverse_kl
@@ -65,6 +67,9 @@ class OnPolicyDistillation:
       ``KL(q || p)`` as ``full``, between the interpolated JSD), in-process teacher, chunked like ``full``.
     ``full`` and ``top_k`` are the Rao-Blackwellised form of ``sampled`` (same expected gradient at ``kl_discount`` 0,
     lower variance, a vocabulary-wide pass per token).
+    Privileged context: a prompt whose ``teacher_prompt_ids`` are set is read by the teacher with that prompt
+    before the student's completion (``RolloutBatch.teacher_input_ids``); every divergence compares the two
+    models' predictions of the same completion token, each after its own prompt. The student's side is unchanged.
     ``clip_ratio`` > 0 clips the importance ratio (PPO); ``tis_cap`` > 0 truncates it at that cap (TIS).
     """
 
@@ -98,10 +103,13 @@ class OnPolicyDistillation:
                 raise MentorError(f"divergence={divergence!r} needs a LocalTeacher's whole distribution, "
                                   f"not a {type(teacher).__name__}")
             self.kl_teacher_model = teacher.model  # the policy forward runs it next to the student
+        self.teacher_context = context_length(teacher.model) if isinstance(teacher, LocalTeacher) else None
 
     def collect(self, examples: list[EncodedExample]) -> tuple[RolloutBatch, dict[str, float]]:
         t0 = time.perf_counter()
         batch, repeated = sample_groups(self.sampler, self.tokenizer, examples, self.group_size)
+        add_teacher_prompts(batch, [e.teacher_prompt_ids for e in repeated], self.tokenizer.pad_token_id)
+        self._check_teacher_context(batch)
         t1 = time.perf_counter()
         mask = batch.loss_mask
         num_tokens = max(float(mask.sum()), 1.0)
@@ -139,32 +147,50 @@ class OnPolicyDistillation:
         metrics.update(
             student_logprob=float((batch.sampler_logprobs * mask).sum()) / num_tokens,
             completion_length=float(mask.sum(1).mean()),
-            sampled_tokens=float(batch.attention_mask.sum()), teacher_tokens=float(batch.attention_mask.sum()),
+            sampled_tokens=float(batch.attention_mask.sum()),
+            teacher_tokens=float((batch.attention_mask if batch.teacher_attention_mask is None
+                                  else batch.teacher_attention_mask).sum()),
             truncated_fraction=float(batch.truncated.float().mean()),
             time_sample=t1 - t0, time_score=t2 - t1)
         return batch, metrics
 
+    def _check_teacher_context(self, batch: RolloutBatch) -> None:
+        """A teacher prompt + completion past the in-process teacher's context is one line, not a model error
+        (the recipes leave room for --max-new-tokens; examples made in Python may not)."""
+        if batch.teacher_attention_mask is None or self.teacher_context is None:
+            return
+        longest = int(batch.teacher_attention_mask.sum(1).max())
+        if longest > self.teacher_context:
+            raise MentorError(f"the teacher's prompt and the completion make {longest} tokens, over the teacher's "
+                              f"context of {self.teacher_context}: shorten the teacher's prompt or lower "
+                              "--max-new-tokens")
+
     def _teacher_top_k(self, batch: RolloutBatch) -> TeacherTopK:
-        """The teacher's top-``kl_top_k`` at the completion tokens, ``[B, T(, k)]`` on the CPU."""
+        """The teacher's top-``kl_top_k`` at the completion tokens, ``[B, T(, k)]`` on the CPU (with privileged
+        context scored on the teacher's own sequences, then moved onto the student's positions)."""
         if isinstance(self.teacher, LocalTeacher):
             model, pieces = self.teacher.model, []
             device = next(model.parameters()).device
+            input_ids, attention_mask = batch.input_ids, batch.attention_mask
+            if batch.teacher_input_ids is not None:
+                input_ids, attention_mask = batch.teacher_input_ids, batch.teacher_attention_mask
+            wanted = batch.to_teacher_positions(batch.loss_mask) > 0
             for rows in torch.split(torch.arange(len(batch)), self.teacher.batch_size):
-                part = batch.select(rows)  # the teacher's whole head, as a server normalises over it
-                top = teacher_top_k(model, part.input_ids.to(device), part.attention_mask.to(device),
-                                    part.loss_mask.to(device) > 0, self.kl_top_k)
+                # the teacher's whole head, as a server normalises over it
+                top = teacher_top_k(model, input_ids[rows].to(device), attention_mask[rows].to(device),
+                                    wanted[rows].to(device), self.kl_top_k)
                 pieces.append(TeacherTopK(*(t.cpu() for t in top[:3])))
-            return TeacherTopK(*(torch.cat(parts) for parts in zip(*(p[:3] for p in pieces))))
-        lengths = batch.attention_mask.sum(1).tolist()
-        answers = self.teacher.compute_top_k([batch.input_ids[i, :n].tolist() for i, n in enumerate(lengths)],
-                                             self.kl_top_k)
+            top = TeacherTopK(*(torch.cat(parts) for parts in zip(*(p[:3] for p in pieces))))
+            return TeacherTopK(*(batch.to_student_positions(t) for t in top[:3]))
+        sequences, _ = batch.teacher_sequences()
+        answers = self.teacher.compute_top_k(sequences, self.kl_top_k)
         k = answers[0].ids.shape[-1] if answers else self.kl_top_k
-        shape = batch.input_ids.shape
+        shape = (batch.input_ids if batch.teacher_input_ids is None else batch.teacher_input_ids).shape
         out = TeacherTopK(torch.zeros(shape), torch.zeros((*shape, k), dtype=torch.long), torch.zeros((*shape, k)))
-        for i, (n, answer) in enumerate(zip(lengths, answers)):
+        for i, (sequence, answer) in enumerate(zip(sequences, answers)):
             for field, value in zip(out, answer[:3]):
-                field[i, :n] = value
-        return out
+                field[i, :len(sequence)] = value
+        return TeacherTopK(*(batch.to_student_positions(t) for t in out[:3]))
 
     def forward_options(self, micro: RolloutBatch | None = None) -> dict:
         """The policy forward's arguments for ``micro``: with ``divergence`` full/top_k/jsd it also computes the
@@ -173,8 +199,11 @@ class OnPolicyDistillation:
         if self.kl_top_k and micro is not None:
             options["hidden_term"] = TeacherTopKReverseKL(micro.teacher_top_ids, micro.teacher_top_logprobs)
         elif self.kl_teacher_model is not None:
-            options["hidden_term"] = (GeneralizedJSD(self.kl_teacher_model, self.jsd_beta) if self.divergence == "jsd"
-                                      else FullReverseKL(self.kl_teacher_model))
+            # with privileged context the teacher reads its own prompt + the micro-batch's completions
+            inputs = TeacherInputs.of(micro) if micro is not None else None
+            options["hidden_term"] = (GeneralizedJSD(self.kl_teacher_model, self.jsd_beta, inputs)
+                                      if self.divergence == "jsd" else FullReverseKL(self.kl_teacher_model,
+                                                                                     teacher_inputs=inputs))
         return options
 
     def carries_signal(self, batch: RolloutBatch) -> bool:

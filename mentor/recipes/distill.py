@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from dataclasses import replace
 
 from torch import nn
@@ -9,14 +11,19 @@ from torch import nn
 from mentor.algorithms.opd import OnPolicyDistillation
 from mentor.backends import LoadedTeacher, check_teacher, local_teacher, make_sampler
 from mentor.config import DistillConfig, named_paths
-from mentor.data.prompts import ExampleStream
+from mentor.data.prompts import ExampleStream, TeacherPrompts, read_context
+from mentor.errors import MentorError
 from mentor.evaluation.accuracy import task_evaluator
 from mentor.train.ledger import ComputeLedger
-from mentor.models.loading import check_same_vocabulary, load_model, load_tokenizer
+from mentor.models.loading import check_same_vocabulary, context_length, load_model, load_tokenizer
 from mentor.recipes.common import file_examples, quiet_transformers, task_examples
+from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
+from mentor.score.local import LocalTeacher
 from mentor.tasks.registry import get_task
 from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
+
+SELF_TEACHER = "self"  # --teacher self: a frozen copy of the student's starting weights
 
 PROGRESS_KEYS = ("reverse_kl", "full_reverse_kl", "generalized_jsd", "accuracy", "entropy", "completion_length",
                  "grad_norm")
@@ -30,7 +37,10 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     RunDirectory(config.output_dir).check(config, config.overwrite, config.resume)  # before any work
     # the cheap checks first: a vocabulary mismatch must fail before any model weights load
     tokenizer = tokenizer or load_tokenizer(config.student, "student")
-    if teacher is None:
+    if teacher is None and config.teacher == SELF_TEACHER:
+        # a frozen copy of the starting weights: a fixed target (SDFT, OPSD), not one that moves with the student
+        load_teacher = lambda student: local_teacher(copy.deepcopy(student), config, tokenizer, student, tokenizer)
+    elif teacher is None:
         load_teacher = check_teacher(config.teacher, config, tokenizer)
     else:
         load_teacher = _given_teacher(teacher, teacher_tokenizer, config, tokenizer)
@@ -38,14 +48,17 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     scorer, teacher_params = load_teacher(student)
 
     task = get_task(config.task) if config.task else None
+    spec = config.teacher if teacher is None else None  # a teacher given from Python brings its tokenizer
     if examples is None:
         if named_paths(config.teacher) is not None:
-            examples = _examples_per_source(config, tokenizer, student)
+            examples = _examples_per_source(config, tokenizer, student, scorer)
         elif config.prompts:
-            examples = file_examples(config.prompts, tokenizer, student, config)
+            examples = file_examples(config.prompts, tokenizer, student, config,
+                                     teacher=teacher_prompts(config, spec, scorer, tokenizer, teacher_tokenizer))
         else:
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
-                                     chat_template=config.chat_template, model=student)
+                                     chat_template=config.chat_template, model=student,
+                                     teacher=teacher_prompts(config, spec, scorer, tokenizer, teacher_tokenizer))
     algorithm = OnPolicyDistillation(
         make_sampler(config, student, tokenizer, config.student), scorer, tokenizer,
         group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
@@ -72,8 +85,29 @@ def _given_teacher(teacher, teacher_tokenizer, config: DistillConfig, tokenizer)
     return lambda student: local_teacher(teacher, config, tokenizer, student, teacher_tokenizer)
 
 
-def _examples_per_source(config: DistillConfig, tokenizer, student) -> list:
+def _examples_per_source(config: DistillConfig, tokenizer, student, scorer) -> list:
     """One teacher per data set (``--teacher math=A,code=B --prompts math=F1,code=F2``, names checked by the
     config): each prompt carries its data set's name, whose teacher grades its rollouts."""
+    specs = named_paths(config.teacher)
     return [replace(e, source=name) for name, path in named_paths(config.prompts).items()
-            for e in file_examples(path, tokenizer, student, config)]
+            for e in file_examples(path, tokenizer, student, config,
+                                   teacher=teacher_prompts(config, specs[name], scorer.teachers[name], tokenizer))]
+
+
+def teacher_prompts(config: DistillConfig, spec: str | None, scorer, tokenizer,
+                    teacher_tokenizer=None) -> TeacherPrompts:
+    """How the teacher named ``spec`` (serving as ``scorer``) gets its own prompts: its tokenizer renders them
+    (its chat template may differ from the student's; loaded only if a teacher prompt needs it), its context
+    bounds them. ``spec`` None: a teacher given from Python, with ``teacher_tokenizer`` or the student's."""
+    context = read_context(config.teacher_context) if config.teacher_context else None
+    context_tokens = None
+    if isinstance(scorer, LocalTeacher):
+        context_tokens = context_length(scorer.model)
+    elif isinstance(scorer, HTTPTeacher):
+        with contextlib.suppress(MentorError):  # vLLM and serve-teacher say it; other servers refuse long prompts
+            context_tokens = scorer.model_info().get("max_model_len")
+    if teacher_tokenizer is None and spec and spec != SELF_TEACHER:
+        teacher_tokenizer = ((lambda: remote_teacher_tokenizer(scorer, config.teacher_tokenizer)) if is_url(spec)
+                             else (lambda: load_tokenizer(spec, "teacher")))
+    limit = context_tokens - config.max_new_tokens if isinstance(context_tokens, int) else None
+    return TeacherPrompts(teacher_tokenizer or tokenizer, context, config.teacher_context_template, limit)

@@ -71,9 +71,14 @@ def sample_records(step: int, batch, tokenizer, rows: list[int], teacher=None) -
         spans.append((i, start, end))
     extra: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     if teacher is not None and hasattr(teacher, "logprobs_and_top1") and spans:
-        sequences = [batch.input_ids[i, :end].tolist() for i, _, end in spans]
-        scored = teacher.logprobs_and_top1(sequences, score_from=[start for _, start, _ in spans])
-        extra = {i: pair for (i, _, _), pair in zip(spans, scored)}
+        # the teacher's own sequences (privileged context: its prompt + the completion), moved back onto the row's
+        teacher_sequences, teacher_starts = batch.teacher_sequences()
+        shifts = [teacher_starts[i] - start for i, start, _ in spans]
+        sequences = [teacher_sequences[i][:end + shift] for (i, _, end), shift in zip(spans, shifts)]
+        scored = teacher.logprobs_and_top1(sequences, score_from=[start + shift for (_, start, _), shift
+                                                                  in zip(spans, shifts)])
+        extra = {i: tuple(t[shift:] if shift >= 0 else torch.cat([t.new_zeros(-shift), t]) for t in pair)
+                 for (i, _, _), shift, pair in zip(spans, shifts, scored)}
     records = []
     for i, start, end in spans:
         ids = batch.input_ids[i, start:end].tolist()

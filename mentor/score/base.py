@@ -19,13 +19,17 @@ class Teacher(Protocol):
 
 
 def score_with_teacher(teacher: Teacher, batch: RolloutBatch) -> torch.Tensor:
-    """Teacher log-probs aligned with ``batch.input_ids`` (``[B, T]``, 0 outside real tokens)."""
-    lengths = batch.attention_mask.sum(1).tolist()
-    sequences = [batch.input_ids[i, :n].tolist() for i, n in enumerate(lengths)]
-    scored = teacher.compute_logprobs(sequences, score_from=batch.prompt_lengths.tolist())
-    out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
-    for i, (n, logprobs) in enumerate(zip(lengths, scored)):
-        if logprobs.shape[0] != n:
-            raise RuntimeError(f"teacher returned {logprobs.shape[0]} log-probs for a {n}-token sequence")
-        out[i, :n] = logprobs.float().cpu()
-    return out
+    """Teacher log-probs aligned with ``batch.input_ids`` (``[B, T]``, 0 outside real tokens).
+
+    With privileged context (``batch.teacher_input_ids``) the teacher scores its own prompt followed by the
+    completion, and only the completion's log-probs are kept, moved onto the student's positions."""
+    sequences, starts = batch.teacher_sequences()
+    scored = teacher.compute_logprobs(sequences, score_from=starts)
+    out = torch.zeros((len(sequences), max(map(len, sequences), default=0)), dtype=torch.float32)
+    for i, (sequence, logprobs) in enumerate(zip(sequences, scored)):
+        if logprobs.shape[0] != len(sequence):
+            raise RuntimeError(f"teacher returned {logprobs.shape[0]} log-probs for a {len(sequence)}-token sequence")
+        out[i, :len(sequence)] = logprobs.float().cpu()
+    if batch.teacher_input_ids is None:
+        return torch.nn.functional.pad(out, (0, batch.input_ids.shape[1] - out.shape[1]))
+    return batch.to_student_positions(out)

@@ -62,6 +62,23 @@ def _log_rest(top_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.log(-torch.expm1(top_mass))
 
 
+class TeacherInputs(NamedTuple):
+    """What the teacher reads when its prompt differs from the student's (privileged context): its own
+    ``input_ids`` / ``attention_mask`` ``[B, T']`` (its prompt + the same completion) and ``shift`` ``[B]``: the
+    student's token ``t`` is the teacher's token ``t + shift``. Completions align by their offset from the prompt."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    shift: torch.Tensor
+
+    @classmethod
+    def of(cls, batch) -> "TeacherInputs | None":
+        """A ``RolloutBatch``'s teacher sequences, or None when the teacher reads the student's."""
+        if batch.teacher_input_ids is None:
+            return None
+        return cls(batch.teacher_input_ids, batch.teacher_attention_mask, batch.teacher_shift)
+
+
 def reverse_kl(
     student: nn.Module,
     teacher: nn.Module,
@@ -72,40 +89,52 @@ def reverse_kl(
     temperature: float = 1.0,
     top_k: int = 0,
     chunk_size: int | None = None,
+    teacher_inputs: TeacherInputs | None = None,
 ) -> torch.Tensor:
     """Per-position ``KL(student || teacher)`` of the distribution over token ``t`` as float32 ``[B, T]``.
 
     Entry ``[b, t]`` compares the two models' predictions of ``input_ids[b, t]`` from ``input_ids[b, :t]``
     (the same alignment as ``token_logprobs``); it is 0 at t=0 and outside ``positions``. Differentiable
     with respect to the student only; the teacher runs without gradients. Both models must share a
-    vocabulary (the student's head may have extra padding rows, which are ignored).
+    vocabulary (the student's head may have extra padding rows, which are ignored). ``teacher_inputs``: the
+    teacher reads its own prompt instead (its prediction of the same token, at ``t + shift``); ``positions``
+    must then lie in the completions.
     """
     student_hidden = last_hidden_states(student, input_ids, attention_mask)
     wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
     return reverse_kl_from_hidden(student, student_hidden, teacher, input_ids, attention_mask, wanted,
-                                  temperature=temperature, top_k=top_k, chunk_size=chunk_size)
+                                  temperature=temperature, top_k=top_k, chunk_size=chunk_size,
+                                  teacher_inputs=teacher_inputs)
 
 
 def reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher: nn.Module,
                            input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor, *,
-                           temperature: float = 1.0, top_k: int = 0, chunk_size: int | None = None) -> torch.Tensor:
+                           temperature: float = 1.0, top_k: int = 0, chunk_size: int | None = None,
+                           teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
     """``reverse_kl`` from the student's final hidden states, so a training step runs its decoder once."""
     # three float32 (chunk x vocab) tensors are alive at once: the student's, the teacher's, their product
     return _per_position_from_hidden(_chunk_reverse_kl, top_k, 3, student, student_hidden, teacher, input_ids,
-                                     attention_mask, wanted, temperature=temperature, chunk_size=chunk_size)
+                                     attention_mask, wanted, temperature=temperature, chunk_size=chunk_size,
+                                     teacher_inputs=teacher_inputs)
 
 
 def _per_position_from_hidden(chunk_fn, option, tensors: int, student: nn.Module, student_hidden: torch.Tensor,
                               teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                              wanted: torch.Tensor, *, temperature: float, chunk_size: int | None) -> torch.Tensor:
+                              wanted: torch.Tensor, *, temperature: float, chunk_size: int | None,
+                              teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
     """``chunk_fn(student_logits_of, teacher_logits_of, student_hidden, teacher_hidden, option)`` over chunks of
-    the wanted positions (each recomputed in backward), scattered back to a float32 ``[B, T]``."""
-    with torch.no_grad():
-        teacher_hidden = last_hidden_states(teacher, input_ids, attention_mask)
+    the wanted positions (each recomputed in backward), scattered back to a float32 ``[B, T]``. With
+    ``teacher_inputs`` the teacher's hidden state for the student's position ``t`` is its own at ``t + shift``."""
     wanted = wanted.bool().clone()
     wanted[:, 0] = False
     rows, cols = wanted.nonzero(as_tuple=True)
-    student_flat, teacher_flat = student_hidden[rows, cols - 1], teacher_hidden[rows, cols - 1]
+    with torch.no_grad():
+        if teacher_inputs is None:
+            teacher_hidden, teacher_cols = last_hidden_states(teacher, input_ids, attention_mask), cols
+        else:
+            teacher_hidden = last_hidden_states(teacher, teacher_inputs.input_ids, teacher_inputs.attention_mask)
+            teacher_cols = cols + teacher_inputs.shift.to(cols.device)[rows]
+    student_flat, teacher_flat = student_hidden[rows, cols - 1], teacher_hidden[rows, teacher_cols - 1]
     vocab = min(_vocab_rows(student), _vocab_rows(teacher))
     student_logits_of = _truncated(head_fn(causal_lm_of(student), temperature), vocab)
     teacher_logits_of = _truncated(head_fn(causal_lm_of(teacher), temperature), vocab)
@@ -126,13 +155,13 @@ class FullReverseKL:
     A plain object (no tensors of its own), so DDP/FSDP pass it through their forward untouched.
     """
 
-    def __init__(self, teacher: nn.Module, top_k: int = 0):
-        self.teacher, self.top_k = teacher, top_k
+    def __init__(self, teacher: nn.Module, top_k: int = 0, teacher_inputs: TeacherInputs | None = None):
+        self.teacher, self.top_k, self.teacher_inputs = teacher, top_k, teacher_inputs
 
     def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
         return reverse_kl_from_hidden(model, hidden, self.teacher, input_ids, attention_mask, wanted,
-                                      temperature=temperature, top_k=self.top_k)
+                                      temperature=temperature, top_k=self.top_k, teacher_inputs=self.teacher_inputs)
 
 
 # --- the teacher's top-k, given (in-process or from a server): the same estimator either way ------------------
@@ -268,8 +297,8 @@ def _chunk_generalized_jsd(student_logits_of, teacher_logits_of, student_hidden:
 
 def generalized_jsd_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher: nn.Module,
                                 input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor, *,
-                                beta: float = 0.5, temperature: float = 1.0,
-                                chunk_size: int | None = None) -> torch.Tensor:
+                                beta: float = 0.5, temperature: float = 1.0, chunk_size: int | None = None,
+                                teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
     """Per-position generalized JSD (``_generalized_jsd_of``) between the student's and the in-process
     teacher's next-token distributions, float32 ``[B, T]`` aligned like ``reverse_kl``; chunked the same way
     (about six float32 chunk x vocab tensors alive: two log-softmaxes, the stacked pair, the mixture, a product)."""
@@ -277,31 +306,33 @@ def generalized_jsd_from_hidden(student: nn.Module, student_hidden: torch.Tensor
         raise ValueError(f"the generalized JSD's beta must lie in [0, 1] (got {beta})")
     return _per_position_from_hidden(_chunk_generalized_jsd, float(beta), 6, student, student_hidden, teacher,
                                      input_ids, attention_mask, wanted, temperature=temperature,
-                                     chunk_size=chunk_size)
+                                     chunk_size=chunk_size, teacher_inputs=teacher_inputs)
 
 
 def generalized_jsd(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     *, beta: float = 0.5, positions: torch.Tensor | None = None, temperature: float = 1.0,
-                    chunk_size: int | None = None) -> torch.Tensor:
+                    chunk_size: int | None = None, teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
     """``generalized_jsd_from_hidden`` from the token ids (runs the student's decoder)."""
     student_hidden = last_hidden_states(student, input_ids, attention_mask)
     wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
     return generalized_jsd_from_hidden(student, student_hidden, teacher, input_ids, attention_mask, wanted,
-                                       beta=beta, temperature=temperature, chunk_size=chunk_size)
+                                       beta=beta, temperature=temperature, chunk_size=chunk_size,
+                                       teacher_inputs=teacher_inputs)
 
 
 class GeneralizedJSD:
     """The policy forward's ``hidden_term`` for the generalized JSD (``beta``) to an in-process ``teacher``."""
 
-    def __init__(self, teacher: nn.Module, beta: float = 0.5):
+    def __init__(self, teacher: nn.Module, beta: float = 0.5, teacher_inputs: TeacherInputs | None = None):
         if not 0 <= beta <= 1:
             raise ValueError(f"the generalized JSD's beta must lie in [0, 1] (got {beta})")
-        self.teacher, self.beta = teacher, beta
+        self.teacher, self.beta, self.teacher_inputs = teacher, beta, teacher_inputs
 
     def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
         return generalized_jsd_from_hidden(model, hidden, self.teacher, input_ids, attention_mask, wanted,
-                                           beta=self.beta, temperature=temperature)
+                                           beta=self.beta, temperature=temperature,
+                                           teacher_inputs=self.teacher_inputs)
 
 
 def naive_generalized_jsd(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
