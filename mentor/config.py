@@ -114,6 +114,7 @@ class TrainConfig(ConfigSection):
             raise MentorError("--num-substeps cannot exceed the number of sequences per step")
         if self.warmup_steps < AUTO_WARMUP:
             raise MentorError(f"--warmup-steps must be -1 (automatic), 0 (none) or more (got {self.warmup_steps})")
+        require_warmup_within(self.warmup_steps, self.steps * self.num_substeps, "--steps x --num-substeps")
         for name in ("save_every", "eval_every", "max_grad_norm", "weight_decay",
                      "progress_every", "sample_log_every", "sample_log_rows"):
             if getattr(self, name) < 0:
@@ -355,6 +356,14 @@ def require_at_least_one(config, *names: str) -> None:
     for name in names:
         if getattr(config, name) < 1:
             raise MentorError(f"--{_flag(name)} must be at least 1 (got {getattr(config, name)})")
+
+
+def require_warmup_within(warmup_steps: int, optimizer_steps: int, what: str) -> None:
+    """A warmup longer than the run would end it below --learning-rate (the ramp reaches it at its last step)."""
+    if warmup_steps > optimizer_steps:
+        raise MentorError(f"--warmup-steps {warmup_steps} is longer than the run's {optimizer_steps} optimizer steps "
+                          f"({what}), so the learning rate would never reach --learning-rate: use at most "
+                          f"{optimizer_steps}, or -1 (automatic)")
 
 
 def named_paths(spec: str) -> dict[str, str] | None:

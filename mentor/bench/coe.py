@@ -132,7 +132,8 @@ def _run_seed(work: Path, scale: BenchScale, base: Path, data: Path, seed: int) 
     common = dict(base=str(base), data=str(data), labeler="field", categories=",".join(DOMAIN_TASKS),
                   batch_size=scale.batch_size, learning_rate=scale.learning_rate, adam_beta2=0.99,
                   expert_steps=scale.expert_steps, steps=scale.union_steps, seed=seed, overwrite=True, quiet=True,
-                  lr_schedule="cosine", warmup_steps=scale.warmup_steps, sample_log_every=0)
+                  lr_schedule="cosine", warmup_steps=min(scale.warmup_steps, scale.expert_steps),
+                  sample_log_every=0)
     shared = CoEConfig(output_dir=str(work / "coe_shared"), **common)
     label_step(shared)
     models = {"mixed SFT": (_mixed_sft(shared, work / "mixed_sft", scale), None)}
@@ -151,7 +152,7 @@ def _mixed_sft(config: CoEConfig, out: Path, scale: BenchScale) -> Path:
     examples = load_category_examples(tokenizer, Path(config.output_dir) / "labels", config.category_list)
     sft = SFTConfig(model=config.base, data="(coe labels)", output_dir=str(out), steps=scale.union_steps,
                     batch_size=scale.batch_size, group_size=1, learning_rate=scale.learning_rate, adam_beta2=0.99,
-                    lr_schedule="cosine", warmup_steps=scale.warmup_steps, seed=config.seed, overwrite=True,
+                    lr_schedule="cosine", warmup_steps=config.warmup_steps, seed=config.seed, overwrite=True,
                     quiet=True, sample_log_every=0)
     trainer, _ = run_sft(sft, tokenizer=tokenizer, examples=examples)
     return trainer.run.path / "final"

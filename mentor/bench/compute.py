@@ -66,7 +66,8 @@ def experiment_compute(out: Path, scale, quiet: bool) -> dict:
     n0_checkpoint = sft[scale.samples_n0]["path"]
     opd = DistillConfig(student=n0_checkpoint, teacher=str(teacher), task=TASK, output_dir=str(out / "opd_from_n0"),
                         steps=scale.compute_opd_steps, batch_size=16, group_size=4,
-                        learning_rate=scale.compute_opd_lr, warmup_steps=scale.warmup_steps,
+                        learning_rate=scale.compute_opd_lr,
+                        warmup_steps=min(scale.warmup_steps, scale.compute_opd_steps),
                         eval_every=max(1, scale.compute_opd_steps // 4), eval_size=scale.test_size,
                         max_new_tokens=MAX_NEW_TOKENS, seed=0, overwrite=True, quiet=quiet)
     _, opd_history = run_distill(opd)

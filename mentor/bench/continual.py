@@ -187,6 +187,7 @@ def _sft_stage(out: Path, model: Path, examples: list, steps: int, options: dict
     from mentor.config import SFTConfig
     from mentor.recipes.sft import run_sft
 
-    config = SFTConfig(**dict(options, model=str(model), data="(built in)"), output_dir=str(out), steps=steps)
+    options = dict(options, model=str(model), data="(built in)", warmup_steps=min(options["warmup_steps"], steps))
+    config = SFTConfig(**options, output_dir=str(out), steps=steps)
     trainer, _ = run_sft(config, examples=examples)
     return trainer.run.path / "final"

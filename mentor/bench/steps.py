@@ -191,9 +191,9 @@ def annealed_start(out: Path, steps: int, lr: float, warmup: int, quiet: bool, s
     """SFT on ground truth with a warmup and a cosine decay to zero, so no later arm gains by annealing."""
     init = fresh_model(out / "student_init", STUDENT_ARCH, seed)
     config = SFTConfig(model=str(init), task=TASK, output_dir=str(out / name), steps=steps, batch_size=64,
-                       group_size=1, learning_rate=lr, lr_schedule="cosine", warmup_steps=warmup, min_lr_ratio=0.0,
-                       adam_beta2=0.99, eval_size=100, max_new_tokens=MAX_NEW_TOKENS, train_size=steps * 64,
-                       seed=seed, overwrite=True, quiet=quiet)
+                       group_size=1, learning_rate=lr, lr_schedule="cosine", warmup_steps=min(warmup, steps),
+                       min_lr_ratio=0.0, adam_beta2=0.99, eval_size=100, max_new_tokens=MAX_NEW_TOKENS,
+                       train_size=steps * 64, seed=seed, overwrite=True, quiet=quiet)
     trainer, _ = run_sft(config)
     return trainer.run.path / "final"
 
@@ -219,9 +219,10 @@ def profile(model_path: Path, size: int, split: str = TASK) -> dict:
 
 def _on_policy_options(output_dir: Path, lr: float, seed: int, scale, quiet: bool, grid: bool, eval_every: int,
                        steps: int) -> dict:
+    steps = scale.grid_steps if grid else steps
     return dict(task=VALIDATION_TASK if grid else TASK, output_dir=str(output_dir), seed=seed,
-                steps=scale.grid_steps if grid else steps, batch_size=scale.prompts_per_step,
-                group_size=scale.group_size, learning_rate=lr, warmup_steps=scale.warmup_steps,
+                steps=steps, batch_size=scale.prompts_per_step,
+                group_size=scale.group_size, learning_rate=lr, warmup_steps=min(scale.warmup_steps, steps),
                 eval_every=max(1, scale.grid_steps // 2) if grid else eval_every,
                 eval_size=scale.val_size if grid else scale.test_size, max_new_tokens=MAX_NEW_TOKENS,
                 overwrite=True, quiet=quiet)

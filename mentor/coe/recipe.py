@@ -23,7 +23,7 @@ from mentor.coe.freezing import STAGE2_VARIANTS, freeze_for_expert_training, fre
 from mentor.coe.inspect import expert_usage, plot_routing, resource_row, routing_html, routing_trace
 from mentor.coe.labeling import label_records, make_labeler, record_text
 from mentor.coe.routing import ROUTER_LOSSES, CoEExpertUtilization
-from mentor.config import DataConfig, SFTConfig, TrainConfig, redefault, setting
+from mentor.config import DataConfig, SFTConfig, TrainConfig, redefault, require_warmup_within, setting
 from mentor.data.prompts import ExampleStream, encode_examples, load_examples, read_data_file, read_jsonl
 from mentor.errors import MentorError
 from mentor.models.chat import stop_token_ids
@@ -88,6 +88,9 @@ class CoEConfig(DataConfig, TrainConfig):
         for name in ("expert_steps", "train_size"):
             if getattr(self, name) < 1:
                 raise MentorError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.expert_init == "trained":  # each expert's SFT warms up too
+            require_warmup_within(self.warmup_steps, self.expert_steps * self.num_substeps,
+                                  "--expert-steps x --num-substeps, of each expert")
         if self.expert_learning_rate < 0 or self.router_loss_coef < 0:
             raise MentorError("--expert-learning-rate and --router-loss-coef cannot be negative")
 

@@ -66,9 +66,9 @@ def train_teacher(out: Path, steps: int = 3000, quiet: bool = False) -> Path:
     model = build_tiny_model(tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer, max_positions=64,
                                          **arch), seed=0)
     config = SFTConfig(model="(built in)", task="arithmetic", output_dir=str(out / "teacher_sft"), steps=steps,
-                       batch_size=64, group_size=1, learning_rate=2e-3, lr_schedule="cosine", warmup_steps=50,
-                       adam_beta2=0.99, eval_size=200, max_new_tokens=MAX_NEW_TOKENS, train_size=200_000,
-                       overwrite=True, quiet=quiet)
+                       batch_size=64, group_size=1, learning_rate=2e-3, lr_schedule="cosine",
+                       warmup_steps=min(50, steps), adam_beta2=0.99, eval_size=200, max_new_tokens=MAX_NEW_TOKENS,
+                       train_size=200_000, overwrite=True, quiet=quiet)
     trainer, _ = run_sft(config, model, tokenizer)
     return trainer.run.path / "final"
 
@@ -82,7 +82,7 @@ def init_student(out: Path, steps: int, quiet: bool) -> Path:
     save_tiny(model, tokenizer, out / "student_init")
     config = SFTConfig(model=str(out / "student_init"), task="arithmetic", output_dir=str(out / "student_sft"),
                        steps=steps, batch_size=64, group_size=1, learning_rate=2e-3, lr_schedule="constant",
-                       warmup_steps=20, adam_beta2=0.99, eval_size=100, max_new_tokens=MAX_NEW_TOKENS,
+                       warmup_steps=min(20, steps), adam_beta2=0.99, eval_size=100, max_new_tokens=MAX_NEW_TOKENS,
                        train_size=100_000, seed=2, overwrite=True, quiet=quiet)
     trainer, _ = run_sft(config)
     return trainer.run.path / "final"
