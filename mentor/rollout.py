@@ -78,24 +78,16 @@ class RolloutBatch:
         completion positions (0 elsewhere); ``values`` itself when the teacher reads the student's sequences."""
         if self.teacher_input_ids is None:
             return values
-        out = values.new_zeros((*self.input_ids.shape, *values.shape[2:]))
-        positions = torch.arange(self.input_ids.shape[1], device=self.input_ids.device).unsqueeze(0)
-        completion = (positions >= self.prompt_lengths.unsqueeze(1)) & self.attention_mask.bool()
-        rows, cols = completion.nonzero(as_tuple=True)
-        out[rows, cols] = values[rows, cols + self.teacher_shift[rows]]
-        return out
+        return _completions_moved(values, self.input_ids, self.attention_mask, self.prompt_lengths,
+                                  self.teacher_shift)
 
     def to_teacher_positions(self, values: torch.Tensor) -> torch.Tensor:
         """The inverse of ``to_student_positions``: student-aligned ``[B, T, ...]`` values at the teacher's
         completion positions ``[B, T', ...]``."""
         if self.teacher_input_ids is None:
             return values
-        out = values.new_zeros((*self.teacher_input_ids.shape, *values.shape[2:]))
-        positions = torch.arange(self.teacher_input_ids.shape[1], device=self.input_ids.device).unsqueeze(0)
-        completion = (positions >= self.teacher_prompt_lengths.unsqueeze(1)) & self.teacher_attention_mask.bool()
-        rows, cols = completion.nonzero(as_tuple=True)
-        out[rows, cols] = values[rows, cols - self.teacher_shift[rows]]
-        return out
+        return _completions_moved(values, self.teacher_input_ids, self.teacher_attention_mask,
+                                  self.teacher_prompt_lengths, -self.teacher_shift)
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -114,6 +106,16 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
         input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention_mask[i, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+def _completions_moved(values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       prompt_lengths: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``values`` read at ``t + shift`` for every completion position ``t`` of ``input_ids`` (0 elsewhere)."""
+    out = values.new_zeros((*input_ids.shape, *values.shape[2:]))
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+    rows, cols = ((positions >= prompt_lengths.unsqueeze(1)) & attention_mask.bool()).nonzero(as_tuple=True)
+    out[rows, cols] = values[rows, cols + shift[rows]]
+    return out
 
 
 def add_teacher_prompts(batch: RolloutBatch, prompts: list[list[int] | None], pad_id: int) -> None:
