@@ -72,8 +72,9 @@ class VLLMSampler:
             raise MentorError(f"vLLM could not start on {model_path}: {_first_line(exc)}") from None
         stop = stop_token_ids(tokenizer, model)
         # logprobs=0: vLLM returns exactly the sampled token's log-prob at each step
-        self.params = SamplingParams(n=1, max_tokens=max_new_tokens, temperature=temperature, top_k=max(top_k, 0),
-                                     top_p=top_p, logprobs=0, stop_token_ids=stop)
+        self.params = dict(n=1, max_tokens=max_new_tokens, temperature=temperature, top_k=max(top_k, 0), top_p=top_p,
+                           logprobs=0, stop_token_ids=stop)
+        self._sampling_params = SamplingParams
         # built, not cloned and edited: __post_init__ makes temperature 0 greedy (and sampling_type is cached)
         self.greedy_params = SamplingParams(n=1, max_tokens=max_new_tokens, temperature=0.0, stop_token_ids=stop)
         self._synced_version: int | None = None
@@ -97,6 +98,12 @@ class VLLMSampler:
         """Changes whenever an optimizer step has written to the parameters (torch bumps tensor versions)."""
         return sum(p._version for p in self.model.parameters() if p.requires_grad)
 
+    def _seeded(self, count: int) -> list:
+        """One seed per request, drawn from torch's generator: the trainer seeds it and a checkpoint restores it,
+        so a resumed run draws the same samples as an uninterrupted one (the engine's own generator restarts)."""
+        first = int(torch.randint(0, 2**31 - 1 - count, (1,)))
+        return [self._sampling_params(**self.params, seed=first + i) for i in range(count)]
+
     def close(self) -> None:
         """Stop the engine and remove the weights directory written for it (if any)."""
         llm = self.__dict__.pop("llm", None)
@@ -112,7 +119,7 @@ class VLLMSampler:
         if version != self._synced_version:  # the first call too: the model may be LoRA-wrapped or trained
             self.sync_weights()
             self._synced_version = version
-        params = self.greedy_params if greedy else self.params
+        params = self.greedy_params if greedy else self._seeded(len(prompt_ids))
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
                                     use_tqdm=False)
         out = SampledBatch([], [], [], [])
