@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from mentor.errors import MentorError
-from mentor.files import read_user_file
+from mentor.files import is_url, read_user_file
 from mentor.algorithms.opd import DIVERGENCES
 from mentor.data.prompts import DEFAULT_CONTEXT_TEMPLATE, check_context_template
 from mentor.update.optim import AUTO_WARMUP, SCHEDULES
@@ -342,7 +342,7 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
         if self.jsd_beta != 0.5 and self.divergence != "jsd":
             raise MentorError("--jsd-beta only acts with --divergence jsd: add it or drop --jsd-beta")
         # top_k needs only the teacher's top-k log-probs, which a server returns (vLLM's prompt_logprobs=k)
-        remote_only = self.teacher.startswith(("http://", "https://")) and self.divergence != "top_k"
+        remote_only = is_url(self.teacher) and self.divergence != "top_k"
         if self.divergence != "sampled" and (remote_only or "=" in self.teacher):
             raise MentorError(f"--divergence {self.divergence} needs the teacher's whole distribution, so one "
                               "in-process teacher: use --divergence sampled (or top_k, one server) with a server, "
@@ -611,7 +611,7 @@ class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig)
                          if getattr(self, n) != default]
         if teacher_flags and not self.from_teacher:
             raise MentorError(f"{', '.join(teacher_flags)} only act with --from-teacher TEACHER: add it or drop them")
-        if self.from_teacher.startswith(("http://", "https://")) or named_paths(self.from_teacher) is not None:
+        if is_url(self.from_teacher) or named_paths(self.from_teacher) is not None:
             raise MentorError("--from-teacher samples completions in-process: name one model (a directory, .gguf "
                               "file or hub id), not a server or one teacher per data set")
         if not self.data and not self.task:

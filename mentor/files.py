@@ -7,6 +7,11 @@ from pathlib import Path
 from mentor.errors import MentorError
 
 
+def is_url(value: str) -> bool:
+    """A model, teacher or labeler given as an http(s) endpoint rather than a path or hub id."""
+    return value.startswith(("http://", "https://"))
+
+
 def read_user_file(path: str | Path, what: str, *, missing: str, not_a_file: str,
                    max_bytes: int | None = None, too_big: str = "") -> bytes:
     """The bytes of ``path``; ``what`` names it in errors ("data file", "config file"), the rest say what to do.

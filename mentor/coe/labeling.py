@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from mentor.errors import MentorError
+from mentor.files import is_url
 
 DEFAULT_CATEGORIES = ("general", "math", "coding")
 DEFAULT_RULES = {
@@ -141,8 +142,7 @@ def make_labeler(kind: str, categories=DEFAULT_CATEGORIES, model: str = "", api_
         if not model:
             raise MentorError("--labeler llm needs --labeler-model (a local model or an http(s):// endpoint)")
         url, _, name = model.partition("#")  # http://host:8000#model-name
-        complete = (http_chat_completer(url, name, api_key) if model.startswith(("http://", "https://"))
-                    else local_completer(model))
+        complete = http_chat_completer(url, name, api_key) if is_url(model) else local_completer(model)
         return LLMLabeler(complete, categories, default=categories[0])
     raise MentorError(f"--labeler {kind!r} is unknown: use field, keyword or llm")
 

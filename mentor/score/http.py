@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 
 from mentor.errors import MentorError
+from mentor.files import is_url
 from mentor.update.divergence import TeacherTopK
 
 _JITTER = random.Random()
@@ -100,10 +101,6 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
 
 _OPENER = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
-
-
-def is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://"))
 
 
 class RetryableError(Exception):
@@ -198,7 +195,7 @@ class HTTPTeacher:
             raise MentorError(f"the {self.role} server answered {len(choices)} choices for {len(batch)} prompts: "
                               "is it an OpenAI-compatible completions endpoint?")
         indexes = [c.get("index", i) for i, c in enumerate(choices)]
-        if sorted(i for i in indexes if _is_int(i)) != list(range(len(batch))):
+        if sorted(i for i in indexes if is_int(i)) != list(range(len(batch))):
             raise _not_openai(f"choice indexes {indexes[:8]} are not 0..{len(batch) - 1}")
         return [choices[indexes.index(i)] for i in range(len(batch))]
 
@@ -426,7 +423,7 @@ def _prompt_top_k(choice: dict, sequence: list[int], k: int) -> TeacherTopK:
         # vLLM adds the own token to the top k only when it is not one of them
         top = sorted(((v, t) for t, v in values.items() if len(values) == k or t != own), reverse=True)
         ranks = [entry[t].get("rank") if isinstance(entry[t], dict) else None for _, t in top]
-        if all(_is_int(r) for r in ranks) and sorted(ranks) != list(range(1, k + 1)):  # vLLM ranks them 1..k
+        if all(is_int(r) for r in ranks) and sorted(ranks) != list(range(1, k + 1)):  # vLLM ranks them 1..k
             raise _BadAnswer(f"'s top {k} have ranks {sorted(ranks)[:8]} at position {position}, "
                               f"not 1..{k}: they are not its top-k log-probs")
         if len(values) == k + 1 and values[own] > top[-1][0] + 1e-4:
@@ -470,7 +467,7 @@ def _check_scored_tokens(choice: dict, logprobs: dict, prompt_logprobs: list | N
     sent = [str(t) for t in sequence]
     prompt_ids = choice.get("prompt_token_ids")
     if prompt_ids is not None:
-        if not isinstance(prompt_ids, list) or not all(_is_int(t) for t in prompt_ids):
+        if not isinstance(prompt_ids, list) or not all(is_int(t) for t in prompt_ids):
             raise _not_openai("prompt_token_ids is not a list of token ids")
         _compare("prompt_token_ids", [str(t) for t in prompt_ids], sent)
     tokens = logprobs.get("tokens")
@@ -509,7 +506,8 @@ def _not_openai(what: str) -> _BadAnswer:
                        "at an OpenAI-compatible /v1 endpoint (vLLM, SGLang or mentor serve-teacher)")
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """A JSON integer (``true`` and ``false`` are not), as the completions protocol's ids and counts must be."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from torch import nn
 
 from mentor.errors import MentorError
-from mentor.score.http import TOKENIZER_ENDPOINT
+from mentor.score.http import TOKENIZER_ENDPOINT, is_int
 from mentor.serve.engine import ScoringEngine
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -122,7 +122,7 @@ class TeacherServer:
         if logprobs not in (None, 0):
             raise RequestError(HTTPStatus.BAD_REQUEST, "logprobs must be 0: top alternatives of the OpenAI "
                                "logprobs are not served (ask for prompt_logprobs: k)")
-        if prompt_logprobs is not None and not (_is_int(prompt_logprobs) and 0 <= prompt_logprobs <= self.vocab_size):
+        if prompt_logprobs is not None and not (is_int(prompt_logprobs) and 0 <= prompt_logprobs <= self.vocab_size):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"prompt_logprobs must be an integer in [0, {self.vocab_size}]")
         echo = bool(body.get("echo", False))
         try:
@@ -313,10 +313,6 @@ def check_device(device: str) -> None:
     if parsed.type == "mps" and torch.backends.mps.is_available():
         return
     raise MentorError(f"--device {device} is not available on this machine: use --device cpu")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _error(status: HTTPStatus, message: str) -> dict:

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from mentor.config import NON_SEMANTIC_FIELDS, config_to_dict
 from mentor.errors import MentorError
+from mentor.files import is_url
 from mentor.models.loading import is_peft
 
 CHECKPOINT_PREFIX = "step_"
@@ -361,7 +362,7 @@ def check_finite_weights(model) -> None:
 
 def _named_paths(value) -> list[str]:
     """``path``, ``a,b`` or ``name=path,name=path`` (one teacher/prompt file per data set) -> the paths."""
-    if not isinstance(value, str) or not value or value.startswith(("http://", "https://")):
+    if not isinstance(value, str) or not value or is_url(value):
         return []
     return [part.split("=", 1)[-1].strip() for part in value.split(",") if part.strip()]
 
