@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import resource
 import shutil
 import signal
@@ -24,6 +23,7 @@ from mentor.cli import main
 from mentor.config import DistillConfig
 from mentor.train.run_dir import RunDirectory
 from tests.conftest import make_model_dir
+from tests.helpers import one_clear_line as _one_clear_line
 
 BAD = Path(__file__).parent / "data" / "bad"
 GOOD_PROMPTS = BAD.parent / "good_prompts.jsonl"  # valid prompts, for the cases about something else
@@ -115,17 +115,6 @@ CASES = [
     ("missing config file", lambda m, o: _distill(m, o, None, "--config", str(BAD / "nope.yaml")),
      r"nope\.yaml' does not exist", r"check the --config path"),
 ]
-
-
-def _one_clear_line(capsys, problem: str, fix: str) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert "Traceback" not in captured.err + captured.out
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("mentor: error: ")
-    assert re.search(problem, lines[0]), lines[0]
-    assert re.search(fix, lines[0]), lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
