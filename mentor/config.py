@@ -309,6 +309,8 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
     jsd_beta: float = setting(0.5, "--divergence jsd: 0 forward KL(teacher||student), 1 reverse KL, between the "
                                    "interpolated JSD")
     reward_coef: float = setting(0.0, "add this times the group-centred --task reward to every token's advantage")
+    check: bool = setting(True, "run `mentor check` on teacher and student first: stop on a blocking mismatch, print "
+                                "its warnings (--no-check skips it)")
 
     recipe = "distillation"
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from mentor.algorithms.opd import OnPolicyDistillation
 from mentor.backends import LoadedTeacher, check_teacher, local_teacher, make_sampler
+from mentor.check import startup_check
 from mentor.config import DistillConfig, named_paths
 from mentor.data.prompts import ExampleStream, TeacherPrompts, read_context
 from mentor.errors import MentorError
@@ -40,8 +41,8 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     if teacher is None and config.teacher == SELF_TEACHER:
         # a frozen copy of the starting weights: a fixed target (SDFT, OPSD), not one that moves with the student
         load_teacher = lambda student: local_teacher(copy.deepcopy(student), config, tokenizer, student, tokenizer)
-    elif teacher is None:
-        load_teacher = check_teacher(config.teacher, config, tokenizer)
+    elif teacher is None:  # mentor check's cheap checks now, the rest once the student is loaded (--no-check: none)
+        load_teacher = startup_check(config, tokenizer) or check_teacher(config.teacher, config, tokenizer)
     else:
         load_teacher = _given_teacher(teacher, teacher_tokenizer, config, tokenizer)
     student = student or load_model(config.student, config.dtype, what="student")
