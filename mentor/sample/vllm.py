@@ -90,6 +90,7 @@ class VLLMSampler:
         except (AttributeError, TypeError) as exc:  # a vLLM from before the in-place reload API
             raise MentorError(f"this vLLM cannot reload weights in place ({_first_line(exc)}): mentor needs "
                               "vllm>=0.20") from None
+        self.llm.apply_model(repack_cpu_moe_experts)
         if not self.llm.reset_prefix_cache():  # False while requests run: their blocks hold the old weights
             raise RuntimeError("vLLM did not reset its prefix cache after a weight sync")
         self.syncs += 1
@@ -175,8 +176,26 @@ def cpu_kv_cache_bytes(model: nn.Module, max_model_len: int | None) -> int:
     return max(MIN_KV_CACHE_BYTES, 2 * per_token * length)
 
 
+def repack_cpu_moe_experts(engine_model: nn.Module) -> int:
+    """Redo the CPU build's MoE prepack that vLLM 0.32 skips on a weight update.
+
+    ``UnquantizedFusedMoEMethod._setup_kernel`` calls ``fused_experts.process_weights_after_loading`` only on the
+    first load (``moe_kernel`` is None then); on CUDA that call does nothing, but the CPU experts prepack w13/w2
+    there into their grouped-GEMM layout. After an in-place reload the CPU kernel would read plain weights as
+    packed ones: a Qwen3-MoE or Mixtral (a CoE output) then samples from garbage. Returns the layers repacked."""
+    repacked = 0
+    for layer in engine_model.modules():
+        kernel = getattr(getattr(layer, "quant_method", None), "moe_kernel", None)
+        experts = getattr(kernel, "fused_experts", None)
+        if experts is not None and type(experts).__name__.endswith("CPUUnquantizedExperts"):
+            experts.process_weights_after_loading(layer)
+            repacked += 1
+    return repacked
+
+
 def named_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Plain transformers parameter names and tensors; a LoRA model's adapters are merged in first."""
+    """The model's weights under its checkpoint's names and layout, which the engine's ``load_weights`` reads;
+    a LoRA model's adapters are merged in first."""
     if is_peft(model):
         # merge, copy out, unmerge: the trainer keeps training the adapter, vLLM sees the merged weights
         model.merge_adapter()
@@ -186,10 +205,20 @@ def named_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
                      for name, tensor in base.state_dict().items() if "lora_" not in name}
         finally:
             model.unmerge_adapter()
-        yield from state.items()
+        yield from checkpoint_layout(base, state).items()
         return
-    for name, tensor in model.state_dict().items():
-        yield name, tensor.detach()
+    yield from checkpoint_layout(model, {name: t.detach() for name, t in model.state_dict().items()}).items()
+
+
+def checkpoint_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5 holds some weights in another layout than its checkpoints (a MoE's experts fused into one
+    ``gate_up_proj`` tensor per layer); ``save_pretrained`` writes them back per expert, and so must the sync:
+    vLLM's loaders know only the checkpoint's names. transformers 4 holds the checkpoint's layout already."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:
+        return state
+    return revert_weight_conversion(model, state)
 
 
 def _quiet_reload_warnings() -> None:
