@@ -113,7 +113,7 @@ def make_sampler(config, model: nn.Module, tokenizer, model_path: str, temperatu
 
         return VLLMSampler(model, tokenizer, model_path, config.max_new_tokens, temperature, dtype=config.dtype,
                            seed=config.seed, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-                           max_model_len=engine_context(model, config))
+                           max_model_len=engine_context(model, config), enforce_eager=config.vllm_enforce_eager)
     from mentor.sample.hf import HFSampler
 
     return HFSampler(model, tokenizer, config.max_new_tokens, temperature, batch_size=config.micro_batch_size)

@@ -14,7 +14,7 @@ from mentor.recipes.rl import run_rl
 from mentor.recipes.sft import TEACHER_CACHE, run_sft
 
 TRAIN = dict(steps=3, batch_size=4, group_size=2, max_new_tokens=12, learning_rate=1e-3, num_substeps=1,
-             quiet=True, seed=5, sampler="vllm")
+             quiet=True, seed=5, sampler="vllm", vllm_enforce_eager=True)  # tests/vllm/test_sampler.py: compiled
 
 
 def _steps(history: list[dict]) -> list[dict]:
@@ -46,7 +46,8 @@ def test_rl_with_the_vllm_sampler(engine_dirs, tmp_path):
 
 def test_sft_from_teacher_draws_its_samples_through_the_engine(engine_dirs, tmp_path):
     config = SFTConfig(model=engine_dirs["student"], from_teacher=engine_dirs["teacher"], task="arithmetic",
-                       teacher_prompts=6, teacher_samples=2, sampler="vllm", steps=2, batch_size=4, eval_size=4,
+                       teacher_prompts=6, teacher_samples=2, sampler="vllm", vllm_enforce_eager=True, steps=2,
+                       batch_size=4, eval_size=4,
                        max_new_tokens=16, train_size=50, output_dir=str(tmp_path / "sft"), quiet=True)
     trainer, _ = run_sft(config)
     lines = (trainer.run.path / TEACHER_CACHE).read_text().splitlines()

@@ -9,7 +9,7 @@ from tests.test_resume import _assert_same_run, _kill_when_paused, _start, _succ
 
 def _command(dirs: dict, out) -> list[str]:
     return ["distill", "--student", dirs["student"], "--teacher", dirs["teacher"], "--task", "arithmetic",
-            "--sampler", "vllm", "--group-size", "2", "--output-dir", str(out), "--steps", "4", "--batch-size", "2",
+            "--sampler", "vllm", "--vllm-enforce-eager", "--group-size", "2", "--output-dir", str(out), "--steps", "4", "--batch-size", "2",
             "--save-every", "2", "--eval-size", "4", "--eval-every", "2", "--max-new-tokens", "8",
             "--learning-rate", "1e-3", "--seed", "3", "--warmup-steps", "3", "--quiet"]
 
