@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=0, help="report unbiased pass@k from the n samples (default k = n)")
     ev.add_argument("--grader", default="", help="override the task's grader: exact, numeric, math, code, ifeval")
     ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--sampler", default="hf", choices=("hf", "vllm"),
+                    help="hf (transformers generate) or vllm (an engine in this process: `make vllm`, docs/vllm.md)")
+    ev.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     ev.add_argument("--show", type=int, default=3, help="print this many completions")
     ev.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
                     help="wrap each prompt in the tokenizer's chat template (default: as a run directory was trained; "

@@ -199,8 +199,12 @@ class SamplerConfig(ConfigSection):
     """Sampler backend."""
 
     sampler: str = setting("hf", "who samples (distill, rl: the student; sft --from-teacher: the teacher): hf "
-                                 "(transformers generate) or vllm (a colocated engine; a GPU and mentor[vllm])")
-    vllm_gpu_memory_utilization: float = setting(0.3, "share of the GPU the colocated vLLM engine may take")
+                                 "(transformers generate) or vllm (a colocated vLLM engine, CUDA or CPU "
+                                 "build: `make vllm`, docs/vllm.md)")
+    vllm_gpu_memory_utilization: float = setting(0.3, "share of the GPU the colocated vLLM engine may take (CUDA; on "
+                                                        "the CPU: $VLLM_CPU_KVCACHE_SPACE GiB, else sized to the model)")
+    vllm_enforce_eager: bool = setting(False, "run the vLLM engine eagerly: no torch.compile or graph capture, so it "
+                                              "starts in seconds but samples slower (short runs, tests)")
 
     def validate(self) -> None:
         super().validate()
@@ -609,7 +613,8 @@ class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig)
                               "--teacher-prompts 0 (all) or more")
         teacher_flags = [f"--{_flag(n)}" for n, default in (("teacher_samples", 1), ("teacher_temperature", 1.0),
                                                              ("teacher_prompts", 0), ("sampler", "hf"),
-                                                             ("vllm_gpu_memory_utilization", 0.3))
+                                                             ("vllm_gpu_memory_utilization", 0.3),
+                                                             ("vllm_enforce_eager", False))
                          if getattr(self, n) != default]
         if teacher_flags and not self.from_teacher:
             raise MentorError(f"{', '.join(teacher_flags)} only act with --from-teacher TEACHER: add it or drop them")

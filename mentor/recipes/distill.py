@@ -9,7 +9,7 @@ from dataclasses import replace
 from torch import nn
 
 from mentor.algorithms.opd import OnPolicyDistillation
-from mentor.backends import LoadedTeacher, check_teacher, local_teacher, make_sampler
+from mentor.backends import LoadedTeacher, check_teacher, close_sampler, engine_or_none, local_teacher, make_sampler
 from mentor.check import startup_check
 from mentor.config import DistillConfig, named_paths
 from mentor.data.prompts import ExampleStream, TeacherPrompts, read_context
@@ -60,19 +60,24 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
             examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
                                      chat_template=config.chat_template, model=student,
                                      teacher=teacher_prompts(config, spec, scorer, tokenizer, teacher_tokenizer))
+    sampler = make_sampler(config, student, tokenizer, config.student)
     algorithm = OnPolicyDistillation(
-        make_sampler(config, student, tokenizer, config.student), scorer, tokenizer,
+        sampler, scorer, tokenizer,
         group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
         kl_discount=config.kl_discount, loss=config.loss, reward_coef=config.reward_coef,
         grader=task.grade if task else None, divergence=config.divergence, kl_top_k=config.kl_top_k,
         jsd_beta=config.jsd_beta, clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
     evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
-                                chat_template=config.chat_template) if task else None)
+                                chat_template=config.chat_template, sampler=engine_or_none(config, sampler))
+                 if task else None)
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
     ledger = ComputeLedger(teacher_params=teacher_params)
     trainer = Trainer(config, student, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
-    history = trainer.train(algorithm)
+    try:
+        history = trainer.train(algorithm)
+    finally:
+        close_sampler(sampler)
     trainer.save_final()
     return trainer, history
 
