@@ -163,19 +163,57 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto (the checkpoint's; GGUF: float32) | float32 | bfloat16 | float16")
     prune.set_defaults(func=_prune)
 
-    from mentor.bench.cli import add_bench_parsers
     from mentor.check import add_check_parser
     from mentor.coe.cli import add_coe_parser
 
     add_check_parser(sub)  # mentor check
 
     add_coe_parser(sub)
-    bench = sub.add_parser("bench", help="built-in benchmarks that write results.md and figures")
-    add_bench_parsers(bench.add_subparsers(dest="benchmark", required=True))
+    _add_bench_parser(sub)
     from mentor.report.cli import add_report_parsers
 
     add_report_parsers(sub)  # mentor inspect, mentor report
     return parser
+
+
+def _experiments_cli():
+    """``experiments/cli.py`` of the source checkout this mentor runs from, or None: the experiments live beside
+    the library, not in it, so an installed wheel has none. Imported only to register ``mentor bench``."""
+    try:
+        import experiments.cli as cli
+
+        return cli
+    except ImportError:
+        pass
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "experiments" / "cli.py").is_file():
+        return None
+    if str(root) not in sys.path:
+        sys.path.append(str(root))  # last: the checkout never shadows an installed package
+    try:
+        import experiments.cli as cli
+
+        return cli
+    except ImportError:
+        return None
+
+
+def _add_bench_parser(sub) -> None:
+    cli = _experiments_cli()
+    bench = sub.add_parser("bench", help="run an experiment of experiments/ (paper, continual, coe): it writes "
+                                         "results.md and figures; needs a source checkout")
+    if cli is not None:
+        cli.add_bench_parsers(bench.add_subparsers(dest="benchmark", required=True))
+        return
+    bench.add_argument("experiment", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    bench.set_defaults(func=_no_experiments)
+
+
+def _no_experiments(args) -> None:
+    raise MentorError("mentor bench runs the experiments of a source checkout (experiments/ beside mentor/): "
+                      "clone the repository and `pip install -e .` there")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from mentor.bench.coe_report import bootstrap_interval
+from experiments.coe.report import bootstrap_interval
 from mentor.tasks.coe_tasks import (BASE_FUNCTIONS, BASE_OPERATORS, DOMAIN_NAMES, NEW_ATTRIBUTES, NEW_FUNCTIONS,
                                     NEW_OPERATORS, FactsTask, FunctionsTask, OperatorFunctionTask, OperatorsTask,
                                     neutral_corpus)
@@ -54,7 +54,7 @@ def test_intervals():
 
 
 def test_base_recipe_pretrains_a_loadable_base(tmp_path):
-    from mentor.bench.coe_base import BaseRecipe, pretrain_base
+    from experiments.coe.base import BaseRecipe, pretrain_base
     from mentor.models.loading import load_model
 
     out = pretrain_base(tmp_path / "base", BaseRecipe(steps=3, batch_size=8, warmup_steps=1), quiet=True,
@@ -69,7 +69,7 @@ def test_base_recipe_pretrains_a_loadable_base(tmp_path):
 def test_shipped_base_was_made_by_the_recipe():
     from dataclasses import asdict
 
-    from mentor.bench.coe_base import ASSET, BaseRecipe
+    from experiments.coe.base import ASSET, BaseRecipe
 
     record = json.loads((ASSET / "pretraining.json").read_text())
     assert record["recipe"] == asdict(BaseRecipe()) and record["corpus_lines"] == len(neutral_corpus())

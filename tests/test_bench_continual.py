@@ -11,9 +11,9 @@ import pytest
 
 from conftest import make_model_dir
 from real_assets import SHARED_REAL
-from mentor.bench.chat_prompts import generic_chat_prompts
-from mentor.bench.continual_real import CompanyDocs, paired_changes, summarize
-from mentor.bench.one_prompt import one_prompt_table
+from experiments.continual.chat_prompts import generic_chat_prompts
+from experiments.continual.run import CompanyDocs, paired_changes, summarize
+from experiments.paper.one_prompt import one_prompt_table
 from mentor.cli import main
 from mentor.errors import MentorError
 from mentor.evaluation.intervals import paired_difference_interval

@@ -35,7 +35,7 @@ def test_bench_paper_quick_writes_every_table(tmp_path):
 
 
 def test_two_bench_processes_sharing_an_out_keep_each_others_results(tmp_path):
-    from mentor.bench.paper import _merged
+    from experiments.paper.run import _merged
 
     saved = tmp_path / "results.json"
     _merged(saved, {"A1": {"x": 1}, "scale": {}}, ["A1"], {"A1": 3.0})
@@ -48,7 +48,7 @@ def test_two_bench_processes_sharing_an_out_keep_each_others_results(tmp_path):
 def test_a2_waits_for_the_start_that_another_process_is_choosing(tmp_path):
     import threading
 
-    from mentor.bench.steps import wait_for_start
+    from experiments.paper.steps import wait_for_start
 
     out = tmp_path / "A1"
     out.mkdir()
@@ -68,8 +68,8 @@ def test_a2_waits_for_the_start_that_another_process_is_choosing(tmp_path):
 def test_a_start_chosen_under_other_settings_is_not_reused(tmp_path):
     from dataclasses import replace
 
-    from mentor.bench.paper import FULL
-    from mentor.bench.steps import recorded_start, start_settings
+    from experiments.paper.run import FULL
+    from experiments.paper.steps import recorded_start, start_settings
 
     model = tmp_path / "S0"
     model.mkdir()

@@ -50,3 +50,20 @@ def test_demo_quick_smoke(tmp_path):
     assert (tmp_path / "demo" / "accuracy.png").stat().st_size > 10_000
     assert (tmp_path / "demo" / "opd" / "final" / "model.safetensors").exists()
     assert "student after OPD" in (tmp_path / "demo" / "summary.md").read_text()
+
+
+def test_bench_without_a_source_checkout_is_one_line(monkeypatch, capsys):
+    import mentor.cli
+
+    monkeypatch.setattr(mentor.cli, "_experiments_cli", lambda: None)  # an installed wheel: no experiments/
+    assert main(["bench", "paper", "--quick"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "source checkout" in lines[0], lines
+
+
+def test_bench_finds_the_checkouts_experiments_from_any_working_directory(tmp_path):
+    code = ("from mentor.cli import build_parser; "
+            "print(build_parser().parse_args(['bench', 'coe', '--quick']).func.__module__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "experiments.cli"

@@ -89,3 +89,18 @@ def test_grader_type_is_defined_once():
                    if any(isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "Grader" for t in node.targets)
                           for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))]
     assert definitions == ["graders.py"]
+
+
+def test_the_library_reaches_the_experiments_only_through_mentor_bench():
+    """experiments/ lives beside mentor/ and is not in the wheel: only the CLI's ``mentor bench`` imports it."""
+
+    def imports_experiments(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            if any(name == "experiments" or name.startswith("experiments.") for name in names):
+                return True
+        return False
+
+    assert sorted(name for name, path in _modules().items() if imports_experiments(path)) == ["mentor.cli"]
+    assert not (PACKAGE / "bench").exists()

@@ -8,7 +8,7 @@ per-step accuracy gets high quickly, while a chain is right only if all 16 sums 
 A sequence reward (right or wrong at the end) carries at most one bit for ~80 completion tokens, which is
 the regime where the on-policy distillation post's dense per-token teacher signal should matter most.
 
-Why this format (``benchmarks/paper/s0_probe.md``): a 4x64 model trained by SFT stays at chance on every
+Why this format (``experiments/paper/s0_probe.md``): a 4x64 model trained by SFT stays at chance on every
 modulo-10 chain format tried (the value is uniform given either operand alone, so there is no partial
 solution to learn first); a plain running sum is learned. With 8 steps its errors sit on a minority of
 problems (chain accuracy tracks per-step accuracy); with 16 they spread over the chain.

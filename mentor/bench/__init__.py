@@ -1,1 +1,0 @@
-"""Benchmarks a user runs from the CLI (``mentor bench ...``): the papers' experiments at CPU scale."""
