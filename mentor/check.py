@@ -180,7 +180,7 @@ def model_findings(student_tokenizer, teacher_tokenizer, student, teacher=None, 
 
 
 def _head_rows(model) -> int | None:
-    from mentor.update.logprobs import causal_lm_of
+    from mentor.models.logprobs import causal_lm_of
 
     head = causal_lm_of(model).get_output_embeddings()
     return None if head is None else int(head.weight.shape[0])
@@ -225,7 +225,7 @@ def _stop_ids(student_tokenizer, teacher_tokenizer, student, teacher) -> Finding
 
 
 def _generation_configs(student, teacher) -> Finding:
-    from mentor.update.logprobs import causal_lm_of
+    from mentor.models.logprobs import causal_lm_of
 
     if teacher is None:
         return Finding(SKIP, "generation config", "a server's generation config is not visible")

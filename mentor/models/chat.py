@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from mentor.errors import MentorError
-from mentor.update.logprobs import causal_lm_of
+from mentor.models.logprobs import causal_lm_of
 
 
 def stop_token_ids(tokenizer, model: nn.Module | None = None) -> list[int]:

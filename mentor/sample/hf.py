@@ -18,7 +18,7 @@ from torch import nn
 
 from mentor.models.chat import stop_token_ids
 from mentor.sample.base import SampledBatch
-from mentor.update.logprobs import causal_lm_of
+from mentor.models.logprobs import causal_lm_of
 
 
 class HFSampler:

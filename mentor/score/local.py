@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mentor.rollout import right_pad
-from mentor.update.logprobs import token_logprobs
+from mentor.models.logprobs import token_logprobs
 
 
 class LocalTeacher:
@@ -36,7 +36,7 @@ class LocalTeacher:
     def logprobs_and_top1(self, sequences: list[list[int]], score_from: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """For a few sequences (a run's sample log): the log-probs, and the teacher's likeliest token at each
         position (``top1[t]`` is its argmax given ``x_<t``; 0 before ``score_from`` and at t=0)."""
-        from mentor.update.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
+        from mentor.models.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
 
         device = next(self.model.parameters()).device
         out = []

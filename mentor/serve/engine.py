@@ -20,7 +20,7 @@ from torch import nn
 
 from mentor.rollout import right_pad
 from mentor.update.divergence import TeacherTopK, teacher_top_k_from_hidden
-from mentor.update.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
+from mentor.models.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
 
 
 @dataclass

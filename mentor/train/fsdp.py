@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mentor.errors import MentorError
-from mentor.update.logprobs import causal_lm_of
+from mentor.models.logprobs import causal_lm_of
 
 
 def check_fsdp_request(accelerator) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mentor.errors import MentorError
-from mentor.update.logprobs import causal_lm_of, chunk_rows, head_fn, last_hidden_states
+from mentor.models.logprobs import causal_lm_of, chunk_rows, head_fn, last_hidden_states
 
 
 def _chunk_reverse_kl(student_logits_of, teacher_logits_of, student_hidden: torch.Tensor,
