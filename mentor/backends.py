@@ -17,7 +17,6 @@ from typing import NamedTuple
 
 from torch import nn
 
-from mentor.algorithms.opd import TeacherPerSource
 from mentor.config import named_paths
 from mentor.evaluation.flops import MatmulParams
 from mentor.models.chat import describe_differences, stop_token_ids
@@ -27,6 +26,7 @@ from mentor.sample.base import Sampler
 from mentor.score.base import Teacher
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
 from mentor.score.local import LocalTeacher
+from mentor.score.per_source import TeacherPerSource
 
 API_KEY_ENV = "MENTOR_TEACHER_API_KEY"
 

@@ -15,9 +15,9 @@ import yaml
 
 from mentor.errors import MentorError
 from mentor.files import is_url, read_user_file
-from mentor.algorithms.opd import DIVERGENCES
 from mentor.data.prompts import DEFAULT_CONTEXT_TEMPLATE, check_context_template
 from mentor.update.optim import AUTO_WARMUP, SCHEDULES
+from mentor.weigh.divergences import DIVERGENCES, TEACHER_LOGPROBS, TEACHER_MODEL
 
 
 def setting(default, help: str):
@@ -341,19 +341,21 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
             raise MentorError("--reward-coef needs --group-size of at least 2: the reward is centred on its "
                               "group's mean, which one sample equals")
         require_at_least_one(self, "kl_top_k")
-        if self.divergence not in DIVERGENCES:
+        divergence = DIVERGENCES.get(self.divergence)
+        if divergence is None:
             raise MentorError(f"--divergence {self.divergence!r} is unknown: use {', '.join(DIVERGENCES)}")
         if not 0 <= self.jsd_beta <= 1:
             raise MentorError(f"--jsd-beta must lie in [0, 1] (got {self.jsd_beta:g})")
         if self.jsd_beta != 0.5 and self.divergence != "jsd":
             raise MentorError("--jsd-beta only acts with --divergence jsd: add it or drop --jsd-beta")
-        # top_k needs only the teacher's top-k log-probs, which a server returns (vLLM's prompt_logprobs=k)
-        remote_only = is_url(self.teacher) and self.divergence != "top_k"
-        if self.divergence != "sampled" and (remote_only or "=" in self.teacher):
+        # what the divergence needs of the teacher: the whole distribution only in-process, the top-k also from one
+        # server (vLLM's prompt_logprobs=k), the sampled tokens' log-probs from any teacher or several
+        several, server = "=" in self.teacher, is_url(self.teacher)
+        if divergence.needs != TEACHER_LOGPROBS and (several or (server and divergence.needs == TEACHER_MODEL)):
             raise MentorError(f"--divergence {self.divergence} needs the teacher's whole distribution, so one "
                               "in-process teacher: use --divergence sampled (or top_k, one server) with a server, "
                               "sampled with several teachers")
-        if self.divergence != "sampled" and self.kl_discount:
+        if divergence.in_forward and self.kl_discount:
             raise MentorError(f"--divergence {self.divergence} is a per-position loss: --kl-discount must be 0")
         check_context_template(self.teacher_context_template)
 

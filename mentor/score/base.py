@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from mentor.rollout import RolloutBatch
 
@@ -16,6 +17,13 @@ class Teacher(Protocol):
         ``score_from[i]`` is the first position whose log-prob is needed (the completion's start): entries
         before it may be returned as 0, so a teacher that can skip the prompt's LM head does less work.
         """
+
+
+def teacher_model(teacher) -> nn.Module | None:
+    """The teacher's model when it runs in this process (``LocalTeacher.model``): what a divergence over the whole
+    vocabulary needs; None for a teacher elsewhere (a server) or several."""
+    model = getattr(teacher, "model", None)
+    return model if isinstance(model, nn.Module) else None
 
 
 def score_with_teacher(teacher: Teacher, batch: RolloutBatch) -> torch.Tensor:

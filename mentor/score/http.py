@@ -57,7 +57,7 @@ import torch
 
 from mentor.errors import MentorError
 from mentor.files import is_url
-from mentor.update.divergence import TeacherTopK
+from mentor.score.top_k import TeacherTopK, top_k_from_sequences
 
 _JITTER = random.Random()
 
@@ -119,6 +119,8 @@ class _BadAnswer(MentorError):
 class HTTPTeacher:
     """``Teacher`` over HTTP. ``base_url`` ends in ``/v1`` (e.g. ``http://127.0.0.1:8000/v1``)."""
 
+    supports_top_k = True  # a ``TopKTeacher``: vLLM's prompt_logprobs=k (OPD's top_k divergence)
+
     def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
                  timeout: float = 120.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 10.0,
                  batch_size: int = 16, max_concurrency: int = 4, role: str = "teacher",
@@ -157,6 +159,10 @@ class HTTPTeacher:
         for answers in self._pool.map(lambda batch: self._top_k_batch(batch, k), batches):
             out.extend(answers)
         return out
+
+    def batch_top_k(self, batch, k: int) -> TeacherTopK:
+        """``TopKTeacher.batch_top_k``: one request per ``batch_size`` sequences."""
+        return top_k_from_sequences(self.compute_top_k, batch, k)
 
     def _score_batch(self, batch: list[list[int]]) -> list[torch.Tensor]:
         body = {"echo": True, "logprobs": 0, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True,

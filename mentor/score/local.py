@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mentor.rollout import right_pad
 from mentor.models.logprobs import token_logprobs
+from mentor.rollout import RolloutBatch, right_pad
+from mentor.score.top_k import TeacherTopK, teacher_top_k
 
 
 class LocalTeacher:
+    supports_top_k = True  # a ``TopKTeacher``: its whole head is here (OPD's top_k divergence)
+
     def __init__(self, model: nn.Module, pad_id: int, batch_size: int = 64):
         self.model = model.eval()
         for p in self.model.parameters():
@@ -31,6 +34,22 @@ class LocalTeacher:
                                          positions=positions.to(device))
             out.extend(logprobs[i, : len(seq)].cpu() for i, seq in enumerate(chunk))
         return out
+
+    def batch_top_k(self, batch: RolloutBatch, k: int) -> TeacherTopK:
+        """``TopKTeacher.batch_top_k``: the padded batch in chunks of ``batch_size`` rows, normalised over the
+        teacher's whole head as a server normalises over it."""
+        device = next(self.model.parameters()).device
+        input_ids, attention_mask = batch.input_ids, batch.attention_mask
+        if batch.teacher_input_ids is not None:
+            input_ids, attention_mask = batch.teacher_input_ids, batch.teacher_attention_mask
+        wanted = batch.to_teacher_positions(batch.loss_mask) > 0
+        pieces = []
+        for rows in torch.split(torch.arange(len(batch)), self.batch_size):
+            top = teacher_top_k(self.model, input_ids[rows].to(device), attention_mask[rows].to(device),
+                                wanted[rows].to(device), k)
+            pieces.append(TeacherTopK(*(t.cpu() for t in top[:3])))
+        top = TeacherTopK(*(torch.cat(parts) for parts in zip(*(p[:3] for p in pieces))))
+        return TeacherTopK(*(batch.to_student_positions(t) for t in top[:3]))
 
     @torch.no_grad()
     def logprobs_and_top1(self, sequences: list[list[int]], score_from: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mentor.rollout import right_pad
-from mentor.update.divergence import TeacherTopK, teacher_top_k_from_hidden
+from mentor.score.top_k import TeacherTopK, teacher_top_k_from_hidden
 from mentor.models.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
 
 
@@ -99,7 +99,7 @@ class ScoringEngine:
         top = None
         if top_k is None:
             logprobs, _ = logprobs_from_hidden(self.model, hidden, input_ids, attention_mask.bool())
-        else:  # the in-process top_k divergence computes exactly this (mentor.update.divergence)
+        else:  # the in-process top_k divergence computes exactly this (mentor.score.top_k)
             top = TeacherTopK(*(t.cpu() for t in teacher_top_k_from_hidden(
                 self.model, hidden, input_ids, attention_mask.bool(), top_k, with_ranks=True)))
             logprobs = top.token_logprobs

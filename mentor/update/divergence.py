@@ -34,7 +34,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mentor.errors import MentorError
-from mentor.models.logprobs import causal_lm_of, chunk_rows, head_fn, last_hidden_states
+from mentor.models.logprobs import causal_lm_of, chunk_rows, head_fn, last_hidden_states, truncated_head, vocab_rows
+# the teacher's top-k (what the top_k divergence compares with), also read here by tests and benchmarks
+from mentor.score.top_k import TeacherTopK, teacher_top_k, teacher_top_k_from_hidden  # noqa: F401
 
 
 def _chunk_reverse_kl(student_logits_of, teacher_logits_of, student_hidden: torch.Tensor,
@@ -135,9 +137,9 @@ def _per_position_from_hidden(chunk_fn, option, tensors: int, student: nn.Module
             teacher_hidden = last_hidden_states(teacher, teacher_inputs.input_ids, teacher_inputs.attention_mask)
             teacher_cols = cols + teacher_inputs.shift.to(cols.device)[rows]
     student_flat, teacher_flat = student_hidden[rows, cols - 1], teacher_hidden[rows, teacher_cols - 1]
-    vocab = min(_vocab_rows(student), _vocab_rows(teacher))
-    student_logits_of = _truncated(head_fn(causal_lm_of(student), temperature), vocab)
-    teacher_logits_of = _truncated(head_fn(causal_lm_of(teacher), temperature), vocab)
+    vocab = min(vocab_rows(student), vocab_rows(teacher))
+    student_logits_of = truncated_head(head_fn(causal_lm_of(student), temperature), vocab)
+    teacher_logits_of = truncated_head(head_fn(causal_lm_of(teacher), temperature), vocab)
     chunk = chunk_size or chunk_rows(vocab, student_hidden.device, tensors=tensors)
     needs_grad = torch.is_grad_enabled() and student_flat.requires_grad
     pieces = []
@@ -164,63 +166,6 @@ class FullReverseKL:
                                       temperature=temperature, top_k=self.top_k, teacher_inputs=self.teacher_inputs)
 
 
-# --- the teacher's top-k, given (in-process or from a server): the same estimator either way ------------------
-class TeacherTopK(NamedTuple):
-    """A teacher's answer about token sequences, aligned with ``input_ids`` (entry ``t`` is about the prediction
-    of token ``t`` from ``x_<t``; 0 where not scored): ``token_logprobs`` ``[..., T]`` log p of the actual token,
-    ``ids`` / ``logprobs`` ``[..., T, k]`` its k likeliest tokens and their log-probs (descending), and
-    ``token_ranks`` ``[..., T]`` the actual token's rank (1 + how many tokens are likelier; vLLM's definition),
-    when asked for. The teacher's own distribution (temperature 1): what a server returns for prompt log-probs."""
-
-    token_logprobs: torch.Tensor
-    ids: torch.Tensor
-    logprobs: torch.Tensor
-    token_ranks: torch.Tensor | None = None
-
-
-@torch.no_grad()
-def teacher_top_k(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor,
-                  k: int, *, vocab: int | None = None, with_ranks: bool = False,
-                  chunk_size: int | None = None) -> TeacherTopK:
-    """``model``'s top-``k`` next-token log-probs at the bool ``[B, T]`` positions ``wanted`` (float32, chunked
-    like ``token_logprobs``). ``vocab`` cuts a head padded past the shared vocabulary. The in-process ``top_k``
-    divergence and ``mentor serve-teacher``'s ``prompt_logprobs=k`` both come from here."""
-    hidden = last_hidden_states(model, input_ids, attention_mask)
-    return teacher_top_k_from_hidden(model, hidden, input_ids, wanted & attention_mask.bool(), k, vocab=vocab,
-                                     with_ranks=with_ranks, chunk_size=chunk_size)
-
-
-@torch.no_grad()
-def teacher_top_k_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor, wanted: torch.Tensor,
-                              k: int, *, vocab: int | None = None, with_ranks: bool = False,
-                              chunk_size: int | None = None) -> TeacherTopK:
-    """``teacher_top_k`` from the decoder's final hidden states (a server that also needs them runs it once)."""
-    wanted = wanted.bool().clone()
-    wanted[:, 0] = False  # nothing predicts the first token
-    rows, cols = wanted.nonzero(as_tuple=True)
-    flat_hidden, targets = hidden[rows, cols - 1], input_ids[rows, cols]
-    vocab = vocab or _vocab_rows(model)
-    logits_of = _truncated(head_fn(causal_lm_of(model), 1.0), vocab)
-    k = min(k, vocab)
-    chunk = chunk_size or chunk_rows(vocab, hidden.device, tensors=2)
-    pieces = []
-    for start in range(0, flat_hidden.shape[0], chunk):
-        logprobs = F.log_softmax(logits_of(flat_hidden[start: start + chunk]), dim=-1)
-        token = logprobs.gather(-1, targets[start: start + chunk].unsqueeze(-1))
-        top_logprobs, top_ids = logprobs.topk(k, dim=-1)
-        ranks = (logprobs >= token).sum(-1) if with_ranks else None
-        pieces.append((token.squeeze(-1), top_ids, top_logprobs, ranks))
-    shape = input_ids.shape
-    out = TeacherTopK(hidden.new_zeros(shape, dtype=torch.float32), input_ids.new_zeros((*shape, k)),
-                      hidden.new_zeros((*shape, k), dtype=torch.float32),
-                      input_ids.new_zeros(shape) if with_ranks else None)
-    if pieces:
-        for field, values in zip(out, zip(*pieces)):
-            if field is not None:
-                field[rows, cols] = torch.cat(values).to(field.dtype)
-    return out
-
-
 def _chunk_top_k_reverse_kl(student_logits_of, student_hidden: torch.Tensor, teacher_ids: torch.Tensor,
                             teacher_logprobs: torch.Tensor) -> torch.Tensor:
     student_logprobs = F.log_softmax(student_logits_of(student_hidden), dim=-1)
@@ -239,7 +184,7 @@ def top_k_reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tenso
     rows, cols = wanted.nonzero(as_tuple=True)
     flat_hidden = student_hidden[rows, cols - 1]
     ids, teacher_top = teacher_ids[rows, cols], teacher_logprobs[rows, cols].float()
-    vocab = _vocab_rows(student)
+    vocab = vocab_rows(student)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
         raise MentorError(f"the teacher's top-k names token id {int(ids.max())} outside the student's "
                           f"{vocab}-token vocabulary: teacher and student must share one vocabulary")
@@ -375,12 +320,3 @@ def _predicting(per_position: torch.Tensor, input_ids: torch.Tensor, attention_m
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
     out[:, 1:] = per_position[:, :-1] * attention_mask[:, 1:]
     return out
-
-
-def _vocab_rows(model: nn.Module) -> int:
-    return causal_lm_of(model).get_output_embeddings().weight.shape[0]
-
-
-def _truncated(logits_of, vocab: int):
-    """Heads padded past the shared vocabulary (common in checkpoints) are cut to it."""
-    return lambda hidden: logits_of(hidden)[..., :vocab]
