@@ -50,11 +50,11 @@ class OnPolicyDistillation:
 
     def __init__(self, sampler: Sampler, teacher: Teacher | TeacherPerSource, tokenizer, *, group_size: int,
                  temperature: float, kl_coef: float = 1.0, kl_discount: float = 0.0, reward_coef: float = 0.0,
-                 loss: str = "importance_sampling", grader: Grader | None = None, divergence: str = "sampled",
+                 grader: Grader | None = None, divergence: str = "sampled",
                  kl_top_k: int = 0, clip_ratio: float = 0.0, jsd_beta: float = 0.5, tis_cap: float = 0.0):
         self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
         self.group_size, self.temperature = group_size, temperature
-        self.kl_coef, self.kl_discount, self.loss_name = kl_coef, kl_discount, loss
+        self.kl_coef, self.kl_discount = kl_coef, kl_discount
         self.clip_ratio, self.tis_cap = clip_ratio, tis_cap
         self.reward_coef, self.grader = reward_coef, grader
         self.divergence, self.jsd_beta = divergence, jsd_beta

@@ -42,13 +42,13 @@ class ReinforcementLearning:
     on_policy = True
 
     def __init__(self, sampler: Sampler, tokenizer, grader: Grader, *, group_size: int, temperature: float,
-                 normalize_std: bool = False, loss: str = "importance_sampling", kl_coef: float = 0.0,
+                 normalize_std: bool = False, kl_coef: float = 0.0,
                  reference: Teacher | None = None, drop_constant_groups: bool = True, clip_ratio: float = 0.0,
                  tis_cap: float = 0.0):
         if kl_coef and reference is None:
             raise ValueError("a KL penalty needs a reference model")
         self.sampler, self.tokenizer, self.grader = sampler, tokenizer, grader
-        self.group_size, self.temperature, self.loss_name = group_size, temperature, loss
+        self.group_size, self.temperature = group_size, temperature
         self.clip_ratio, self.tis_cap = clip_ratio, tis_cap
         self.normalize_std, self.kl_coef, self.reference = normalize_std, kl_coef, reference
         self.drop_constant_groups = drop_constant_groups

@@ -64,7 +64,7 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     algorithm = OnPolicyDistillation(
         sampler, scorer, tokenizer,
         group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
-        kl_discount=config.kl_discount, loss=config.loss, reward_coef=config.reward_coef,
+        kl_discount=config.kl_discount, reward_coef=config.reward_coef,
         grader=task.grade if task else None, divergence=config.divergence, kl_top_k=config.kl_top_k,
         jsd_beta=config.jsd_beta, clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
     evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,

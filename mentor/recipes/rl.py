@@ -44,7 +44,7 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
     sampler = make_sampler(config, model, tokenizer, config.model)
     algorithm = ReinforcementLearning(
         sampler, tokenizer, grader, group_size=config.group_size,
-        temperature=config.temperature, normalize_std=config.normalize_std, loss=config.loss,
+        temperature=config.temperature, normalize_std=config.normalize_std,
         kl_coef=config.kl_coef, reference=reference, drop_constant_groups=config.drop_constant_groups,
         clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
     evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
