@@ -74,6 +74,29 @@ def test_no_import_cycles():
     assert _cycles(_import_graph(_modules())) == []
 
 
+def _reached(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_layers_point_down():
+    """The config reads the divergence registry, not the algorithms; the teachers never reach into the update."""
+    graph = _import_graph(_modules())
+
+    def under(module: str, package: str) -> bool:
+        return module == package or module.startswith(package + ".")
+
+    assert sorted(t for t in _reached(graph, "mentor.config") if under(t, "mentor.algorithms")) == []
+    score = [m for m in graph if under(m, "mentor.score")]
+    assert len(score) > 3
+    assert sorted({f"{m} -> {t}" for m in score for t in _reached(graph, m) if under(t, "mentor.update")}) == []
+
+
 def test_every_builtin_task_is_known_without_importing_a_task_module():
     code = ("import sys; from mentor.tasks.registry import task_names; names = task_names(); "
             "print(len(names), any(m in sys.modules for m in ('mentor.tasks.arithmetic', 'mentor.tasks.coe_tasks')))")
