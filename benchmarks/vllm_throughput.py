@@ -118,7 +118,7 @@ def opd_step_seconds(gguf: str, prompts_file: Path, out: Path, sampler: str) -> 
 
 def write_report(out: Path, rows: list[dict], steps: dict, args) -> None:
     lines = ["# vLLM (CPU build) against transformers `generate`: sampler throughput and one OPD step", "",
-             f"One run of `benchmarks/vllm_throughput.py` ({args.repeats} timed repeats after a warm-up; float32; "
+             f"`benchmarks/vllm_throughput.py` (timed repeats after a warm-up; median and range; float32; "
              f"{args.max_new_tokens} new tokens; temperature 1; this machine's 2 CPU cores).", "",
              "| model | sequences | transformers tokens/s | vLLM tokens/s | vLLM / transformers |",
              "|---|---|---|---|---|"]
@@ -135,7 +135,9 @@ def write_report(out: Path, rows: list[dict], steps: dict, args) -> None:
         ratio = steps["hf"]["time_step"] / steps["vllm"]["time_step"]
         lines += ["", f"Step time, transformers / vLLM: {ratio:.2f}x."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"throughput": rows, "opd_step": steps}, indent=1))
+
+
+PARTS = ("smollm2", "qwen3", "opd")
 
 
 def main() -> None:
@@ -143,25 +145,35 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "vllm"))
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="which measurements to (re)run; the others are kept from the out folder's results.json")
     parser.add_argument("--quick", action="store_true", help="SmolLM2 only, one repeat, no OPD step")
     args = parser.parse_args()
+    parts = ["smollm2"] if args.quick else [p for p in args.parts.split(",") if p]
+    if args.quick:
+        args.repeats = 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    saved = out / "results.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {"throughput": {}, "opd_step": {}}
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="mentor-bench-") as scratch:
         root = Path(scratch)
-        if args.quick:
-            args.repeats = 1
-        rows = throughput("SmolLM2-135M-Instruct", *smollm2(root), args.max_new_tokens, args.repeats)
-        steps = {}
-        if not args.quick:
-            rows += throughput("Qwen3-0.6B config, random weights", *qwen3_0_6b(root), args.max_new_tokens,
-                               args.repeats)
+        for part, name, build in (("smollm2", "SmolLM2-135M-Instruct", smollm2),
+                                  ("qwen3", "Qwen3-0.6B config, random weights", qwen3_0_6b)):
+            if part in parts:  # each part is written as soon as it is measured: a stopped run keeps it
+                results["throughput"][name] = throughput(name, *build(root), args.max_new_tokens, args.repeats)
+                saved.write_text(json.dumps(results, indent=1))
+        if "opd" in parts:
             prompts_file = root / "prompts.jsonl"
             prompts_file.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n"
                                             for q in questions(64)))
-            steps = {s: opd_step_seconds(str(smollm2_gguf()), prompts_file, root / "opd", s) for s in ("hf", "vllm")}
-        write_report(out, rows, steps, args)
+            for sampler in ("hf", "vllm"):
+                results["opd_step"][sampler] = opd_step_seconds(str(smollm2_gguf()), prompts_file, root / "opd",
+                                                                sampler)
+                saved.write_text(json.dumps(results, indent=1))
+    rows = [row for model_rows in results["throughput"].values() for row in model_rows]
+    write_report(out, rows, results["opd_step"] if len(results["opd_step"]) == 2 else {}, args)
     print((out / "results.md").read_text())
 
 
