@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,8 +58,8 @@ class VLLMSampler:
         _quiet_reload_warnings()
         self.model, self.tokenizer = model, tokenizer
         self._source = EngineSource(model, tokenizer, model_path)
-        engine = dict(max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
-                      enforce_eager=enforce_eager, logprobs_mode="processed_logprobs")
+        engine: dict[str, Any] = dict(max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
+                                      enforce_eager=enforce_eager, logprobs_mode="processed_logprobs")
         if current_platform.is_cpu():
             engine["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(model, max_model_len)
         else:
@@ -165,14 +166,14 @@ def cpu_kv_cache_bytes(model: nn.Module, max_model_len: int | None) -> int:
     subtracts the process's resident memory, which here includes the trainer's."""
     if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         return int(os.environ["VLLM_CPU_KVCACHE_SPACE"]) << 30
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    heads = getattr(config, "num_attention_heads", 1)
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or getattr(config, "hidden_size", 0) // max(heads, 1)
+    heads: int = getattr(config, "num_attention_heads", 1)
+    kv_heads: int = getattr(config, "num_key_value_heads", None) or heads
+    head_dim: int = getattr(config, "head_dim", None) or getattr(config, "hidden_size", 0) // max(heads, 1)
     element = next(model.parameters()).element_size()
     per_token = 2 * getattr(config, "num_hidden_layers", 1) * kv_heads * head_dim * element
-    length = max_model_len or getattr(config, "max_position_embeddings", 4096)
+    length = max_model_len or int(getattr(config, "max_position_embeddings", 4096))
     return max(MIN_KV_CACHE_BYTES, 2 * per_token * length)
 
 
@@ -193,7 +194,7 @@ def repack_cpu_moe_experts(engine_model: nn.Module) -> int:
     return repacked
 
 
-def named_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def named_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """The model's weights under its checkpoint's names and layout, which the engine's ``load_weights`` reads;
     a LoRA model's adapters are merged in first."""
     if is_peft(model):
@@ -210,7 +211,7 @@ def named_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from checkpoint_layout(model, {name: t.detach() for name, t in model.state_dict().items()}).items()
 
 
-def checkpoint_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def checkpoint_layout(model: Any, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers 5 holds some weights in another layout than its checkpoints (a MoE's experts fused into one
     ``gate_up_proj`` tensor per layer); ``save_pretrained`` writes them back per expert, and so must the sync:
     vLLM's loaders know only the checkpoint's names. transformers 4 holds the checkpoint's layout already."""
