@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from mentor.update.metrics import Metric
+
 LOSSES = ("importance_sampling", "ppo", "cross_entropy")
 
 
@@ -48,14 +50,15 @@ def policy_gradient_loss(logprobs: torch.Tensor, micro, num_tokens: int,
     """RL's and OPD's loss on a micro-batch (a ``RolloutBatch``): ``importance_sampling_loss`` of its
     advantages, PPO-clipped whenever ``clip_ratio`` > 0, the ratio truncated at ``tis_cap`` whenever it is > 0,
     and the importance-ratio metrics (``ratio_mean`` is this micro-batch's share of the step's per-token mean,
-    ``ratio_max`` its maximum, and with ``tis_cap`` ``tis_capped_fraction`` its share of the step's fraction of
-    loss tokens whose ratio exceeded the cap)."""
+    ``ratio_max`` its maximum, a ``Metric`` reduced by its maximum, and with ``tis_cap`` ``tis_capped_fraction``
+    its share of the step's fraction of loss tokens whose ratio exceeded the cap)."""
     if tis_cap < 0:
         raise ValueError(f"tis_cap must be > 0 to truncate, or 0 for off (got {tis_cap})")
     loss, ratio = importance_sampling_loss(logprobs, micro.sampler_logprobs, micro.advantages, micro.loss_mask,
                                            num_tokens, clip_ratio=clip_ratio or None, tis_cap=tis_cap or None)
     masked = ratio * micro.loss_mask
-    metrics = {"ratio_max": float(masked.max()), "ratio_mean": float(masked.sum()) / max(num_tokens, 1)}
+    metrics = {"ratio_max": Metric(float(masked.max()), reduce="max"),
+               "ratio_mean": float(masked.sum()) / max(num_tokens, 1)}
     if tis_cap:
         capped = ((ratio > tis_cap) & (micro.loss_mask > 0)).sum()
         metrics["tis_capped_fraction"] = float(capped) / max(num_tokens, 1)
