@@ -1,6 +1,9 @@
-"""The trainer: owns model, optimizer, schedule, checkpoints and logging, and runs the one pipeline.
+"""The trainer: owns model, optimizer and schedule, and runs the one pipeline.
 
     for step: examples -> algorithm.collect (sample, score, weigh) -> update (loss, optimizer) -> log/save
+
+Checkpoints and resume belong to its ``Checkpointer`` (mentor/train/checkpointer.py); the sample log and the
+run report are callbacks (mentor/train/callbacks.py), which recipes give what they need (the teacher).
 
 An algorithm says where tokens come from, how each is weighted and what its loss is (``mentor/algorithms``);
 the update below (substeps, micro-batches, gradient sync, clipping, skipped steps, metrics) is the same for
@@ -16,25 +19,22 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from mentor.config import TrainConfig, config_to_dict
 from mentor.data.prompts import ExampleStream
 from mentor.errors import MentorError
-from mentor.train.ledger import ComputeLedger, summary_table
 from mentor.models.loading import apply_lora, is_peft
-from mentor.report.run_report import write_report_after_training
-from mentor.report.samples import SampleLog, chosen_rows, is_logged_step, own_entries, sample_records
 from mentor.rollout import RolloutBatch
-from mentor.score.local import LocalTeacher
-from mentor.train.fsdp import (check_fsdp_request, gather_full_state, load_full_state, plain_model,
-                               prepare_for_sampling, root_gathered)
-from mentor.train.interrupt import StopOnSignal, TrainingInterrupted
+from mentor.train.callbacks import Callback, standard_callbacks
+from mentor.train.checkpointer import Checkpointer
+from mentor.train.fsdp import check_fsdp_request, gather_full_state, plain_model, prepare_for_sampling, root_gathered
+from mentor.train.interrupt import StopOnSignal
+from mentor.train.ledger import ComputeLedger
 from mentor.train.progress import TrainingProgress
-from mentor.train.run_dir import (WEIGHTS_FILE, RunDirectory, load_trainer_state, load_weights, seed_everything,
-                                  set_rng_state)
+from mentor.train.run_dir import RunDirectory, load_weights, seed_everything
 from mentor.update.logprobs import PolicyLogprobs, PolicyOutput, causal_lm_of
+from mentor.update.metrics import Metric, MicroBatchMetrics, SubstepMetrics
 from mentor.update.optim import make_optimizer, make_scheduler
 
 
@@ -57,24 +57,28 @@ class Algorithm(Protocol):
         """Whether ``batch`` can move the weights (a loss token with a non-zero advantage or weight)."""
 
     def loss(self, output: PolicyOutput, micro: RolloutBatch, num_tokens: int) -> tuple[torch.Tensor, dict]:
-        """The micro-batch's loss (a token sum divided by the step's ``num_tokens``) and its metrics: each is
-        summed over micro-batches and processes (a name ending in ``_max``: the maximum), then averaged over
-        substeps."""
+        """The micro-batch's loss (a token sum divided by the step's ``num_tokens``) and its metrics: a plain
+        number is summed over micro-batches and processes, then averaged over substeps; a ``Metric`` carries
+        its own reduction (``Metric(value, reduce="max")``: the maximum; see mentor/update/metrics.py)."""
 
 
 Evaluator = Callable[[nn.Module], dict]
+_load_weights = load_weights  # a checkpoint's weights into the module (the Checkpointer's resume; tests use it)
 
 
 class Trainer:
     def __init__(self, config: TrainConfig, model: nn.Module, tokenizer, stream: ExampleStream,
                  evaluator: Evaluator | None = None, progress_keys: tuple[str, ...] = ("loss",),
-                 ledger: ComputeLedger | None = None):
+                 ledger: ComputeLedger | None = None, callbacks: list[Callback] | None = None):
+        """``callbacks``: around training (default: the sample log, without a teacher, and the run report)."""
         from accelerate import Accelerator
 
         self.config, self.tokenizer, self.stream, self.evaluator = config, tokenizer, stream, evaluator
         self.progress_keys = progress_keys
+        self.callbacks = standard_callbacks() if callbacks is None else callbacks
         self.ledger = ledger  # FLOPs of teacher/student; it measures the student after LoRA is applied below
         self.run = RunDirectory(config.output_dir)
+        self.checkpointer = Checkpointer(self)
         trackers = [t.strip() for t in config.log_with.split(",") if t.strip()]
         # cpu=True on a machine without an accelerator lets torchrun/accelerate launch run gloo processes
         self.accelerator = Accelerator(log_with=trackers or None, project_dir=str(self.run.path),
@@ -119,17 +123,10 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------------
     def train(self, algorithm: Algorithm) -> list[dict]:
         cfg = self.config
-        # the main process writes (or checks) the run directory first; the others then find it in place
-        if self.accelerator.is_main_process:
-            self.run.claim(cfg, cfg.overwrite, cfg.resume)
-        self.accelerator.wait_for_everyone()
-        if self.run.latest_checkpoint() is not None:
-            self._resume()
-        history = self.run.read_metrics()
+        history = self.checkpointer.start()  # claims the run directory, resumes from its latest checkpoint
         if history:
             self.ledger.restore(history[-1])
-        if self.accelerator.is_main_process:  # sample log: the records past the step we start from go
-            SampleLog(self.run.path).truncate(self.step)
+        self._call("on_train_begin", algorithm)
         if self.step == 0 and self.evaluator is not None:
             with self._sampling():
                 record = {"step": 0, **self.evaluator(self.model)}
@@ -147,18 +144,14 @@ class Trainer:
                 self._log(record)
                 history.append(record)
                 bar.update(record)
-                saved = cfg.save_every and (self.step % cfg.save_every == 0 or last)
+                saved = self.checkpointer.due(last)
                 if saved:
-                    self.save_checkpoint()
+                    self.checkpointer.save()
                 if self._all_reduce([float(stop.received or 0)], op="max")[0] and not last:
-                    self._stop_on_signal(stop, already_saved=bool(saved))
+                    self.checkpointer.stop(stop, already_saved=saved)
         for tracker in self.accelerator.trackers:  # not end_training(): save_final still needs the process group
             tracker.finish()
-        if self.accelerator.is_main_process:
-            self.run.write_summary(f"# {algorithm.name}: {self.step} steps\n\nFLOPs spent (forward 2N, backward 4N "
-                                   f"per token; see mentor/evaluation/flops.py and mentor/train/ledger.py)\n\n"
-                                   f"{summary_table(self.ledger.snapshot())}\n")
-            write_report_after_training(self.run.path)  # summary.md gains the curves; report/*.png
+        self._call("on_train_end", algorithm)
         return history
 
     def train_step(self, algorithm: Algorithm) -> dict:
@@ -171,19 +164,20 @@ class Trainer:
         metrics.update(self.update(batch, algorithm))
         end = time.perf_counter()
         self.step += 1
-        self._log_samples(algorithm, batch)
         tokens = int(self._all_reduce([float(batch.attention_mask.sum())])[0])
         metrics.update(self.ledger.record_step(tokens, metrics, self.world_size))
         metrics.update(step=self.step, time_update=end - update_start, time_step=end - start,
                        tokens=tokens, tokens_per_second=tokens / max(end - start, 1e-9),
                        lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps,
                        skipped_zero_advantage_steps=self.skipped_zero_advantage_steps)
+        self._call("on_step_end", algorithm, batch, metrics)
         if self.bad_steps_in_a_row >= self.config.max_bad_steps:
-            kept = ("the last checkpoint is intact" if self.run.latest_checkpoint() is not None
-                    else "no checkpoint was written: --save-every N keeps one")
-            raise MentorError(f"{self.bad_steps_in_a_row} steps in a row had a non-finite loss or gradient; "
-                              f"stopped ({kept}): lower --learning-rate or check the data")
+            raise MentorError(self.checkpointer.bad_steps_message(self.bad_steps_in_a_row))
         return metrics
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
 
     # --- the update: identical for every algorithm --------------------------------------------------
     def update(self, batch: RolloutBatch, algorithm: Algorithm) -> dict[str, float]:
@@ -196,14 +190,10 @@ class Trainer:
             self.model.train()
 
     def _update(self, batch: RolloutBatch, algorithm: Algorithm) -> dict[str, float]:
-        cfg = self.config
-        rows = torch.arange(len(batch))
-        totals = {"loss": 0.0, "entropy": 0.0}
-        loss_totals: dict[str, float] = {}
-        grad_norm_max = 0.0
-        substeps = list(torch.tensor_split(rows, cfg.num_substeps))
-        for substep_rows in substeps:
-            minibatch = batch.select(substep_rows)
+        substeps = list(torch.tensor_split(torch.arange(len(batch)), self.config.num_substeps))
+        totals = SubstepMetrics(len(substeps), loss=0.0, entropy=0.0)
+        for rows in substeps:
+            minibatch = batch.select(rows)
             if not self._all_reduce([float(algorithm.carries_signal(minibatch))], op="max")[0]:
                 # no token carries a non-zero advantage: the gradient is zero, yet an optimizer step would
                 # still move the weights (Adam's moments, weight decay). Skip it, count it.
@@ -212,36 +202,12 @@ class Trainer:
             # normalise by the loss tokens of ALL processes: the gradient equals a single-process run's
             num_tokens = max(int(self._all_reduce([float(minibatch.num_loss_tokens)])[0]), 1)
             self.optimizer.zero_grad(set_to_none=True)
-            loss_sum, entropy_sum = 0.0, 0.0
-            sums: dict[str, float] = {}
-            micro_batches = torch.split(torch.arange(len(minibatch)), cfg.micro_batch_size)
-            for index, micro_rows in enumerate(micro_batches):
-                micro = minibatch.select(micro_rows).to(self.accelerator.device)
-                last = index == len(micro_batches) - 1  # gradients are all-reduced once, after the last one
-                with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
-                    # the forward computes what the algorithm asks for, inside the DDP/FSDP wrapper
-                    output = self.policy(micro.input_ids, micro.attention_mask, positions=micro.loss_mask > 0,
-                                         **algorithm.forward_options(micro))
-                    loss, metrics = algorithm.loss(output, micro, num_tokens)
-                    # DDP averages gradients over processes; scaling by their number turns that into a sum
-                    self.accelerator.backward(loss * self.world_size)
-                loss_sum += loss.item()
-                if output.entropy is not None:
-                    entropy_sum += float((output.entropy * micro.loss_mask).sum())
-                for key, value in metrics.items():
-                    sums[key] = max(sums.get(key, 0.0), value) if _is_max(key) else sums.get(key, 0.0) + value
-            loss_sum, entropy_sum = self._all_reduce([loss_sum, entropy_sum])
-            # loss metrics are normalised by the global token count, so their sum over processes is the total
-            keys = sorted(sums)
-            summed = [k for k in keys if not _is_max(k)]
-            maxed = [k for k in keys if _is_max(k)]
-            sums = {**dict(zip(maxed, self._all_reduce([sums[k] for k in maxed], op="max"))),
-                    **dict(zip(summed, self._all_reduce([sums[k] for k in summed])))}
-            grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm or math.inf)
+            metrics = self._backward(minibatch, algorithm, num_tokens)
+            grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(),
+                                                         self.config.max_grad_norm or math.inf)
             grad_norm = float(grad_norm) if grad_norm is not None else 0.0  # DeepSpeed clips inside its step
-            for key in keys:
-                loss_totals.setdefault(key, 0.0)
-            if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+            totals.name(metrics)
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)):
                 # a NaN/inf would poison the weights and Adam's moments: skip the step, count it
                 self.optimizer.zero_grad(set_to_none=True)
                 self.skipped_steps += 1
@@ -250,15 +216,29 @@ class Trainer:
             self.bad_steps_in_a_row = 0
             self.optimizer.step()
             self.scheduler.step()
-            totals["loss"] += loss_sum / len(substeps)
-            grad_norm_max = max(grad_norm_max, grad_norm)
-            totals["entropy"] += entropy_sum / num_tokens / len(substeps)
-            for key in keys:
-                if _is_max(key):
-                    loss_totals[key] = max(loss_totals[key], sums[key])
-                else:
-                    loss_totals[key] += sums[key] / len(substeps)
-        return {**totals, **loss_totals, "grad_norm": grad_norm_max}
+            totals.add({**metrics, "grad_norm": Metric(grad_norm, reduce="max")})
+        return {**totals.values, "grad_norm": totals.values.get("grad_norm", 0.0)}
+
+    def _backward(self, minibatch: RolloutBatch, algorithm: Algorithm, num_tokens: int) -> dict[str, float]:
+        """Forward and backward over ``minibatch``'s micro-batches (gradients all-reduced once, after the last);
+        the loss, the entropy per loss token and the algorithm's metrics, over all processes."""
+        sums = MicroBatchMetrics()
+        micro_batches = torch.split(torch.arange(len(minibatch)), self.config.micro_batch_size)
+        for index, rows in enumerate(micro_batches):
+            micro = minibatch.select(rows).to(self.accelerator.device)
+            last = index == len(micro_batches) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
+                # the forward computes what the algorithm asks for, inside the DDP/FSDP wrapper
+                output = self.policy(micro.input_ids, micro.attention_mask, positions=micro.loss_mask > 0,
+                                     **algorithm.forward_options(micro))
+                loss, metrics = algorithm.loss(output, micro, num_tokens)
+                # DDP averages gradients over processes; scaling by their number turns that into a sum
+                self.accelerator.backward(loss * self.world_size)
+            entropy = 0.0 if output.entropy is None else float((output.entropy * micro.loss_mask).sum())
+            sums.add({"loss": loss.item(), "entropy": entropy, **metrics})
+        # loss metrics are normalised by the global token count, so their sum over processes is the total
+        reduced = sums.over_processes(self._all_reduce)
+        return {**reduced, "entropy": reduced["entropy"] / num_tokens}
 
     # --- multi-process: every rank holds a share of the batch ----------------------------------------
     def _sampling(self):
@@ -276,32 +256,21 @@ class Trainer:
         return tensor.tolist()
 
     def _reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Per-process sampling metrics -> one record: times are the slowest rank's, the rest are means."""
+        """Per-process sampling metrics -> one record: a ``Metric`` as it says; a plain number is a mean over
+        processes, except a time (``time_*``), which is the slowest rank's."""
         if self.world_size == 1:
             return metrics
         names = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-        timed = [k for k in names if k.startswith("time_")]
-        averaged = [k for k in names if not k.startswith("time_")]
+        how = {k: getattr(metrics[k], "reduce", "max" if k.startswith("time_") else "mean") for k in names}
+        maxed = [k for k in names if how[k] == "max"]
+        added = [k for k in names if how[k] != "max"]
         reduced = dict(metrics)
-        reduced.update(zip(timed, self._all_reduce([float(metrics[k]) for k in timed], op="max")))
-        sums = self._all_reduce([float(metrics[k]) for k in averaged])
-        reduced.update({k: v / self.world_size for k, v in zip(averaged, sums)})
+        reduced.update(zip(maxed, self._all_reduce([float(metrics[k]) for k in maxed], op="max")))
+        sums = self._all_reduce([float(metrics[k]) for k in added])
+        reduced.update({k: v / self.world_size if how[k] == "mean" else v for k, v in zip(added, sums)})
         return reduced
 
-    # --- logging, checkpoints, resume --------------------------------------------------------------
-    def _log_samples(self, algorithm: Algorithm, batch: RolloutBatch) -> None:
-        """A few of this step's sequences, token by token, to samples.jsonl (see mentor/report/samples.py)."""
-        cfg = self.config
-        if (not self.accelerator.is_main_process or not algorithm.on_policy or cfg.sample_log_rows < 1
-                or not is_logged_step(self.step, cfg.sample_log_every, cfg.steps)):
-            return
-        teacher = getattr(algorithm, "teacher", None)
-        teacher = teacher if isinstance(teacher, LocalTeacher) else None  # its preferred tokens cost one pass
-        rows = chosen_rows(len(batch), cfg.sample_log_rows)
-        log = SampleLog(self.run.path)
-        own_entries(self.run, log.path.name)
-        log.append(sample_records(self.step, batch, self.tokenizer, rows, teacher))
-
+    # --- the metrics log, the state a checkpoint keeps, the trained model ----------------------------------
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
             self.run.append_metrics(record)
@@ -309,12 +278,18 @@ class Trainer:
         if self.accelerator.trackers:
             self.accelerator.log(scalars, step=record["step"])
 
-    def _stop_on_signal(self, stop: StopOnSignal, already_saved: bool) -> None:
-        if not already_saved:
-            self.save_checkpoint()
-        raise TrainingInterrupted(f"interrupted by {stop.name or 'a signal'} at step {self.step}/{self.config.steps}; "
-                                  f"checkpoint saved in {self.run.checkpoints}: run the same command again "
-                                  "(or add --resume) to continue", stop.received or 15)
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the trainer beyond weights, optimizer, schedule and RNG (the checkpointer
+        adds those and the step): the data stream's position and the skipped-step counters."""
+        return {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps,
+                "bad_steps_in_a_row": self.bad_steps_in_a_row,
+                "skipped_zero_advantage_steps": self.skipped_zero_advantage_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        self.bad_steps_in_a_row = state.get("bad_steps_in_a_row", 0)
+        self.skipped_zero_advantage_steps = state.get("skipped_zero_advantage_steps", 0)
 
     def full_weights(self) -> tuple[nn.Module | None, dict | None]:
         """The trained model with full tensors and the optimizer's state dict, on the main process (None
@@ -328,57 +303,8 @@ class Trainer:
         return plain_model(model, weights), optimizer_state
 
     def save_checkpoint(self) -> Path | None:
-        self.accelerator.wait_for_everyone()
-        model, optimizer_state = self.full_weights()
-        if not self.accelerator.is_main_process:
-            return None
-        return self.run.save_checkpoint(
-            self.step, model, self.optimizer, self.scheduler,
-            {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps,
-             "bad_steps_in_a_row": self.bad_steps_in_a_row,
-             "skipped_zero_advantage_steps": self.skipped_zero_advantage_steps}, self.config.keep_checkpoints,
-            optimizer_state=optimizer_state)
-
-    def _resume(self) -> None:
-        checkpoint = self.run.latest_checkpoint()
-        state = load_trainer_state(checkpoint)
-        if self.fsdp2:  # every rank reads the full tensors and keeps its shards
-            load_full_state(self.model, self.policy, self.optimizer.optimizer,
-                            load_file(checkpoint / "model" / WEIGHTS_FILE), state["optimizer"])
-        else:
-            _load_weights(self.model, checkpoint / "model")
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.stream.load_state_dict(state["stream"])
-        set_rng_state(state["rng"])
-        self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
-        self.bad_steps_in_a_row = state.get("bad_steps_in_a_row", 0)
-        self.skipped_zero_advantage_steps = state.get("skipped_zero_advantage_steps", 0)
-        if self.accelerator.is_main_process:  # one writer: ranks rewriting the same file race on its temporary
-            self.run.truncate_metrics(self.step)
-        self.accelerator.wait_for_everyone()  # the others read the metrics only once they are cut
+        return self.checkpointer.save()
 
     def save_final(self, path: str | Path | None = None) -> Path:
         """The trained model, loadable by ``AutoModelForCausalLM.from_pretrained`` (LoRA merged)."""
-        path = Path(path or self.run.path / "final")
-        if self.step and self.skipped_steps >= self.step * self.config.num_substeps:
-            raise MentorError(f"every update of the {self.step} steps had a non-finite loss or gradient, so the "
-                              "weights never changed and no final model was written: lower --learning-rate or "
-                              "check the data")
-        from mentor.train.run_dir import check_finite_weights
-
-        check_finite_weights(self.accelerator.unwrap_model(self.policy).model)  # every rank: all stop together
-        model, _ = self.full_weights()
-        if self.accelerator.is_main_process:  # atomic: a temporary directory renamed into place
-            self.run.save_final(model, self.tokenizer, path)
-        self.accelerator.wait_for_everyone()
-        return path
-
-
-def _load_weights(model: nn.Module, directory: Path) -> None:
-    load_weights(model, directory)  # the module's own state_dict, as save_checkpoint wrote it
-
-
-def _is_max(metric: str) -> bool:
-    """Loss metrics named ``*_max`` are maxima (over micro-batches, processes, substeps); the rest are sums."""
-    return metric.endswith("_max")
+        return self.checkpointer.save_final(path)
