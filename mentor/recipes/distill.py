@@ -9,19 +9,17 @@ from dataclasses import replace
 from torch import nn
 
 from mentor.algorithms.opd import OnPolicyDistillation
-from mentor.backends import LoadedTeacher, check_teacher, close_sampler, engine_or_none, local_teacher, make_sampler
+from mentor.backends import LoadedTeacher, check_teacher, local_teacher, make_sampler
 from mentor.check import startup_check
 from mentor.config import DistillConfig, named_paths
-from mentor.data.prompts import ExampleStream, TeacherPrompts, read_context
+from mentor.data.prompts import TeacherPrompts, read_context
 from mentor.errors import MentorError
-from mentor.evaluation.accuracy import task_evaluator
-from mentor.train.ledger import ComputeLedger
-from mentor.models.loading import check_same_vocabulary, context_length, load_model, load_tokenizer
-from mentor.recipes.common import file_examples, quiet_transformers, task_examples
+from mentor.models.loading import check_same_vocabulary, context_length, load_tokenizer
+from mentor.recipes.builder import Parts, Recipe, run_recipe
+from mentor.recipes.common import file_examples, task_examples
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
 from mentor.score.local import LocalTeacher
-from mentor.tasks.registry import get_task
-from mentor.train.run_dir import RunDirectory
+from mentor.train.ledger import ComputeLedger
 from mentor.train.trainer import Trainer
 
 SELF_TEACHER = "self"  # --teacher self: a frozen copy of the student's starting weights
@@ -34,52 +32,40 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
                 examples=None) -> tuple[Trainer, list[dict]]:
     """Distil ``config.student`` from ``config.teacher``. From Python, ``teacher`` may be a loaded model (with
     ``teacher_tokenizer``) or a ready ``Teacher``; ``examples`` replace the prompts."""
-    quiet_transformers()
-    RunDirectory(config.output_dir).check(config, config.overwrite, config.resume)  # before any work
-    # the cheap checks first: a vocabulary mismatch must fail before any model weights load
-    tokenizer = tokenizer or load_tokenizer(config.student, "student")
-    if teacher is None and config.teacher == SELF_TEACHER:
-        # a frozen copy of the starting weights: a fixed target (SDFT, OPSD), not one that moves with the student
-        load_teacher = lambda student: local_teacher(copy.deepcopy(student), config, tokenizer, student, tokenizer)
-    elif teacher is None:  # mentor check's cheap checks now, the rest once the student is loaded (--no-check: none)
-        load_teacher = startup_check(config, tokenizer) or check_teacher(config.teacher, config, tokenizer)
-    else:
-        load_teacher = _given_teacher(teacher, teacher_tokenizer, config, tokenizer)
-    student = student or load_model(config.student, config.dtype, what="student")
-    scorer, teacher_params = load_teacher(student)
 
-    task = get_task(config.task) if config.task else None
-    spec = config.teacher if teacher is None else None  # a teacher given from Python brings its tokenizer
-    if examples is None:
+    def check(tokenizer):  # the cheap checks first: a vocabulary mismatch must fail before any model weights load
+        if teacher is None and config.teacher == SELF_TEACHER:
+            # a frozen copy of the starting weights: a fixed target (SDFT, OPSD), not one that moves with the student
+            return lambda student: local_teacher(copy.deepcopy(student), config, tokenizer, student, tokenizer)
+        if teacher is None:  # mentor check's cheap checks now, the rest once the student is loaded (--no-check: none)
+            return startup_check(config, tokenizer) or check_teacher(config.teacher, config, tokenizer)
+        return _given_teacher(teacher, teacher_tokenizer, config, tokenizer)
+
+    def distill_examples(parts: Parts) -> list:
+        scorer = parts.teacher.teacher
+        spec = config.teacher if teacher is None else None  # a teacher given from Python brings its tokenizer
         if named_paths(config.teacher) is not None:
-            examples = _examples_per_source(config, tokenizer, student, scorer)
-        elif config.prompts:
-            examples = file_examples(config.prompts, tokenizer, student, config,
-                                     teacher=teacher_prompts(config, spec, scorer, tokenizer, teacher_tokenizer))
-        else:
-            examples = task_examples(task, tokenizer, 50_000, config.seed, with_solution=False,
-                                     chat_template=config.chat_template, model=student,
-                                     teacher=teacher_prompts(config, spec, scorer, tokenizer, teacher_tokenizer))
-    sampler = make_sampler(config, student, tokenizer, config.student)
-    algorithm = OnPolicyDistillation(
-        sampler, scorer, tokenizer,
-        group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
-        kl_discount=config.kl_discount, reward_coef=config.reward_coef,
-        grader=task.grade if task else None, divergence=config.divergence, kl_top_k=config.kl_top_k,
-        jsd_beta=config.jsd_beta, clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
-    evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
-                                chat_template=config.chat_template, sampler=engine_or_none(config, sampler))
-                 if task else None)
-    stream = ExampleStream(examples, config.batch_size, seed=config.seed)
-    # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
-    ledger = ComputeLedger(teacher_params=teacher_params)
-    trainer = Trainer(config, student, tokenizer, stream, evaluator, progress_keys=PROGRESS_KEYS, ledger=ledger)
-    try:
-        history = trainer.train(algorithm)
-    finally:
-        close_sampler(sampler)
-    trainer.save_final()
-    return trainer, history
+            return _examples_per_source(config, parts.tokenizer, parts.model, scorer)
+        prompts = teacher_prompts(config, spec, scorer, parts.tokenizer, teacher_tokenizer)
+        if config.prompts:
+            return file_examples(config.prompts, parts.tokenizer, parts.model, config, teacher=prompts)
+        return task_examples(parts.task, parts.tokenizer, 50_000, config.seed, with_solution=False,
+                             chat_template=config.chat_template, model=parts.model, teacher=prompts)
+
+    def algorithm(parts: Parts) -> OnPolicyDistillation:
+        return OnPolicyDistillation(
+            parts.sampler, parts.teacher.teacher, parts.tokenizer,
+            group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
+            kl_discount=config.kl_discount, reward_coef=config.reward_coef,
+            grader=parts.task.grade if parts.task else None, divergence=config.divergence, kl_top_k=config.kl_top_k,
+            jsd_beta=config.jsd_beta, clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
+
+    recipe = Recipe(config.student, distill_examples, algorithm, PROGRESS_KEYS, what="student", check=check,
+                    sampler=lambda parts: make_sampler(config, parts.model, parts.tokenizer, config.student),
+                    # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
+                    ledger=lambda parts: ComputeLedger(teacher_params=parts.teacher.matmul_params),
+                    teacher_in_samples=True)
+    return run_recipe(config, recipe, student, tokenizer, examples)
 
 
 def _given_teacher(teacher, teacher_tokenizer, config: DistillConfig, tokenizer):

@@ -7,15 +7,13 @@ import json
 from pathlib import Path
 
 from mentor.algorithms.sft import SupervisedFineTuning
-from mentor.config import SFTConfig
-from mentor.data.prompts import EncodedExample, ExampleStream
-from mentor.evaluation.accuracy import task_evaluator
-from mentor.evaluation.flops import MatmulParams, forward_flops
-from mentor.train.ledger import ComputeLedger
 from mentor.backends import close_sampler, make_sampler, make_teacher
-from mentor.models.loading import load_model, load_tokenizer
-from mentor.recipes.common import file_examples, quiet_transformers, task_examples
-from mentor.tasks.registry import get_task
+from mentor.config import SFTConfig
+from mentor.data.prompts import EncodedExample
+from mentor.evaluation.flops import MatmulParams, forward_flops
+from mentor.recipes.builder import Parts, Recipe, run_recipe
+from mentor.recipes.common import file_examples, task_examples
+from mentor.train.ledger import ComputeLedger
 from mentor.train.progress import console
 from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
@@ -24,28 +22,21 @@ TEACHER_CACHE = "teacher_samples.jsonl"
 
 
 def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tuple[Trainer, list[dict]]:
-    quiet_transformers()
-    RunDirectory(config.output_dir).check(config, config.overwrite, config.resume)  # before any work
-    tokenizer = tokenizer or load_tokenizer(config.model)
-    model = model or load_model(config.model, config.dtype)
-    task = get_task(config.task) if config.task else None
-    offline: dict[str, float] = {}
-    if examples is None:
+    offline: dict[str, float] = {}  # the teacher's sampling FLOPs, when it wrote the data (--from-teacher)
+
+    def sft_examples(parts: Parts) -> list[EncodedExample]:
         if config.from_teacher:
-            examples, offline = teacher_examples(config, tokenizer, model, task)
-        elif config.data:
-            examples = file_examples(config.data, tokenizer, model, config, need_completion=True)
-        else:
-            examples = task_examples(task, tokenizer, config.train_size, config.seed,
-                                     chat_template=config.chat_template, model=model)
-    evaluator = (task_evaluator(task, tokenizer, config.eval_size, config.max_new_tokens,
-                                chat_template=config.chat_template) if task else None)
-    stream = ExampleStream(examples, config.batch_size, seed=config.seed)
-    trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=("loss", "accuracy"),
-                      ledger=ComputeLedger(offline=offline))
-    history = trainer.train(SupervisedFineTuning(tokenizer.pad_token_id))
-    trainer.save_final()
-    return trainer, history
+            found, flops = teacher_examples(config, parts.tokenizer, parts.model, parts.task)
+            offline.update(flops)
+            return found
+        if config.data:
+            return file_examples(config.data, parts.tokenizer, parts.model, config, need_completion=True)
+        return task_examples(parts.task, parts.tokenizer, config.train_size, config.seed,
+                             chat_template=config.chat_template, model=parts.model)
+
+    recipe = Recipe(config.model, sft_examples, lambda parts: SupervisedFineTuning(parts.tokenizer.pad_token_id),
+                    ("loss", "accuracy"), ledger=lambda parts: ComputeLedger(offline=offline))
+    return run_recipe(config, recipe, model, tokenizer, examples)
 
 
 # --- off-policy distillation: the teacher writes the data once --------------------------------------
