@@ -1,6 +1,6 @@
 """Sampler throughput, vLLM against transformers ``generate``, and the time of one OPD step with each.
 
-    .venv-vllm/bin/python benchmarks/vllm_throughput.py [--out benchmarks/vllm] [--quick]
+    .venv-vllm/bin/python experiments/vllm/throughput.py [--out experiments/vllm] [--quick]
 
 Run in the virtualenv ``make vllm`` builds, on an otherwise idle machine. Both samplers run in this one process,
 side by side, on the same prompts (real GSM8K questions in each model's chat template), in float32:
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mentor.models.loading import load_model, load_tokenizer, save_pretrained  # noqa: E402
@@ -118,7 +118,7 @@ def opd_step_seconds(gguf: str, prompts_file: Path, out: Path, sampler: str) -> 
 
 def write_report(out: Path, rows: list[dict], steps: dict, args) -> None:
     lines = ["# vLLM (CPU build) against transformers `generate`: sampler throughput and one OPD step", "",
-             f"`benchmarks/vllm_throughput.py` (timed repeats after a warm-up; median and range; float32; "
+             f"`experiments/vllm/throughput.py` (timed repeats after a warm-up; median and range; float32; "
              f"{args.max_new_tokens} new tokens; temperature 1; this machine's 2 CPU cores).", "",
              "| model | sequences | transformers tokens/s | vLLM tokens/s | vLLM / transformers |",
              "|---|---|---|---|---|"]
@@ -142,7 +142,7 @@ PARTS = ("smollm2", "qwen3", "opd")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "vllm"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parts", default=",".join(PARTS),
