@@ -102,12 +102,20 @@ def report_turn_differences(tokenizer, student, teacher_tokenizer, teacher, what
         console.print(f"[yellow]warning: {what} and student: {problem}[/]")
 
 
-def make_sampler(config, model: nn.Module, tokenizer, model_path: str, temperature: float | None = None) -> Sampler:
+def make_sampler(config, model: nn.Module, tokenizer, model_path: str, temperature: float | None = None,
+                 multi_turn: bool = True) -> Sampler:
     """``config.sampler``: ``hf`` (transformers ``generate``) or ``vllm`` (a colocated engine, CUDA or CPU build,
     fed ``model``'s weights whenever they changed). ``temperature`` defaults to ``config.temperature``; the configs
     refuse top-k/top-p for training, so both samplers draw from the full tempered softmax. ``close_sampler``
-    releases it."""
+    releases it. ``config.env`` wraps it in a ``MultiTurnSampler`` (docs/multi_turn.md)."""
     temperature = config.temperature if temperature is None else temperature
+    if multi_turn and getattr(config, "env", ""):  # multi-turn: the environment answers each turn the sampler writes
+        from mentor.envs import get_env
+        from mentor.sample.multi_turn import MultiTurnSampler
+
+        single = make_sampler(config, model, tokenizer, model_path, temperature, multi_turn=False)
+        return MultiTurnSampler(single, tokenizer, get_env(config.env), config.max_turns, config.max_new_tokens,
+                                engine_context(model, config), model)
     if config.sampler == "vllm":
         from mentor.sample.vllm import VLLMSampler
 

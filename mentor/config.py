@@ -221,11 +221,20 @@ class SamplingConfig(SamplerConfig):
     temperature: float = setting(1.0, "sampling temperature (the recorded log-probs are of this tempered softmax)")
     top_k: int = setting(0, "refused for training (the importance ratio needs the full softmax); 0: off")
     top_p: float = setting(1.0, "refused for training, as --top-k; 1: off")
+    env: str = setting("", "multi-turn rollouts in an environment that answers each student turn (calculator: a "
+                           "Python-expression tool for GSM8K-style problems; docs/multi_turn.md); '': one turn")
+    max_turns: int = setting(4, "--env: student turns per conversation at most, each up to --max-new-tokens")
 
     def validate(self) -> None:
         super().validate()
         if not self.temperature > 0:
             raise MentorError("--temperature must be positive")
+        if self.env:
+            from mentor.envs import get_env
+
+            get_env(self.env)
+        if self.max_turns < 1:
+            raise MentorError("--max-turns must be at least 1")
         if self.top_k or self.top_p != 1.0:
             # the trainer's log-probs are the full tempered softmax; truncated sampling would record others
             raise MentorError("--top-k/--top-p cannot be used for training: the trainer's importance ratio uses "
