@@ -304,7 +304,9 @@ def _self_distill(out: Path, student: Path, teacher: Path, tokenizer, prompts: l
     from mentor.recipes.distill import run_distill
 
     examples = [EncodedExample(encode_prompt(tokenizer, Example(prompt=p), True), None, p) for p in prompts]
-    config = DistillConfig(student=str(student), teacher=str(teacher), prompts="(built in)", output_dir=str(out),
+    # the prompts come from Python (examples=), so the start-up check, which reads --prompts, is off
+    config = DistillConfig(student=str(student), teacher=str(teacher), prompts="(built in)", check=False,
+                           output_dir=str(out),
                            steps=scale.self_distill_steps, batch_size=scale.distill_prompts,
                            group_size=scale.group_size, max_new_tokens=scale.distill_tokens, temperature=1.0,
                            learning_rate=scale.distill_lr, warmup_steps=max(1, scale.self_distill_steps // 10),
