@@ -13,7 +13,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM ?= 1
 
-.PHONY: demo test install vllm clean
+.PHONY: demo test test-fast lint install vllm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ vllm: $(VLLM_VENV)/.installed
 
 demo: install
 	$(VENV)/bin/mentor demo --out runs/demo
+
+# the edit loop: everything not marked slow, real, network, distributed or vllm (under 2 minutes on 2 cores)
+test-fast: install
+	$(PY) -m pytest tests --ignore=tests/vllm -m "not slow and not real and not network and not distributed and not vllm"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # everything: the main suite, then the vLLM tier in its virtualenv (VLLM=0 leaves the tier out)
 test: install

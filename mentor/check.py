@@ -425,12 +425,11 @@ def _measured_or_skip(findings, scorer, student, student_tokenizer, teacher_toke
         return [Finding(SKIP, "measured", "--measure-prompts 0")]
     if blocking(findings):
         return [Finding(SKIP, "measured", "not run after a FAIL above")]
-    try:
-        stops = stop_token_ids(teacher_tokenizer, teacher)
-        return measured_findings(scorer, student, student_tokenizer, teacher_tokenizer, examples, max_new_tokens,
-                                 chat_template, teacher, stops)
-    except MentorError as exc:
-        return [Finding(WARN, "measured", f"could not measure: {exc}")]
+    # a teacher that cannot score (a server down or answering garbage) is the error training would stop on:
+    # it propagates as that one line, not as a warning followed by the same failure
+    stops = stop_token_ids(teacher_tokenizer, teacher)
+    return measured_findings(scorer, student, student_tokenizer, teacher_tokenizer, examples, max_new_tokens,
+                             chat_template, teacher, stops)
 
 
 def _records(path: str):
@@ -502,7 +501,7 @@ def _main(args) -> None:
 
 def startup_check(config, tokenizer):
     """``mentor distill``'s first step: the cheap checks now (a FAIL stops the run with one line before any
-    weights load), the rest once the student is loaded. Returns the teacher loader ``check_teacher`` would
+    weights load), the rest when the returned loader's ``report()`` is called, once everything is loaded. Returns the teacher loader ``check_teacher`` would
     (``student -> LoadedTeacher``), or None where the check does not apply (``--no-check``, one teacher per
     data set): then the caller uses ``check_teacher``."""
     from mentor.backends import check_teacher
@@ -512,6 +511,7 @@ def startup_check(config, tokenizer):
 
     if not getattr(config, "check", True) or named_paths(config.teacher) is not None:
         return None
+    pending: list = []  # the checks that need the loaded models, for ``report()``
     if is_url(config.teacher):
         load_served = check_teacher(config.teacher, config, tokenizer)  # its vocabulary check fails in one line
 
@@ -520,11 +520,11 @@ def startup_check(config, tokenizer):
             teacher_tokenizer = remote_teacher_tokenizer(loaded.teacher, config.teacher_tokenizer)
             findings = tokenizer_findings(tokenizer, teacher_tokenizer)
             _stop_on(findings)
-            _finish(config, findings, tokenizer, teacher_tokenizer, student, None, loaded.teacher,
-                    _server_context(loaded.teacher))
+            pending.append(lambda: _finish(config, findings, tokenizer, teacher_tokenizer, student, None,
+                                           loaded.teacher, _server_context(loaded.teacher)))
             return loaded
 
-        return load
+        return _with_report(load, pending)
     teacher_tokenizer = load_tokenizer(config.teacher, "teacher")
     findings = tokenizer_findings(tokenizer, teacher_tokenizer)
     _stop_on(findings)
@@ -537,9 +537,22 @@ def startup_check(config, tokenizer):
 
         model = load_model(config.teacher, config.dtype, what="teacher").to(student.device)
         scorer = LocalTeacher(model, tokenizer.pad_token_id, config.micro_batch_size)
-        _finish(config, findings, tokenizer, teacher_tokenizer, student, model, scorer, None)
+        pending.append(lambda: _finish(config, findings, tokenizer, teacher_tokenizer, student, model, scorer, None))
         return LoadedTeacher(scorer, MatmulParams.of(model).total)
 
+    return _with_report(load, pending)
+
+
+def _with_report(load, pending: list):
+    """The teacher loader, with ``report()``: the checks that need both models, run when the recipe asks (once
+    every other input has been checked, before the run directory is written), so a bad flag found later is
+    still the only line the user sees."""
+
+    def report() -> None:
+        while pending:
+            pending.pop(0)()
+
+    load.report = report
     return load
 
 

@@ -600,7 +600,7 @@ SECRET_FIELDS = {"teacher_api_key"}
 NON_SEMANTIC_FIELDS = {"overwrite", "resume", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every",
                        "teacher_api_key", "teacher_timeout"}
 # what is logged and shown changes no number of the run
-NON_SEMANTIC_FIELDS |= {"progress_every", "sample_log_every", "sample_log_rows"}
+NON_SEMANTIC_FIELDS |= {"progress_every", "sample_log_every", "sample_log_rows", "check"}  # check: reads, never trains
 
 
 @dataclass

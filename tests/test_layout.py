@@ -19,17 +19,29 @@ def _modules() -> dict[str, Path]:
 
 
 def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """module -> the mentor modules it imports anywhere in its body (a lazy import is still a dependency)."""
+    """module -> the mentor modules it imports anywhere in its body (a lazy import is still a dependency; an
+    import for type annotations only is not)."""
 
     def resolve(name: str) -> str:
         while name and name not in modules:
             name = name.rpartition(".")[0]
         return name
 
+    def runtime_nodes(tree: ast.AST):
+        """Every node but those under ``if TYPE_CHECKING:`` (annotations only: no import at run time)."""
+        todo = [tree]
+        while todo:
+            node = todo.pop()
+            yield node
+            if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+                todo.extend(node.orelse)
+            else:
+                todo.extend(ast.iter_child_nodes(node))
+
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets |= {resolve(alias.name) for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -66,14 +66,9 @@ def register_env(spec: EnvSpec) -> EnvSpec:
 
 
 def get_env(name: str) -> EnvSpec:
-    _load_builtin()
     if name not in ENVIRONMENTS:
         raise MentorError(f"--env {name!r} is unknown: choose one of {', '.join(sorted(ENVIRONMENTS)) or 'none'}")
     return ENVIRONMENTS[name]
-
-
-def _load_builtin() -> None:
-    import mentor.envs.calculator  # noqa: F401  (registers itself)
 
 
 # --- tool calls in the template's own format ------------------------------------------------------------

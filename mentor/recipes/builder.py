@@ -59,6 +59,7 @@ class Recipe:
     sampler: Callable[[Parts], Sampler] | None = None
     ledger: Callable[[Parts], ComputeLedger] = field(default=lambda parts: ComputeLedger())
     teacher_in_samples: bool = False
+    before_training: Callable[[Parts], None] | None = None  # after every input check, before the run dir is written
 
 
 def run_recipe(config, recipe: Recipe, model: nn.Module | None = None, tokenizer=None,
@@ -84,6 +85,8 @@ def run_recipe(config, recipe: Recipe, model: nn.Module | None = None, tokenizer
     trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=recipe.progress_keys,
                       ledger=recipe.ledger(parts), callbacks=callbacks)
     try:
+        if recipe.before_training is not None:
+            recipe.before_training(parts)
         history = trainer.train(algorithm)
     finally:
         close_sampler(parts.sampler)

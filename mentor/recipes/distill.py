@@ -33,13 +33,20 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
     """Distil ``config.student`` from ``config.teacher``. From Python, ``teacher`` may be a loaded model (with
     ``teacher_tokenizer``) or a ready ``Teacher``; ``examples`` replace the prompts."""
 
+    checked = []  # mentor check's loader: its report runs before training (below)
+
     def check(tokenizer):  # the cheap checks first: a vocabulary mismatch must fail before any model weights load
         if teacher is None and config.teacher == SELF_TEACHER:
             # a frozen copy of the starting weights: a fixed target (SDFT, OPSD), not one that moves with the student
             return lambda student: local_teacher(copy.deepcopy(student), config, tokenizer, student, tokenizer)
-        if teacher is None:  # mentor check's cheap checks now, the rest once the student is loaded (--no-check: none)
-            return startup_check(config, tokenizer) or check_teacher(config.teacher, config, tokenizer)
+        if teacher is None:  # mentor check's cheap checks now, the rest before training (--no-check: none)
+            checked.extend(filter(None, [startup_check(config, tokenizer)]))
+            return checked[0] if checked else check_teacher(config.teacher, config, tokenizer)
         return _given_teacher(teacher, teacher_tokenizer, config, tokenizer)
+
+    def before_training(parts: Parts) -> None:  # every input checked, nothing written yet: the measured checks
+        for loader in checked:
+            loader.report()
 
     def distill_examples(parts: Parts) -> list:
         scorer = parts.teacher.teacher
@@ -64,7 +71,7 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
                     sampler=lambda parts: make_sampler(config, parts.model, parts.tokenizer, config.student),
                     # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
                     ledger=lambda parts: ComputeLedger(teacher_params=parts.teacher.matmul_params),
-                    teacher_in_samples=True)
+                    teacher_in_samples=True, before_training=before_training)
     return run_recipe(config, recipe, student, tokenizer, examples)
 
 

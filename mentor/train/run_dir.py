@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,9 @@ class RunDirectory:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise MentorError(f"{flag} {path} is not writable ({existing} is read-only): choose a directory "
                               "you can write to")
+        if existing != path.absolute():
+            _probe_mkdir(existing, path)
+
 
     def is_mentor_run(self) -> bool:
         """Written by mentor: it has the ownership record, or (runs of earlier versions) a mentor config."""
@@ -432,3 +436,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _probe_mkdir(existing: Path, path: Path) -> None:
+    """Make (and remove) a directory where the run's will go: os.access says yes to root where mkdir still
+    fails (/proc, a read-only or full mount), and that must be said before any work, not after it."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mentor-probe-", dir=existing))
+    except OSError as exc:
+        raise MentorError(f"cannot write the run directory {path} ({exc.strerror or exc}): choose a writable "
+                          "--output-dir with free space") from None
