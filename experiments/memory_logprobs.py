@@ -60,9 +60,17 @@ def _model(vocab: int, seed: int):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    config = Qwen3Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-                         tie_word_embeddings=True)
+    config = Qwen3Config(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
     return Qwen3ForCausalLM(config)
 
 
@@ -92,8 +100,12 @@ def run_variant(variant: str, tokens: int, vocab: int) -> dict:
         else:
             value = reverse_kl(student, teacher, input_ids, attention_mask).sum()
         value.backward()
-    return {"variant": variant, "peak_mib": (sampler.peak - baseline) / 2**20,
-            "seconds": time.perf_counter() - start, "value": float(value)}
+    return {
+        "variant": variant,
+        "peak_mib": (sampler.peak - baseline) / 2**20,
+        "seconds": time.perf_counter() - start,
+        "value": float(value),
+    }
 
 
 def main() -> None:
@@ -107,17 +119,25 @@ def main() -> None:
         return
     results = {}
     for variant in VARIANTS:
-        child = subprocess.run([sys.executable, __file__, "--variant", variant, "--tokens", str(args.tokens),
-                                "--vocab", str(args.vocab)], capture_output=True, text=True, check=True,
-                               env=FIXED_MMAP_ENV)
+        child = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, "--tokens", str(args.tokens), "--vocab", str(args.vocab)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=FIXED_MMAP_ENV,
+        )
         results[variant] = json.loads(child.stdout.strip().splitlines()[-1])
         r = results[variant]
-        print(f"{variant:>20}: peak {r['peak_mib']:8.1f} MiB above baseline, {r['seconds']:.2f} s, value {r['value']:.6g}")
+        print(
+            f"{variant:>20}: peak {r['peak_mib']:8.1f} MiB above baseline, {r['seconds']:.2f} s, value {r['value']:.6g}"
+        )
     for kind in ("logprobs", "reverse_kl"):
         naive, chunked = results[f"naive_{kind}"], results[f"chunked_{kind}"]
-        print(f"{kind}: chunked uses {naive['peak_mib'] / chunked['peak_mib']:.1f}x less peak memory than naive "
-              f"({chunked['peak_mib']:.0f} vs {naive['peak_mib']:.0f} MiB; {args.tokens} tokens, vocab {args.vocab}); "
-              f"values agree to {abs(naive['value'] - chunked['value']) / max(abs(naive['value']), 1e-9):.1e} relative")
+        print(
+            f"{kind}: chunked uses {naive['peak_mib'] / chunked['peak_mib']:.1f}x less peak memory than naive "
+            f"({chunked['peak_mib']:.0f} vs {naive['peak_mib']:.0f} MiB; {args.tokens} tokens, vocab {args.vocab}); "
+            f"values agree to {abs(naive['value'] - chunked['value']) / max(abs(naive['value']), 1e-9):.1e} relative"
+        )
 
 
 if __name__ == "__main__":

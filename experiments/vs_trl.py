@@ -91,8 +91,15 @@ def build_models(root: Path, prompts: int, vocab: int = 0) -> dict:
     alphabet = wide_alphabet(vocab) if vocab else None
     for name, arch, seed in (("student", STUDENT, 2), ("teacher", TEACHER, 1)):
         tokenizer = build_char_tokenizer(alphabet) if alphabet else build_char_tokenizer()
-        config = tiny_config("qwen3", len(tokenizer), arch["hidden_size"], arch["num_layers"], arch["num_heads"],
-                             tokenizer=tokenizer, max_positions=128)
+        config = tiny_config(
+            "qwen3",
+            len(tokenizer),
+            arch["hidden_size"],
+            arch["num_layers"],
+            arch["num_heads"],
+            tokenizer=tokenizer,
+            max_positions=128,
+        )
         save_tiny(build_tiny_model(config, seed=seed), tokenizer, root / name)
         paths[name] = str(root / name)
     problems = get_task("arithmetic").train_problems(prompts, 0)
@@ -105,15 +112,26 @@ def run_mentor(paths: dict, args) -> dict:
     from mentor.config import DistillConfig
     from mentor.recipes.distill import run_distill
 
-    config = DistillConfig(student=paths["student"], teacher=paths["teacher"], prompts=paths["prompts"],
-                           output_dir=str(Path(paths["work"]) / "mentor"), steps=args.steps,
-                           batch_size=args.batch_size, group_size=1, max_new_tokens=args.max_new_tokens,
-                           learning_rate=args.learning_rate, temperature=1.0, quiet=True, overwrite=True)
+    config = DistillConfig(
+        student=paths["student"],
+        teacher=paths["teacher"],
+        prompts=paths["prompts"],
+        output_dir=str(Path(paths["work"]) / "mentor"),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        group_size=1,
+        max_new_tokens=args.max_new_tokens,
+        learning_rate=args.learning_rate,
+        temperature=1.0,
+        quiet=True,
+        overwrite=True,
+    )
     student, teacher, tokenizer = _load(paths)
     with PeakRSS(args.measure == "memory") as memory:
         baseline = _rss_bytes()
-        _, history = run_distill(config, student=student, tokenizer=tokenizer, teacher=teacher,
-                                 teacher_tokenizer=tokenizer)
+        _, history = run_distill(
+            config, student=student, tokenizer=tokenizer, teacher=teacher, teacher_tokenizer=tokenizer
+        )
     steps = [r["time_step"] for r in history if "time_step" in r]
     return {"step_seconds": steps, "peak_mib": (memory.peak - baseline) / 2**20}
 
@@ -138,16 +156,35 @@ def run_trl(paths: dict, args) -> dict:
 
     timer = StepTimer()
     config = DistillationConfig(
-        output_dir=str(Path(paths["work"]) / "trl"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1, max_completion_length=args.max_new_tokens, temperature=1.0, beta=1.0,
-        learning_rate=args.learning_rate, lr_scheduler_type="constant", bf16=False, gradient_checkpointing=False,
-        use_cpu=True, report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
-        dataloader_num_workers=0)
+        output_dir=str(Path(paths["work"]) / "trl"),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        beta=1.0,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+        dataloader_num_workers=0,
+    )
     with PeakRSS(args.measure == "memory") as memory:
         baseline = _rss_bytes()
-        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config,
-                                      train_dataset=Dataset.from_dict({"prompt": prompts}),
-                                      processing_class=tokenizer, callbacks=[timer])
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=Dataset.from_dict({"prompt": prompts}),
+            processing_class=tokenizer,
+            callbacks=[timer],
+        )
         trainer.train()
     return {"step_seconds": timer.seconds, "peak_mib": (memory.peak - baseline) / 2**20}
 
@@ -170,15 +207,25 @@ def child(which: str, paths: dict, args) -> None:
 
 
 def run_child(which: str, measure: str, paths: dict, args, steps: int) -> dict:
-    command = [sys.executable, __file__, "--child", which, f"--measure={measure}", "--paths", json.dumps(paths),
-               f"--steps={steps}", f"--batch-size={args.batch_size}", f"--max-new-tokens={args.max_new_tokens}",
-               f"--learning-rate={args.learning_rate}"]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        which,
+        f"--measure={measure}",
+        "--paths",
+        json.dumps(paths),
+        f"--steps={steps}",
+        f"--batch-size={args.batch_size}",
+        f"--max-new-tokens={args.max_new_tokens}",
+        f"--learning-rate={args.learning_rate}",
+    ]
     env = FIXED_MMAP_ENV if measure == "memory" else None
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         sys.exit(f"{which} {measure} run failed:\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -189,9 +236,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--vocab", type=int, default=151_936,
-                        help="tokenizer size (Qwen3's by default, so heads and distributions cost what they do in "
-                             "practice); 0: the 60-character arithmetic tokenizer")
+    parser.add_argument(
+        "--vocab",
+        type=int,
+        default=151_936,
+        help="tokenizer size (Qwen3's by default, so heads and distributions cost what they do in "
+        "practice); 0: the 60-character arithmetic tokenizer",
+    )
     parser.add_argument("--child", choices=("trl", "mentor"), help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
@@ -210,18 +261,29 @@ def main() -> None:
                 peak = run_child(which, "memory", paths, args, args.memory_steps)["peak_mib"]
                 seconds[which] += timed
                 peaks[which].append(peak)
-                print(f"round {round_index + 1} {which:>6}: median {statistics.median(timed):.3f} s/step, "
-                      f"peak +{peak:.0f} MiB", flush=True)
-    summary = {which: {"median_s_per_step": statistics.median(seconds[which]),
-                       "peak_mib": statistics.median(peaks[which])} for which in seconds}
+                print(
+                    f"round {round_index + 1} {which:>6}: median {statistics.median(timed):.3f} s/step, "
+                    f"peak +{peak:.0f} MiB",
+                    flush=True,
+                )
+    summary = {
+        which: {"median_s_per_step": statistics.median(seconds[which]), "peak_mib": statistics.median(peaks[which])}
+        for which in seconds
+    }
     speed = summary["trl"]["median_s_per_step"] / summary["mentor"]["median_s_per_step"]
     memory = summary["trl"]["peak_mib"] / summary["mentor"]["peak_mib"]
-    print(f"\nvocab {args.vocab or 'arithmetic'}, batch {args.batch_size} prompts x 1 completion, "
-          f"{args.max_new_tokens} new tokens, {args.steps} steps, {args.rounds} rounds each")
-    print(f"TRL DistillationTrainer (beta=1): {summary['trl']['median_s_per_step']:.3f} s/step, "
-          f"peak +{summary['trl']['peak_mib']:.0f} MiB")
-    print(f"mentor OPD:                       {summary['mentor']['median_s_per_step']:.3f} s/step, "
-          f"peak +{summary['mentor']['peak_mib']:.0f} MiB")
+    print(
+        f"\nvocab {args.vocab or 'arithmetic'}, batch {args.batch_size} prompts x 1 completion, "
+        f"{args.max_new_tokens} new tokens, {args.steps} steps, {args.rounds} rounds each"
+    )
+    print(
+        f"TRL DistillationTrainer (beta=1): {summary['trl']['median_s_per_step']:.3f} s/step, "
+        f"peak +{summary['trl']['peak_mib']:.0f} MiB"
+    )
+    print(
+        f"mentor OPD:                       {summary['mentor']['median_s_per_step']:.3f} s/step, "
+        f"peak +{summary['mentor']['peak_mib']:.0f} MiB"
+    )
     print(f"mentor is {speed:.2f}x faster per step and uses {memory:.2f}x less peak memory (TRL / mentor)")
 
 

@@ -20,8 +20,13 @@ from torch import nn
 from mentor.config import named_paths
 from mentor.evaluation.flops import MatmulParams
 from mentor.models.chat import describe_differences, stop_token_ids
-from mentor.models.loading import (check_heads_cover_vocabulary, check_same_vocabulary, context_length, load_model,
-                                   load_tokenizer)
+from mentor.models.loading import (
+    check_heads_cover_vocabulary,
+    check_same_vocabulary,
+    context_length,
+    load_model,
+    load_tokenizer,
+)
 from mentor.sample.base import Sampler
 from mentor.score.base import Teacher
 from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
@@ -60,8 +65,9 @@ def check_teacher(spec: str, config, tokenizer, what: str = "teacher") -> Teache
         return lambda student: LoadedTeacher(scorer, None)
     teacher_tokenizer = load_tokenizer(spec, what)
     check_same_vocabulary(tokenizer, teacher_tokenizer)
-    return lambda student: local_teacher(load_model(spec, config.dtype, what=what), config, tokenizer, student,
-                                         teacher_tokenizer, what)
+    return lambda student: local_teacher(
+        load_model(spec, config.dtype, what=what), config, tokenizer, student, teacher_tokenizer, what
+    )
 
 
 def _check_per_source(sources: dict[str, str], config, tokenizer, what: str) -> TeacherLoader:
@@ -75,20 +81,27 @@ def _check_per_source(sources: dict[str, str], config, tokenizer, what: str) -> 
     return load
 
 
-def local_teacher(model: nn.Module, config, tokenizer, student: nn.Module, teacher_tokenizer,
-                  what: str = "teacher") -> LoadedTeacher:
+def local_teacher(
+    model: nn.Module, config, tokenizer, student: nn.Module, teacher_tokenizer, what: str = "teacher"
+) -> LoadedTeacher:
     """A loaded model as an in-process teacher on the student's device, after the checks that need weights."""
     check_heads_cover_vocabulary(tokenizer, student, model)
     report_turn_differences(tokenizer, student, teacher_tokenizer, model, what)
     model = model.to(student.device)
-    return LoadedTeacher(LocalTeacher(model, tokenizer.pad_token_id, config.micro_batch_size),
-                         MatmulParams.of(model).total)
+    return LoadedTeacher(
+        LocalTeacher(model, tokenizer.pad_token_id, config.micro_batch_size), MatmulParams.of(model).total
+    )
 
 
 def remote_teacher(url: str, config, tokenizer, what: str = "teacher") -> HTTPTeacher:
     """A server at ``url`` as a teacher (or ``what``), its vocabulary checked against the student's before any work."""
-    scorer = HTTPTeacher(url, api_key=config.teacher_api_key or os.environ.get(API_KEY_ENV),
-                         timeout=config.teacher_timeout, batch_size=config.micro_batch_size, role=what)
+    scorer = HTTPTeacher(
+        url,
+        api_key=config.teacher_api_key or os.environ.get(API_KEY_ENV),
+        timeout=config.teacher_timeout,
+        batch_size=config.micro_batch_size,
+        role=what,
+    )
     check_same_vocabulary(tokenizer, remote_teacher_tokenizer(scorer, config.teacher_tokenizer))
     return scorer
 
@@ -97,13 +110,15 @@ def report_turn_differences(tokenizer, student, teacher_tokenizer, teacher, what
     """Say, before any work, where teacher and student disagree on how a chat turn is written and ended."""
     from mentor.train.progress import console
 
-    for problem in describe_differences(tokenizer, teacher_tokenizer, stop_token_ids(tokenizer, student),
-                                        stop_token_ids(teacher_tokenizer, teacher)):
+    for problem in describe_differences(
+        tokenizer, teacher_tokenizer, stop_token_ids(tokenizer, student), stop_token_ids(teacher_tokenizer, teacher)
+    ):
         console.print(f"[yellow]warning: {what} and student: {problem}[/]")
 
 
-def make_sampler(config, model: nn.Module, tokenizer, model_path: str, temperature: float | None = None,
-                 multi_turn: bool = True) -> Sampler:
+def make_sampler(
+    config, model: nn.Module, tokenizer, model_path: str, temperature: float | None = None, multi_turn: bool = True
+) -> Sampler:
     """``config.sampler``: ``hf`` (transformers ``generate``) or ``vllm`` (a colocated engine, CUDA or CPU build,
     fed ``model``'s weights whenever they changed). ``temperature`` defaults to ``config.temperature``; the configs
     refuse top-k/top-p for training, so both samplers draw from the full tempered softmax. ``close_sampler``
@@ -114,14 +129,30 @@ def make_sampler(config, model: nn.Module, tokenizer, model_path: str, temperatu
         from mentor.sample.multi_turn import MultiTurnSampler
 
         single = make_sampler(config, model, tokenizer, model_path, temperature, multi_turn=False)
-        return MultiTurnSampler(single, tokenizer, get_env(config.env), config.max_turns, config.max_new_tokens,
-                                engine_context(model, config), model)
+        return MultiTurnSampler(
+            single,
+            tokenizer,
+            get_env(config.env),
+            config.max_turns,
+            config.max_new_tokens,
+            engine_context(model, config),
+            model,
+        )
     if config.sampler == "vllm":
         from mentor.sample.vllm import VLLMSampler
 
-        return VLLMSampler(model, tokenizer, model_path, config.max_new_tokens, temperature, dtype=config.dtype,
-                           seed=config.seed, gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-                           max_model_len=engine_context(model, config), enforce_eager=config.vllm_enforce_eager)
+        return VLLMSampler(
+            model,
+            tokenizer,
+            model_path,
+            config.max_new_tokens,
+            temperature,
+            dtype=config.dtype,
+            seed=config.seed,
+            gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            max_model_len=engine_context(model, config),
+            enforce_eager=config.vllm_enforce_eager,
+        )
     from mentor.sample.hf import HFSampler
 
     return HFSampler(model, tokenizer, config.max_new_tokens, temperature, batch_size=config.micro_batch_size)

@@ -31,11 +31,17 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 GAP_WARN = 1.5
 # ... and when its own completions lose this much after the student's rendering of the prompts (0 when equal)
 FORMAT_WARN = 0.5
-CONVERSATION = [{"role": "user", "content": "Hi! Who are you?"},
-                {"role": "assistant", "content": "I am a helpful assistant."},
-                {"role": "user", "content": "What is 2+3?"}]
-PROBES = ["What is the capital of France?", "Write one short sentence about the sea.", "What is 12 times 7?",
-          "Name three colors."]
+CONVERSATION = [
+    {"role": "user", "content": "Hi! Who are you?"},
+    {"role": "assistant", "content": "I am a helpful assistant."},
+    {"role": "user", "content": "What is 2+3?"},
+]
+PROBES = [
+    "What is the capital of France?",
+    "Write one short sentence about the sea.",
+    "What is 12 times 7?",
+    "Name three colors.",
+]
 GENERATION_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "bos_token_id")
 
 
@@ -63,10 +69,15 @@ def screen(findings: list[Finding], title: str = "") -> str:
 
 # --- tokenizers only ----------------------------------------------------------------------------------------
 
+
 def tokenizer_findings(student_tokenizer, teacher_tokenizer) -> list[Finding]:
     """The cheap checks: no weights needed."""
-    return [_vocabulary(student_tokenizer, teacher_tokenizer), _special_tokens(student_tokenizer, teacher_tokenizer),
-            _chat_templates(student_tokenizer, teacher_tokenizer), _thinking(student_tokenizer, teacher_tokenizer)]
+    return [
+        _vocabulary(student_tokenizer, teacher_tokenizer),
+        _special_tokens(student_tokenizer, teacher_tokenizer),
+        _chat_templates(student_tokenizer, teacher_tokenizer),
+        _thinking(student_tokenizer, teacher_tokenizer),
+    ]
 
 
 def _vocabulary(student, teacher) -> Finding:
@@ -90,15 +101,26 @@ def _special_tokens(student, teacher) -> Finding:
     differ = [name for name in names if s_vocab.get(name) != t_vocab.get(name)]
     if differ:
         name = differ[0]
-        return Finding(FAIL, "special tokens", f"{len(differ)} of {len(names)} differ: {name!r} is "
-                       f"{_id_or_absent(s_vocab.get(name))} for the student, {_id_or_absent(t_vocab.get(name))} "
-                       "for the teacher")
-    roles = [role for role in ("bos_token", "unk_token") if getattr(student, role, None) != getattr(teacher, role, None)]
+        return Finding(
+            FAIL,
+            "special tokens",
+            f"{len(differ)} of {len(names)} differ: {name!r} is "
+            f"{_id_or_absent(s_vocab.get(name))} for the student, {_id_or_absent(t_vocab.get(name))} "
+            "for the teacher",
+        )
+    roles = [
+        role for role in ("bos_token", "unk_token") if getattr(student, role, None) != getattr(teacher, role, None)
+    ]
     if roles:
-        shown = ", ".join(f"{role[:3]} {getattr(student, role, None)!r} vs {getattr(teacher, role, None)!r}"
-                          for role in roles)
-        return Finding(WARN, "special tokens", f"{len(names)} with the same ids, but the roles differ: {shown} "
-                       "(student vs teacher; the teacher scores prompts tokenised by the student)")
+        shown = ", ".join(
+            f"{role[:3]} {getattr(student, role, None)!r} vs {getattr(teacher, role, None)!r}" for role in roles
+        )
+        return Finding(
+            WARN,
+            "special tokens",
+            f"{len(names)} with the same ids, but the roles differ: {shown} "
+            "(student vs teacher; the teacher scores prompts tokenised by the student)",
+        )
     return Finding(OK, "special tokens", f"{len(names)}, the same ids on both sides")
 
 
@@ -116,25 +138,42 @@ def _chat_templates(student, teacher) -> Finding:
         return Finding(OK, "chat template", "neither tokenizer has one: prompts are plain text on both sides")
     if not all(has.values()):
         side = "student" if has["student"] else "teacher"
-        return Finding(WARN, "chat template", f"only the {side} has one: `messages` prompts are rendered by the "
-                       "student's tokenizer, in a format the teacher was not tuned on" if side == "teacher" else
-                       f"only the {side} has one: the teacher grades chat-formatted prompts it was not tuned on")
+        return Finding(
+            WARN,
+            "chat template",
+            f"only the {side} has one: `messages` prompts are rendered by the "
+            "student's tokenizer, in a format the teacher was not tuned on"
+            if side == "teacher"
+            else f"only the {side} has one: the teacher grades chat-formatted prompts it was not tuned on",
+        )
     rendered = {}
     for side, tokenizer in (("student", student), ("teacher", teacher)):
         try:
             rendered[side] = _render(tokenizer)
         except Exception as exc:  # jinja raises its own errors (e.g. a template that refuses a role order)
-            return Finding(WARN, "chat template", f"the {side}'s template cannot render a user/assistant/user "
-                           f"conversation ({' '.join(str(exc).split())[:80]})")
+            return Finding(
+                WARN,
+                "chat template",
+                f"the {side}'s template cannot render a user/assistant/user "
+                f"conversation ({' '.join(str(exc).split())[:80]})",
+            )
     s_ids, t_ids = rendered["student"], rendered["teacher"]
     if s_ids == t_ids:
         same_text = (student.chat_template or "") == (teacher.chat_template or "")
-        return Finding(OK, "chat template", f"a 3-turn conversation renders to the same {len(s_ids)} ids"
-                       + ("" if same_text else " (the template texts differ)"))
+        return Finding(
+            OK,
+            "chat template",
+            f"a 3-turn conversation renders to the same {len(s_ids)} ids"
+            + ("" if same_text else " (the template texts differ)"),
+        )
     first = next((i for i, (a, b) in enumerate(zip(s_ids, t_ids)) if a != b), min(len(s_ids), len(t_ids)))
-    return Finding(WARN, "chat template", f"a 3-turn conversation renders differently from token {first} "
-                   f"(student {len(s_ids)} ids, teacher {len(t_ids)}): student {_around(student, s_ids, first)}"
-                   f" | teacher {_around(teacher, t_ids, first)}")
+    return Finding(
+        WARN,
+        "chat template",
+        f"a 3-turn conversation renders differently from token {first} "
+        f"(student {len(s_ids)} ids, teacher {len(t_ids)}): student {_around(student, s_ids, first)}"
+        f" | teacher {_around(teacher, t_ids, first)}",
+    )
 
 
 def _around(tokenizer, ids: list[int], position: int, before: int = 2, after: int = 2) -> str:
@@ -159,24 +198,40 @@ def _thinking(student, teacher) -> Finding:
     if s == t:
         return Finding(OK, "thinking mode", "both templates have one" if s else "neither template has one")
     side, other = ("teacher", "student") if t else ("student", "teacher")
-    return Finding(WARN, "thinking mode", f"only the {side}'s template has one (<think>): the {side} expects "
-                   f"think blocks the {other} does not write, so their turns start differently")
+    return Finding(
+        WARN,
+        "thinking mode",
+        f"only the {side}'s template has one (<think>): the {side} expects "
+        f"think blocks the {other} does not write, so their turns start differently",
+    )
 
 
 # --- with the models ----------------------------------------------------------------------------------------
 
-def model_findings(student_tokenizer, teacher_tokenizer, student, teacher=None, teacher_context: int | None = None,
-                   prompt_lengths: list[int] | None = None, max_new_tokens: int = 256) -> list[Finding]:
+
+def model_findings(
+    student_tokenizer,
+    teacher_tokenizer,
+    student,
+    teacher=None,
+    teacher_context: int | None = None,
+    prompt_lengths: list[int] | None = None,
+    max_new_tokens: int = 256,
+) -> list[Finding]:
     """Head sizes, end-of-turn ids, generation configs and context lengths. ``teacher`` is None for a server:
     its side of the head and generation-config checks is skipped, its context is ``teacher_context`` if known."""
     from mentor.models.loading import context_length
 
-    contexts = {"student": context_length(student),
-                "teacher": context_length(teacher) if teacher is not None else teacher_context}
-    return [_heads(student_tokenizer, teacher_tokenizer, student, teacher),
-            _stop_ids(student_tokenizer, teacher_tokenizer, student, teacher),
-            _generation_configs(student, teacher),
-            _contexts(contexts, prompt_lengths, max_new_tokens)]
+    contexts = {
+        "student": context_length(student),
+        "teacher": context_length(teacher) if teacher is not None else teacher_context,
+    }
+    return [
+        _heads(student_tokenizer, teacher_tokenizer, student, teacher),
+        _stop_ids(student_tokenizer, teacher_tokenizer, student, teacher),
+        _generation_configs(student, teacher),
+        _contexts(contexts, prompt_lengths, max_new_tokens),
+    ]
 
 
 def _head_rows(model) -> int | None:
@@ -192,14 +247,23 @@ def _heads(student_tokenizer, teacher_tokenizer, student, teacher) -> Finding:
         rows["teacher"] = (_head_rows(teacher), len(teacher_tokenizer))
     for side, (head, tokens) in rows.items():
         if head is not None and head < tokens:
-            return Finding(FAIL, "head sizes", f"the {side}'s output layer has {head:,} rows for {tokens:,} tokens: "
-                           f"ids from {head:,} up have no log-prob (the checkpoint and tokenizer do not belong "
-                           "together)")
+            return Finding(
+                FAIL,
+                "head sizes",
+                f"the {side}'s output layer has {head:,} rows for {tokens:,} tokens: "
+                f"ids from {head:,} up have no log-prob (the checkpoint and tokenizer do not belong "
+                "together)",
+            )
     shown = ", ".join(f"{side} {head:,}" for side, (head, _) in rows.items() if head is not None)
     padded = any(head is not None and head > tokens for head, tokens in rows.values())
     note = "" if teacher is not None else " (a server's head is not visible)"
-    return Finding(OK, "head sizes", f"{shown} rows >= {len(student_tokenizer):,} tokens"
-                   + (" (padded: the extra rows are never sampled)" if padded else "") + note)
+    return Finding(
+        OK,
+        "head sizes",
+        f"{shown} rows >= {len(student_tokenizer):,} tokens"
+        + (" (padded: the extra rows are never sampled)" if padded else "")
+        + note,
+    )
 
 
 def _token_names(tokenizer, ids: list[int]) -> str:
@@ -212,15 +276,24 @@ def _stop_ids(student_tokenizer, teacher_tokenizer, student, teacher) -> Finding
         t_stops = stop_token_ids(teacher_tokenizer, teacher)
     except MentorError as exc:
         return Finding(FAIL, "end of turn", str(exc))
-    source = "" if teacher is not None else " (the teacher's from its tokenizer: a server's generation config is " \
-                                            "not visible)"
+    source = (
+        ""
+        if teacher is not None
+        else " (the teacher's from its tokenizer: a server's generation config is not visible)"
+    )
     if set(s_stops) == set(t_stops):
         return Finding(OK, "end of turn", f"both stop at {_token_names(student_tokenizer, s_stops)}{source}")
-    shown = (f"student stops at {_token_names(student_tokenizer, s_stops)}, teacher at "
-             f"{_token_names(teacher_tokenizer, t_stops)}")
+    shown = (
+        f"student stops at {_token_names(student_tokenizer, s_stops)}, teacher at "
+        f"{_token_names(teacher_tokenizer, t_stops)}"
+    )
     if not set(s_stops) & set(t_stops):
-        return Finding(FAIL, "end of turn", f"{shown}: the teacher never ends a turn where the student does, so "
-                       f"OPD teaches the student to end turns with a token that does not stop it{source}")
+        return Finding(
+            FAIL,
+            "end of turn",
+            f"{shown}: the teacher never ends a turn where the student does, so "
+            f"OPD teaches the student to end turns with a token that does not stop it{source}",
+        )
     return Finding(WARN, "end of turn", f"{shown}{source}")
 
 
@@ -234,11 +307,16 @@ def _generation_configs(student, teacher) -> Finding:
     differ = [(name, getattr(s_config, name, None), getattr(t_config, name, None)) for name in GENERATION_FIELDS]
     differ = [(name, s, t) for name, s, t in differ if s != t]
     if not differ:
-        return Finding(OK, "generation config", "the same sampling settings (mentor samples at --temperature, "
-                       "without them)")
+        return Finding(
+            OK, "generation config", "the same sampling settings (mentor samples at --temperature, without them)"
+        )
     shown = ", ".join(f"{name} {s} vs {t}" for name, s, t in differ[:4])
-    return Finding(WARN, "generation config", f"they differ: {shown} (student vs teacher; mentor samples at "
-                   "--temperature without them, but the teacher was tuned to be run with its own)")
+    return Finding(
+        WARN,
+        "generation config",
+        f"they differ: {shown} (student vs teacher; mentor samples at "
+        "--temperature without them, but the teacher was tuned to be run with its own)",
+    )
 
 
 def _contexts(contexts: dict[str, int | None], prompt_lengths: list[int] | None, max_new_tokens: int) -> Finding:
@@ -249,21 +327,37 @@ def _contexts(contexts: dict[str, int | None], prompt_lengths: list[int] | None,
     limit = known[side]
     shown = ", ".join(f"{s} {n:,}" for s, n in known.items())
     if max_new_tokens >= limit:
-        return Finding(FAIL, "context length", f"{shown} positions: --max-new-tokens {max_new_tokens} leaves no "
-                       f"room for a prompt in the {side}'s context")
+        return Finding(
+            FAIL,
+            "context length",
+            f"{shown} positions: --max-new-tokens {max_new_tokens} leaves no room for a prompt in the {side}'s context",
+        )
     if not prompt_lengths:
-        return Finding(OK, "context length", f"{shown} positions; --max-new-tokens {max_new_tokens} leaves "
-                       f"{limit - max_new_tokens:,} for a prompt (prompt lengths not measured)")
+        return Finding(
+            OK,
+            "context length",
+            f"{shown} positions; --max-new-tokens {max_new_tokens} leaves "
+            f"{limit - max_new_tokens:,} for a prompt (prompt lengths not measured)",
+        )
     over = [n for n in prompt_lengths if n + max_new_tokens > limit]
     if over:
-        return Finding(WARN, "context length", f"{len(over)} of {len(prompt_lengths)} prompts plus --max-new-tokens "
-                       f"{max_new_tokens} exceed the {side}'s {limit:,} positions (longest prompt "
-                       f"{max(prompt_lengths):,} tokens): distill skips them")
-    return Finding(OK, "context length", f"{shown} positions; the longest of {len(prompt_lengths)} prompts "
-                   f"({max(prompt_lengths):,} tokens) + --max-new-tokens {max_new_tokens} fits")
+        return Finding(
+            WARN,
+            "context length",
+            f"{len(over)} of {len(prompt_lengths)} prompts plus --max-new-tokens "
+            f"{max_new_tokens} exceed the {side}'s {limit:,} positions (longest prompt "
+            f"{max(prompt_lengths):,} tokens): distill skips them",
+        )
+    return Finding(
+        OK,
+        "context length",
+        f"{shown} positions; the longest of {len(prompt_lengths)} prompts "
+        f"({max(prompt_lengths):,} tokens) + --max-new-tokens {max_new_tokens} fits",
+    )
 
 
 # --- measured ------------------------------------------------------------------------------------------------
+
 
 def probe_examples(records=None, count: int = 4):
     """The prompts of the measured check: the first ``count`` records given, else a few built-in questions."""
@@ -319,9 +413,17 @@ def greedy_by_top1(scorer, prompts: list[list[int]], stop_ids: list[int], max_ne
     return completions, len(active)
 
 
-def measured_findings(scorer, student, student_tokenizer, teacher_tokenizer, examples, max_new_tokens: int,
-                      chat_template: bool | None = None, teacher=None, teacher_stops: list[int] | None = None
-                      ) -> list[Finding]:
+def measured_findings(
+    scorer,
+    student,
+    student_tokenizer,
+    teacher_tokenizer,
+    examples,
+    max_new_tokens: int,
+    chat_template: bool | None = None,
+    teacher=None,
+    teacher_stops: list[int] | None = None,
+) -> list[Finding]:
     """Two lines of measured numbers (mean teacher log-prob per completion token, greedy completions):
 
     - ``measured``: on the student's completions after the student's prompts (as OPD scores them) beside on the
@@ -335,8 +437,10 @@ def measured_findings(scorer, student, student_tokenizer, teacher_tokenizer, exa
     s_completions, s_cut = greedy(student, student_tokenizer, s_prompts, max_new_tokens)
     on_student, s_tokens = _mean_completion_logprob(scorer, s_prompts, s_completions)
     n = len(examples)
-    student_part = (f"teacher log-prob/token {on_student:.2f} on the student's greedy completions ({s_tokens} "
-                    f"tokens, {s_cut}/{n} at the limit)")
+    student_part = (
+        f"teacher log-prob/token {on_student:.2f} on the student's greedy completions ({s_tokens} "
+        f"tokens, {s_cut}/{n} at the limit)"
+    )
     t_prompts = encode_probes(teacher_tokenizer, examples, chat_template)
     try:
         if teacher is not None:
@@ -345,22 +449,34 @@ def measured_findings(scorer, student, student_tokenizer, teacher_tokenizer, exa
             t_completions, t_cut = greedy_by_top1(scorer, t_prompts, teacher_stops, max_new_tokens)
     except (MentorError, AttributeError) as exc:  # a server without prompt log-probs cannot generate for us
         reason = " ".join(str(exc).split())[:80]
-        return [Finding(OK, "measured", f"{student_part}; its own completions skipped ({reason})"),
-                Finding(SKIP, "measured format", "needs the teacher's own completions")]
+        return [
+            Finding(OK, "measured", f"{student_part}; its own completions skipped ({reason})"),
+            Finding(SKIP, "measured format", "needs the teacher's own completions"),
+        ]
     own, t_tokens = _mean_completion_logprob(scorer, t_prompts, t_completions)
     gap = own - on_student
     detail = f"{student_part}, {own:.2f} on its own ({t_tokens}, {t_cut}/{n}): gap {gap:.2f} nats"
-    measured = (Finding(WARN, "measured", f"{detail} (over {GAP_WARN}: the teacher finds the student's turns unlike "
-                        "its own)") if gap > GAP_WARN else Finding(OK, "measured", detail))
+    measured = (
+        Finding(WARN, "measured", f"{detail} (over {GAP_WARN}: the teacher finds the student's turns unlike its own)")
+        if gap > GAP_WARN
+        else Finding(OK, "measured", detail)
+    )
     moved, _ = _mean_completion_logprob(scorer, s_prompts, t_completions)
     shift = own - moved
-    detail = (f"the teacher's own completions {own:.2f} after its prompts, {moved:.2f} after the student's: its "
-              f"grades move {shift:.2f} nats/token with the student's format")
-    return [measured, Finding(WARN, "measured format", f"{detail} (over {FORMAT_WARN})") if shift > FORMAT_WARN
-            else Finding(OK, "measured format", detail)]
+    detail = (
+        f"the teacher's own completions {own:.2f} after its prompts, {moved:.2f} after the student's: its "
+        f"grades move {shift:.2f} nats/token with the student's format"
+    )
+    return [
+        measured,
+        Finding(WARN, "measured format", f"{detail} (over {FORMAT_WARN})")
+        if shift > FORMAT_WARN
+        else Finding(OK, "measured format", detail),
+    ]
 
 
 # --- the command --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class CheckOptions:
@@ -394,8 +510,10 @@ def run_check(options: CheckOptions) -> list[Finding]:
     findings = tokenizer_findings(student_tokenizer, teacher_tokenizer)
     if blocking(findings):
         reason = "the vocabularies differ" if findings[0].verdict == FAIL else "the special tokens differ"
-        return findings + [Finding(SKIP, name, f"not run: {reason}, no weights were loaded")
-                           for name in ("head sizes", "end of turn", "generation config", "context length", "measured")]
+        return findings + [
+            Finding(SKIP, name, f"not run: {reason}, no weights were loaded")
+            for name in ("head sizes", "end of turn", "generation config", "context length", "measured")
+        ]
     student = load_model(options.student, options.dtype, options.device, what="student")
     teacher, teacher_context = None, None
     if remote:
@@ -405,22 +523,40 @@ def run_check(options: CheckOptions) -> list[Finding]:
 
         teacher = load_model(options.teacher, options.dtype, options.device, what="teacher")
         scorer = LocalTeacher(teacher, student_tokenizer.pad_token_id, batch_size=max(1, options.measure_prompts))
-    lengths = ([len(ids) for ids in encode_probes(student_tokenizer, records, options.chat_template)]
-               if records else None)
-    findings += model_findings(student_tokenizer, teacher_tokenizer, student, teacher, teacher_context, lengths,
-                               options.max_new_tokens)
-    findings.extend(_measured_or_skip(findings, scorer, student, student_tokenizer, teacher_tokenizer,
-                                      probe_examples(records, options.measure_prompts),
-                                      min(options.measure_tokens, options.max_new_tokens), options.chat_template,
-                                      teacher))
+    lengths = (
+        [len(ids) for ids in encode_probes(student_tokenizer, records, options.chat_template)] if records else None
+    )
+    findings += model_findings(
+        student_tokenizer, teacher_tokenizer, student, teacher, teacher_context, lengths, options.max_new_tokens
+    )
+    findings.extend(
+        _measured_or_skip(
+            findings,
+            scorer,
+            student,
+            student_tokenizer,
+            teacher_tokenizer,
+            probe_examples(records, options.measure_prompts),
+            min(options.measure_tokens, options.max_new_tokens),
+            options.chat_template,
+            teacher,
+        )
+    )
     if remote:
-        findings.append(Finding(SKIP, "served teacher", "not checked on a server: the teacher's head size and "
-                                "generation config" + ("" if teacher_context else ", its context length")))
+        findings.append(
+            Finding(
+                SKIP,
+                "served teacher",
+                "not checked on a server: the teacher's head size and "
+                "generation config" + ("" if teacher_context else ", its context length"),
+            )
+        )
     return findings
 
 
-def _measured_or_skip(findings, scorer, student, student_tokenizer, teacher_tokenizer, examples, max_new_tokens,
-                      chat_template, teacher) -> list[Finding]:
+def _measured_or_skip(
+    findings, scorer, student, student_tokenizer, teacher_tokenizer, examples, max_new_tokens, chat_template, teacher
+) -> list[Finding]:
     if not examples:
         return [Finding(SKIP, "measured", "--measure-prompts 0")]
     if blocking(findings):
@@ -428,8 +564,9 @@ def _measured_or_skip(findings, scorer, student, student_tokenizer, teacher_toke
     # a teacher that cannot score (a server down or answering garbage) is the error training would stop on:
     # it propagates as that one line, not as a warning followed by the same failure
     stops = stop_token_ids(teacher_tokenizer, teacher)
-    return measured_findings(scorer, student, student_tokenizer, teacher_tokenizer, examples, max_new_tokens,
-                             chat_template, teacher, stops)
+    return measured_findings(
+        scorer, student, student_tokenizer, teacher_tokenizer, examples, max_new_tokens, chat_template, teacher, stops
+    )
 
 
 def _records(path: str):
@@ -444,8 +581,12 @@ def _server(options: CheckOptions):
     from mentor.backends import API_KEY_ENV
     from mentor.score.http import HTTPTeacher
 
-    return HTTPTeacher(options.teacher, api_key=options.teacher_api_key or os.environ.get(API_KEY_ENV),
-                       timeout=options.teacher_timeout, batch_size=max(1, options.measure_prompts))
+    return HTTPTeacher(
+        options.teacher,
+        api_key=options.teacher_api_key or os.environ.get(API_KEY_ENV),
+        timeout=options.teacher_timeout,
+        batch_size=max(1, options.measure_prompts),
+    )
 
 
 def _server_tokenizer(scorer, options: CheckOptions):
@@ -460,25 +601,41 @@ def _server_context(scorer) -> int | None:
 
 
 def add_check_parser(sub) -> None:
-    check = sub.add_parser("check", help="will this teacher and student work together? (vocabularies, turns, "
-                                         "templates, contexts, and a measured check; exit 2 on a blocking mismatch)")
+    check = sub.add_parser(
+        "check",
+        help="will this teacher and student work together? (vocabularies, turns, "
+        "templates, contexts, and a measured check; exit 2 on a blocking mismatch)",
+    )
     check.add_argument("--student", required=True, help="the student: a directory, a .gguf file or a hub id")
-    check.add_argument("--teacher", required=True, help="the teacher: a directory, a .gguf file, a hub id or a URL "
-                                                        "(http://host:port/v1: vLLM, SGLang, mentor serve-teacher)")
-    check.add_argument("--prompts", default="", help="JSONL of `prompt` or `messages` records: their lengths are "
-                                                     "checked against the contexts, the first few are measured")
-    check.add_argument("--chat-template", action="store_true", default=None,
-                       help="wrap plain `prompt` records in each tokenizer's chat template, as distill's flag does "
-                            "(default: as distill does with --prompts, never; for the built-in questions, where "
-                            "a side has a template)")
+    check.add_argument(
+        "--teacher",
+        required=True,
+        help="the teacher: a directory, a .gguf file, a hub id or a URL "
+        "(http://host:port/v1: vLLM, SGLang, mentor serve-teacher)",
+    )
+    check.add_argument(
+        "--prompts",
+        default="",
+        help="JSONL of `prompt` or `messages` records: their lengths are "
+        "checked against the contexts, the first few are measured",
+    )
+    check.add_argument(
+        "--chat-template",
+        action="store_true",
+        default=None,
+        help="wrap plain `prompt` records in each tokenizer's chat template, as distill's flag does "
+        "(default: as distill does with --prompts, never; for the built-in questions, where "
+        "a side has a template)",
+    )
     check.add_argument("--max-new-tokens", type=int, default=256, help="as distill's: checked against the contexts")
     check.add_argument("--measure-prompts", type=int, default=4, help="prompts of the measured check (0: skip it)")
     check.add_argument("--measure-tokens", type=int, default=48, help="greedy tokens per measured completion")
     check.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     check.add_argument("--teacher-tokenizer", default="", help="a served teacher's tokenizer (default: ask the server)")
-    check.add_argument("--teacher-api-key", default="", help="bearer key for a served teacher (or "
-                                                             "$MENTOR_TEACHER_API_KEY)")
+    check.add_argument(
+        "--teacher-api-key", default="", help="bearer key for a served teacher (or $MENTOR_TEACHER_API_KEY)"
+    )
     check.add_argument("--teacher-timeout", type=float, default=120.0, help="seconds per request to a served teacher")
     check.set_defaults(func=_main)
 
@@ -499,9 +656,11 @@ def _main(args) -> None:
 
 # --- mentor distill's start-up check -------------------------------------------------------------------------
 
+
 def startup_check(config, tokenizer):
     """``mentor distill``'s first step: the cheap checks now (a FAIL stops the run with one line before any
-    weights load), the rest when the returned loader's ``report()`` is called, once everything is loaded. Returns the teacher loader ``check_teacher`` would
+    weights load), the rest when the returned loader's ``report()`` is called, once everything is loaded.
+    Returns the teacher loader ``check_teacher`` would
     (``student -> LoadedTeacher``), or None where the check does not apply (``--no-check``, one teacher per
     data set): then the caller uses ``check_teacher``."""
     from mentor.backends import check_teacher
@@ -520,8 +679,18 @@ def startup_check(config, tokenizer):
             teacher_tokenizer = remote_teacher_tokenizer(loaded.teacher, config.teacher_tokenizer)
             findings = tokenizer_findings(tokenizer, teacher_tokenizer)
             _stop_on(findings)
-            pending.append(lambda: _finish(config, findings, tokenizer, teacher_tokenizer, student, None,
-                                           loaded.teacher, _server_context(loaded.teacher)))
+            pending.append(
+                lambda: _finish(
+                    config,
+                    findings,
+                    tokenizer,
+                    teacher_tokenizer,
+                    student,
+                    None,
+                    loaded.teacher,
+                    _server_context(loaded.teacher),
+                )
+            )
             return loaded
 
         return _with_report(load, pending)
@@ -565,11 +734,23 @@ def _finish(config, findings, tokenizer, teacher_tokenizer, student, teacher, sc
 
     from mentor.train.progress import console
 
-    findings = findings + model_findings(tokenizer, teacher_tokenizer, student, teacher, teacher_context, None,
-                                         config.max_new_tokens)
+    findings = findings + model_findings(
+        tokenizer, teacher_tokenizer, student, teacher, teacher_context, None, config.max_new_tokens
+    )
     examples = _startup_examples(config)
-    findings.extend(_measured_or_skip(findings, scorer, student, tokenizer, teacher_tokenizer, examples,
-                                      min(STARTUP_TOKENS, config.max_new_tokens), config.chat_template, teacher))
+    findings.extend(
+        _measured_or_skip(
+            findings,
+            scorer,
+            student,
+            tokenizer,
+            teacher_tokenizer,
+            examples,
+            min(STARTUP_TOKENS, config.max_new_tokens),
+            config.chat_template,
+            teacher,
+        )
+    )
     shown = findings if not config.quiet else [f for f in findings if f.verdict in (WARN, FAIL)]
     colour = {OK: "green", WARN: "yellow", FAIL: "red", SKIP: "dim"}
     for finding in shown:
@@ -596,5 +777,7 @@ def _startup_examples(config):
 def _stop_on(findings: list[Finding]) -> None:
     failed = blocking(findings)
     if failed:
-        raise MentorError(f"mentor check: {failed[0].check}: {failed[0].detail} (`mentor check` lists every check; "
-                          "--no-check skips them)")
+        raise MentorError(
+            f"mentor check: {failed[0].check}: {failed[0].detail} (`mentor check` lists every check; "
+            "--no-check skips them)"
+        )

@@ -47,12 +47,15 @@ def _print_done(trainer, history) -> None:
     from mentor.train.progress import console
 
     last = history[-1] if history else {}
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k in ("accuracy", "reverse_kl", "loss")
-                      and isinstance(v, float))
+    shown = ", ".join(
+        f"{k}={v:.4g}" for k, v in last.items() if k in ("accuracy", "reverse_kl", "loss") and isinstance(v, float)
+    )
     console.print(f"done: {trainer.step} steps{', ' + shown if shown else ''}; run directory {trainer.run.path}")
     flops = trainer.ledger.snapshot()
-    console.print(f"compute: teacher {flops['flops_teacher']:.3g} FLOPs, student {flops['flops_student']:.3g} FLOPs "
-                  f"(summary.md has the split by sampling / scoring / training)")
+    console.print(
+        f"compute: teacher {flops['flops_teacher']:.3g} FLOPs, student {flops['flops_student']:.3g} FLOPs "
+        f"(summary.md has the split by sampling / scoring / training)"
+    )
 
 
 def _eval(args) -> None:
@@ -72,10 +75,19 @@ def _serve_teacher(args) -> None:
 
     from mentor.serve import serve_teacher
 
-    serve_teacher(args.model, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("MENTOR_API_KEY"),
-                  dtype=args.dtype, device=args.device, served_model_name=args.served_model_name,
-                  max_batch_tokens=args.max_batch_tokens, max_request_tokens=args.max_request_tokens,
-                  max_request_bytes=args.max_request_mb * 2**20, verbose=args.verbose)
+    serve_teacher(
+        args.model,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("MENTOR_API_KEY"),
+        dtype=args.dtype,
+        device=args.device,
+        served_model_name=args.served_model_name,
+        max_batch_tokens=args.max_batch_tokens,
+        max_request_tokens=args.max_request_tokens,
+        max_request_bytes=args.max_request_mb * 2**20,
+        verbose=args.verbose,
+    )
 
 
 def _prune(args) -> None:
@@ -83,8 +95,15 @@ def _prune(args) -> None:
     from mentor.recipes.common import quiet_transformers
 
     quiet_transformers()
-    prune(args.model, args.out, drop=args.drop, every=args.drop_every, evenly=args.drop_evenly,
-          by_influence=args.drop_by_influence, dtype=args.dtype)
+    prune(
+        args.model,
+        args.out,
+        drop=args.drop,
+        every=args.drop_every,
+        evenly=args.drop_evenly,
+        by_influence=args.drop_by_influence,
+        dtype=args.dtype,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run directory")
     demo.add_argument("--quick", action="store_true", help="smaller and faster (under 2 minutes)")
     demo.add_argument("--steps", type=int, default=None, help="OPD steps (default: 100, or 30 with --quick)")
-    demo.add_argument("--retrain-teacher", action="store_true", help="train the teacher instead of loading the shipped one")
+    demo.add_argument(
+        "--retrain-teacher", action="store_true", help="train the teacher instead of loading the shipped one"
+    )
     demo.set_defaults(func=_demo)
 
     distill = sub.add_parser("distill", help="on-policy distillation of --student from --teacher on --prompts")
@@ -112,28 +133,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="accuracy of a model (or a run directory's final model) on a task")
     ev.add_argument("model", help="model directory, hub id, or run directory")
-    ev.add_argument("--task", default="arithmetic",
-                    help="a built-in task, or SCHEMA:FILE for a local gsm8k, math, humaneval or ifeval file")
+    ev.add_argument(
+        "--task",
+        default="arithmetic",
+        help="a built-in task, or SCHEMA:FILE for a local gsm8k, math, humaneval or ifeval file",
+    )
     ev.add_argument("--size", type=int, default=200, help="held-out problems")
     ev.add_argument("--max-new-tokens", type=int, default=64)
     ev.add_argument("--samples", type=int, default=1, help="samples per problem (n); 1 = greedy")
     ev.add_argument("--k", type=int, default=0, help="report unbiased pass@k from the n samples (default k = n)")
     ev.add_argument("--grader", default="", help="override the task's grader: exact, numeric, math, code, ifeval")
     ev.add_argument("--temperature", type=float, default=1.0)
-    ev.add_argument("--sampler", default="hf", choices=("hf", "vllm"),
-                    help="hf (transformers generate) or vllm (an engine in this process: `make vllm`, docs/vllm.md)")
+    ev.add_argument(
+        "--sampler",
+        default="hf",
+        choices=("hf", "vllm"),
+        help="hf (transformers generate) or vllm (an engine in this process: `make vllm`, docs/vllm.md)",
+    )
     ev.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     ev.add_argument("--show", type=int, default=3, help="print this many completions")
-    ev.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
-                    help="wrap each prompt in the tokenizer's chat template (default: as a run directory was trained; "
-                         "else on when the tokenizer has one)")
-    ev.add_argument("--records", default=None, metavar="PATH",
-                    help="per-sample JSONL (prompt, completion, reference, correct; IFEval: each instruction); "
-                         "default eval_samples.jsonl in the run directory, or here; an existing file is never "
-                         "overwritten (NAME-1.jsonl, NAME-2.jsonl... instead)")
+    ev.add_argument(
+        "--chat-template",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wrap each prompt in the tokenizer's chat template (default: as a run directory was trained; "
+        "else on when the tokenizer has one)",
+    )
+    ev.add_argument(
+        "--records",
+        default=None,
+        metavar="PATH",
+        help="per-sample JSONL (prompt, completion, reference, correct; IFEval: each instruction); "
+        "default eval_samples.jsonl in the run directory, or here; an existing file is never "
+        "overwritten (NAME-1.jsonl, NAME-2.jsonl... instead)",
+    )
     ev.set_defaults(func=_eval)
 
-    serve = sub.add_parser("serve-teacher", help="serve a model's token log-probs over HTTP (OpenAI completions protocol)")
+    serve = sub.add_parser(
+        "serve-teacher", help="serve a model's token log-probs over HTTP (OpenAI completions protocol)"
+    )
     serve.add_argument("model", help="model directory or hub id")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs --api-key)")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
@@ -147,20 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--verbose", action="store_true", help="log every request")
     serve.set_defaults(func=_serve_teacher)
 
-    prune = sub.add_parser("prune", help="remove decoder layers from a model (by index or by a rule) into a new "
-                                         "directory")
+    prune = sub.add_parser(
+        "prune", help="remove decoder layers from a model (by index or by a rule) into a new directory"
+    )
     prune.add_argument("model", help="model directory, .gguf file or hub id (only read)")
     prune.add_argument("--out", required=True, help="a new (or empty) directory for the pruned model")
     rule = prune.add_mutually_exclusive_group(required=True)
     rule.add_argument("--drop", default=None, metavar="LAYERS", help="0-based layers to drop, e.g. 12,16,20 or 12-14")
-    rule.add_argument("--drop-every", type=int, default=None, metavar="K",
-                      help="drop every K-th layer (indices K-1, 2K-1, ...), never the last")
-    rule.add_argument("--drop-evenly", type=int, default=None, metavar="N",
-                      help="drop N layers evenly spaced over the middle half (docs/prune.md)")
-    rule.add_argument("--drop-by-influence", type=int, default=None, metavar="N",
-                      help="drop the N layers of lowest block influence (ShortGPT) on built-in prompts")
-    prune.add_argument("--dtype", default="auto",
-                       help="auto (the checkpoint's; GGUF: float32) | float32 | bfloat16 | float16")
+    rule.add_argument(
+        "--drop-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help="drop every K-th layer (indices K-1, 2K-1, ...), never the last",
+    )
+    rule.add_argument(
+        "--drop-evenly",
+        type=int,
+        default=None,
+        metavar="N",
+        help="drop N layers evenly spaced over the middle half (docs/prune.md)",
+    )
+    rule.add_argument(
+        "--drop-by-influence",
+        type=int,
+        default=None,
+        metavar="N",
+        help="drop the N layers of lowest block influence (ShortGPT) on built-in prompts",
+    )
+    prune.add_argument(
+        "--dtype", default="auto", help="auto (the checkpoint's; GGUF: float32) | float32 | bfloat16 | float16"
+    )
     prune.set_defaults(func=_prune)
 
     from mentor.check import add_check_parser
@@ -202,8 +257,11 @@ def _experiments_cli():
 
 def _add_bench_parser(sub) -> None:
     cli = _experiments_cli()
-    bench = sub.add_parser("bench", help="run an experiment of experiments/ (paper, continual, coe): it writes "
-                                         "results.md and figures; needs a source checkout")
+    bench = sub.add_parser(
+        "bench",
+        help="run an experiment of experiments/ (paper, continual, coe): it writes "
+        "results.md and figures; needs a source checkout",
+    )
     if cli is not None:
         cli.add_bench_parsers(bench.add_subparsers(dest="benchmark", required=True))
         return
@@ -212,8 +270,10 @@ def _add_bench_parser(sub) -> None:
 
 
 def _no_experiments(args) -> None:
-    raise MentorError("mentor bench runs the experiments of a source checkout (experiments/ beside mentor/): "
-                      "clone the repository and `pip install -e .` there")
+    raise MentorError(
+        "mentor bench runs the experiments of a source checkout (experiments/ beside mentor/): "
+        "clone the repository and `pip install -e .` there"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(exc, "exit_code", 2)  # 2: bad input; 128 + signal: stopped on SIGINT/SIGTERM, resumable
     except OSError as exc:  # the file system or the network refused: the environment, not a bug in mentor
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"mentor: error: {exc.strerror or exc}{where}: check the path, its permissions and the free disk "
-              "space", file=sys.stderr)
+        print(
+            f"mentor: error: {exc.strerror or exc}{where}: check the path, its permissions and the free disk space",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("mentor: interrupted", file=sys.stderr)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from mentor.data.prompts import DEFAULT_CONTEXT_TEMPLATE, check_context_template
 from mentor.errors import MentorError
 from mentor.files import is_url, read_user_file
-from mentor.data.prompts import DEFAULT_CONTEXT_TEMPLATE, check_context_template
 from mentor.update.optim import AUTO_WARMUP, SCHEDULES
 from mentor.weigh.divergences import DIVERGENCES, TEACHER_LOGPROBS, TEACHER_MODEL
 
@@ -51,9 +51,12 @@ class TrainConfig(ConfigSection):
     num_substeps: int = setting(1, "optimizer steps per batch (the batch is split in this many parts)")
     learning_rate: float = setting(1e-4, "peak learning rate of AdamW")
     lr_schedule: str = setting("constant", "learning-rate schedule after warmup: constant, linear or cosine")
-    warmup_steps: int = setting(AUTO_WARMUP, "linear warmup in optimizer steps; -1: min(10, steps x substeps "
-                                             "// 10), so a fresh optimizer does not move every weight by the full "
-                                             "rate at once; 0: none")
+    warmup_steps: int = setting(
+        AUTO_WARMUP,
+        "linear warmup in optimizer steps; -1: min(10, steps x substeps "
+        "// 10), so a fresh optimizer does not move every weight by the full "
+        "rate at once; 0: none",
+    )
     min_lr_ratio: float = setting(0.0, "linear/cosine decay ends at this share of --learning-rate")
     adam_beta1: float = setting(0.9, "AdamW beta1")
     adam_beta2: float = setting(0.95, "AdamW beta2")
@@ -61,8 +64,9 @@ class TrainConfig(ConfigSection):
     max_grad_norm: float = setting(1.0, "clip the gradient norm to this (0: no clipping)")
     lora_rank: int = setting(0, "LoRA rank (0: full fine-tuning)")
     lora_alpha: float = setting(32.0, "LoRA alpha")
-    lora_target_modules: str = setting("all-linear", "modules LoRA adapts: all-linear or a comma list, "
-                                                     "e.g. q_proj,v_proj")
+    lora_target_modules: str = setting(
+        "all-linear", "modules LoRA adapts: all-linear or a comma list, e.g. q_proj,v_proj"
+    )
     dtype: str = setting("float32", "model dtype: float32 or bfloat16 (log-probs are float32 either way)")
     save_every: int = setting(0, "checkpoint every N steps (0: only the final model)")
     keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
@@ -83,16 +87,25 @@ class TrainConfig(ConfigSection):
 
     def validate(self) -> None:
         super().validate()
-        positive = ("steps", "batch_size", "group_size", "micro_batch_size", "num_substeps", "keep_checkpoints",
-                    "max_bad_steps")
+        positive = (
+            "steps",
+            "batch_size",
+            "group_size",
+            "micro_batch_size",
+            "num_substeps",
+            "keep_checkpoints",
+            "max_bad_steps",
+        )
         require_at_least_one(self, *positive)
         if not 0 <= self.seed < 2**32:
             raise MentorError(f"--seed must lie in 0..{2**32 - 1} (got {self.seed})")
         if not self.learning_rate > 0:
             raise MentorError(f"--learning-rate must be positive (got {self.learning_rate})")
         if self.learning_rate > 1:  # AdamW moves every weight by about this much per step: above 1 nothing trains
-            raise MentorError(f"--learning-rate {self.learning_rate:g} is far too large (AdamW moves each weight by "
-                              "about this much per step): use a value such as 1e-4")
+            raise MentorError(
+                f"--learning-rate {self.learning_rate:g} is far too large (AdamW moves each weight by "
+                "about this much per step): use a value such as 1e-4"
+            )
         if self.lr_schedule not in SCHEDULES:
             raise MentorError(f"--lr-schedule {self.lr_schedule!r} is unknown: use {', '.join(SCHEDULES)}")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
@@ -106,8 +119,10 @@ class TrainConfig(ConfigSection):
         if self.lora_rank and not self.lora_targets:
             raise MentorError("--lora-target-modules is empty: name modules (e.g. q_proj,v_proj) or use all-linear")
         if self.dtype == "float16":
-            raise MentorError("--dtype float16 cannot train (without loss scaling its gradients overflow to NaN): "
-                              "use bfloat16 or float32")
+            raise MentorError(
+                "--dtype float16 cannot train (without loss scaling its gradients overflow to NaN): "
+                "use bfloat16 or float32"
+            )
         if self.dtype not in ("float32", "bfloat16"):
             raise MentorError(f"--dtype {self.dtype!r} is unknown: use float32 or bfloat16")
         if self.batch_size * self.group_size < self.num_substeps:
@@ -115,8 +130,15 @@ class TrainConfig(ConfigSection):
         if self.warmup_steps < AUTO_WARMUP:
             raise MentorError(f"--warmup-steps must be -1 (automatic), 0 (none) or more (got {self.warmup_steps})")
         require_warmup_within(self.warmup_steps, self.steps * self.num_substeps, "--steps x --num-substeps")
-        for name in ("save_every", "eval_every", "max_grad_norm", "weight_decay",
-                     "progress_every", "sample_log_every", "sample_log_rows"):
+        for name in (
+            "save_every",
+            "eval_every",
+            "max_grad_norm",
+            "weight_decay",
+            "progress_every",
+            "sample_log_every",
+            "sample_log_rows",
+        ):
             if getattr(self, name) < 0:
                 raise MentorError(f"--{_flag(name)} cannot be negative (got {getattr(self, name)})")
         unknown = [t for t in _comma_list(self.log_with) if t not in TRACKERS]
@@ -150,18 +172,25 @@ class ModelConfig(ConfigSection):
 class PromptsConfig(ConfigSection):
     """Prompts the student samples on."""
 
-    prompts: str = setting("", "JSONL with `prompt` or `messages` records (rl: and an `answer` for the grader; "
-                               "distill: name=FILE,name=FILE for one teacher per data set)")
+    prompts: str = setting(
+        "",
+        "JSONL with `prompt` or `messages` records (rl: and an `answer` for the grader; "
+        "distill: name=FILE,name=FILE for one teacher per data set)",
+    )
 
 
 @dataclass
 class DataConfig(ConfigSection):
     """Training data (prompt + completion records)."""
 
-    data: str = setting("", "JSONL of prompt+completion records, or messages ending with an assistant turn "
-                            "(coe: optionally with `category`)")
-    train_size: int = setting(20000, "problems drawn from the built-in data (sft: from --task; coe: per "
-                                     "category, with --builtin)")
+    data: str = setting(
+        "",
+        "JSONL of prompt+completion records, or messages ending with an assistant turn "
+        "(coe: optionally with `category`)",
+    )
+    train_size: int = setting(
+        20000, "problems drawn from the built-in data (sft: from --task; coe: per category, with --builtin)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -172,12 +201,15 @@ class DataConfig(ConfigSection):
 class TaskConfig(ConfigSection):
     """Task, evaluation and prompt encoding."""
 
-    task: str = setting("", "a built-in task (e.g. arithmetic): its problems instead of a file, its grader and "
-                            "the held-out evaluation")
-    eval_size: int = setting(200, "held-out problems of --task evaluated before, every --eval-every steps and "
-                                  "after")
-    chat_template: bool = setting(False, "wrap plain `prompt` records and --task prompts in the tokenizer's chat "
-                                         "template (`messages` records always are)")
+    task: str = setting(
+        "", "a built-in task (e.g. arithmetic): its problems instead of a file, its grader and the held-out evaluation"
+    )
+    eval_size: int = setting(200, "held-out problems of --task evaluated before, every --eval-every steps and after")
+    chat_template: bool = setting(
+        False,
+        "wrap plain `prompt` records and --task prompts in the tokenizer's chat "
+        "template (`messages` records always are)",
+    )
     max_prompt_tokens: int = setting(0, "longest prompt in tokens (0: the model's context minus --max-new-tokens)")
     long_prompts: str = setting("skip", "a prompt over the limit: skip (and count) or fail")
     max_new_tokens: int = setting(256, "tokens sampled per completion at most (sft: per evaluation answer)")
@@ -198,13 +230,22 @@ SAMPLERS = ("hf", "vllm")
 class SamplerConfig(ConfigSection):
     """Sampler backend."""
 
-    sampler: str = setting("hf", "who samples (distill, rl: the student; sft --from-teacher: the teacher): hf "
-                                 "(transformers generate) or vllm (a colocated vLLM engine, CUDA or CPU "
-                                 "build: `make vllm`, docs/vllm.md)")
-    vllm_gpu_memory_utilization: float = setting(0.3, "share of the GPU the colocated vLLM engine may take (CUDA; on "
-                                                        "the CPU: $VLLM_CPU_KVCACHE_SPACE GiB, else sized to the model)")
-    vllm_enforce_eager: bool = setting(False, "run the vLLM engine eagerly: no torch.compile or graph capture, so it "
-                                              "starts in seconds but samples slower (short runs, tests)")
+    sampler: str = setting(
+        "hf",
+        "who samples (distill, rl: the student; sft --from-teacher: the teacher): hf "
+        "(transformers generate) or vllm (a colocated vLLM engine, CUDA or CPU "
+        "build: `make vllm`, docs/vllm.md)",
+    )
+    vllm_gpu_memory_utilization: float = setting(
+        0.3,
+        "share of the GPU the colocated vLLM engine may take (CUDA; on "
+        "the CPU: $VLLM_CPU_KVCACHE_SPACE GiB, else sized to the model)",
+    )
+    vllm_enforce_eager: bool = setting(
+        False,
+        "run the vLLM engine eagerly: no torch.compile or graph capture, so it "
+        "starts in seconds but samples slower (short runs, tests)",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -221,8 +262,11 @@ class SamplingConfig(SamplerConfig):
     temperature: float = setting(1.0, "sampling temperature (the recorded log-probs are of this tempered softmax)")
     top_k: int = setting(0, "refused for training (the importance ratio needs the full softmax); 0: off")
     top_p: float = setting(1.0, "refused for training, as --top-k; 1: off")
-    env: str = setting("", "multi-turn rollouts in an environment that answers each student turn (calculator: a "
-                           "Python-expression tool for GSM8K-style problems; docs/multi_turn.md); '': one turn")
+    env: str = setting(
+        "",
+        "multi-turn rollouts in an environment that answers each student turn (calculator: a "
+        "Python-expression tool for GSM8K-style problems; docs/multi_turn.md); '': one turn",
+    )
     max_turns: int = setting(4, "--env: student turns per conversation at most, each up to --max-new-tokens")
 
     def validate(self) -> None:
@@ -237,8 +281,10 @@ class SamplingConfig(SamplerConfig):
             raise MentorError("--max-turns must be at least 1")
         if self.top_k or self.top_p != 1.0:
             # the trainer's log-probs are the full tempered softmax; truncated sampling would record others
-            raise MentorError("--top-k/--top-p cannot be used for training: the trainer's importance ratio uses "
-                              "the full softmax at --temperature, so sample from it (lower --temperature instead)")
+            raise MentorError(
+                "--top-k/--top-p cannot be used for training: the trainer's importance ratio uses "
+                "the full softmax at --temperature, so sample from it (lower --temperature instead)"
+            )
 
 
 POLICY_LOSSES = ("importance_sampling", "ppo")  # the losses of sampled tokens (cross_entropy is sft's)
@@ -248,22 +294,30 @@ POLICY_LOSSES = ("importance_sampling", "ppo")  # the losses of sampled tokens (
 class PolicyLossConfig(ConfigSection):
     """Policy-gradient loss (distill, rl)."""
 
-    loss: str = setting("importance_sampling", "importance_sampling (pi/q x advantage) or ppo (the same, "
-                                               "clipped: needs --clip-ratio)")
-    clip_ratio: float = setting(0.0, "> 0: the clipped (PPO) objective, ratio kept in [1-c, 1+c], whatever --loss "
-                                     "says; 0: no clipping")
-    tis_cap: float = setting(0.0, "truncated importance sampling: cap each token's sampler-to-trainer ratio at "
-                                  "this (at least 1; for an engine such as vLLM whose log-probs differ from the "
-                                  "trainer's); 0: off")
-    kl_coef: float = setting(1.0, "weight of the per-token reverse KL to the teacher (rl: to --reference, 0: no "
-                                  "penalty)")
+    loss: str = setting(
+        "importance_sampling", "importance_sampling (pi/q x advantage) or ppo (the same, clipped: needs --clip-ratio)"
+    )
+    clip_ratio: float = setting(
+        0.0, "> 0: the clipped (PPO) objective, ratio kept in [1-c, 1+c], whatever --loss says; 0: no clipping"
+    )
+    tis_cap: float = setting(
+        0.0,
+        "truncated importance sampling: cap each token's sampler-to-trainer ratio at "
+        "this (at least 1; for an engine such as vLLM whose log-probs differ from the "
+        "trainer's); 0: off",
+    )
+    kl_coef: float = setting(
+        1.0, "weight of the per-token reverse KL to the teacher (rl: to --reference, 0: no penalty)"
+    )
 
     def validate(self) -> None:
         super().validate()
         check_policy_loss(self.loss, self.clip_ratio, self.tis_cap)
         if self.kl_coef < 0:
-            raise MentorError("--kl-coef cannot be negative: a negative weight inverts the objective (the student "
-                              "would move away from the teacher or reference)")
+            raise MentorError(
+                "--kl-coef cannot be negative: a negative weight inverts the objective (the student "
+                "would move away from the teacher or reference)"
+            )
 
 
 def check_policy_loss(loss: str, clip_ratio: float, tis_cap: float) -> None:
@@ -271,25 +325,29 @@ def check_policy_loss(loss: str, clip_ratio: float, tis_cap: float) -> None:
     if clip_ratio < 0:
         raise MentorError(f"--clip-ratio cannot be negative (got {clip_ratio:g}; 0: no clipping)")
     if loss == "cross_entropy":
-        raise MentorError("--loss cross_entropy trains on given tokens and has no importance ratio to clip or cap: "
-                          "use `mentor sft` for it, or --loss importance_sampling / ppo here")
+        raise MentorError(
+            "--loss cross_entropy trains on given tokens and has no importance ratio to clip or cap: "
+            "use `mentor sft` for it, or --loss importance_sampling / ppo here"
+        )
     if loss not in POLICY_LOSSES:
         raise MentorError(f"--loss {loss!r} is unknown: use importance_sampling or ppo")
     if loss == "ppo" and not clip_ratio > 0:
         raise MentorError("--loss ppo needs --clip-ratio above 0 (e.g. 0.2): with 0 nothing is clipped")
     if tis_cap < 0 or 0 < tis_cap < 1:
-        raise MentorError(f"--tis-cap {tis_cap:g} must be at least 1 (or 0 for off): a cap below 1 would "
-                          "down-weight the tokens sampler and trainer agree on")
+        raise MentorError(
+            f"--tis-cap {tis_cap:g} must be at least 1 (or 0 for off): a cap below 1 would "
+            "down-weight the tokens sampler and trainer agree on"
+        )
 
 
 @dataclass
 class RemoteConfig(ConfigSection):
     """Remote teacher or reference (a URL: vLLM, SGLang or mentor serve-teacher)."""
 
-    teacher_tokenizer: str = setting("", "the server's tokenizer (directory or hub id) for the vocabulary check; "
-                                         "empty: ask the server")
-    teacher_api_key: str = setting("", "bearer key for the server (or $MENTOR_TEACHER_API_KEY); never written to "
-                                       "disk")
+    teacher_tokenizer: str = setting(
+        "", "the server's tokenizer (directory or hub id) for the vocabulary check; empty: ask the server"
+    )
+    teacher_api_key: str = setting("", "bearer key for the server (or $MENTOR_TEACHER_API_KEY); never written to disk")
     teacher_timeout: float = setting(120.0, "seconds per request before it counts as failed and is retried")
 
     def validate(self) -> None:
@@ -303,27 +361,42 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
     """On-policy distillation (tinker-cookbook's defaults, tuned for stability on small models)."""
 
     student: str = setting("", "the student to train: a directory, a .gguf file or a hub id")
-    teacher: str = setting("", "the teacher: a directory, a .gguf file, a hub id, a URL (http://host:port/v1), "
-                               "name=TEACHER,name=TEACHER (one per --prompts data set) or self (a frozen copy of "
-                               "the student's starting weights)")
-    teacher_context: str = setting("", "privileged context: text (or a file of it) that the teacher reads before "
-                                       "every prompt without a teacher_prompt/teacher_messages/context of its own; "
-                                       "the student never sees it (docs/privileged_context.md)")
-    teacher_context_template: str = setting(DEFAULT_CONTEXT_TEMPLATE, "how a context (--teacher-context or a "
-                                                                      "record's `context`) and the prompt make "
-                                                                      "the teacher's prompt")
-    kl_discount: float = setting(0.0, "discount of later tokens' reverse KL added to each token's advantage "
-                                      "(0: each token's own)")
-    divergence: str = setting("sampled", "sampled: the sampled token's log q - log p as its advantage (any "
-                                         "teacher); full: the exact reverse KL over the vocabulary; top_k: the "
-                                         "same over the --kl-top-k likeliest; jsd: generalized JSD with "
-                                         "--jsd-beta (full, jsd: an in-process teacher; top_k: also one server)")
+    teacher: str = setting(
+        "",
+        "the teacher: a directory, a .gguf file, a hub id, a URL (http://host:port/v1), "
+        "name=TEACHER,name=TEACHER (one per --prompts data set) or self (a frozen copy of "
+        "the student's starting weights)",
+    )
+    teacher_context: str = setting(
+        "",
+        "privileged context: text (or a file of it) that the teacher reads before "
+        "every prompt without a teacher_prompt/teacher_messages/context of its own; "
+        "the student never sees it (docs/privileged_context.md)",
+    )
+    teacher_context_template: str = setting(
+        DEFAULT_CONTEXT_TEMPLATE,
+        "how a context (--teacher-context or a record's `context`) and the prompt make the teacher's prompt",
+    )
+    kl_discount: float = setting(
+        0.0, "discount of later tokens' reverse KL added to each token's advantage (0: each token's own)"
+    )
+    divergence: str = setting(
+        "sampled",
+        "sampled: the sampled token's log q - log p as its advantage (any "
+        "teacher); full: the exact reverse KL over the vocabulary; top_k: the "
+        "same over the --kl-top-k likeliest; jsd: generalized JSD with "
+        "--jsd-beta (full, jsd: an in-process teacher; top_k: also one server)",
+    )
     kl_top_k: int = setting(20, "tokens of --divergence top_k")
-    jsd_beta: float = setting(0.5, "--divergence jsd: 0 forward KL(teacher||student), 1 reverse KL, between the "
-                                   "interpolated JSD")
+    jsd_beta: float = setting(
+        0.5, "--divergence jsd: 0 forward KL(teacher||student), 1 reverse KL, between the interpolated JSD"
+    )
     reward_coef: float = setting(0.0, "add this times the group-centred --task reward to every token's advantage")
-    check: bool = setting(True, "run `mentor check` on teacher and student first: stop on a blocking mismatch, print "
-                                "its warnings (--no-check skips it)")
+    check: bool = setting(
+        True,
+        "run `mentor check` on teacher and student first: stop on a blocking mismatch, print "
+        "its warnings (--no-check skips it)",
+    )
 
     recipe = "distillation"
 
@@ -335,20 +408,26 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
             raise MentorError("distillation needs --prompts FILE.jsonl (or a built-in --task)")
         teachers = named_paths(self.teacher)
         if teachers is not None and set(named_paths(self.prompts) or ()) != set(teachers):
-            raise MentorError("with one teacher per data set, --prompts must name the same data sets: "
-                              f"--prompts {','.join(f'{n}=FILE' for n in teachers)}")
+            raise MentorError(
+                "with one teacher per data set, --prompts must name the same data sets: "
+                f"--prompts {','.join(f'{n}=FILE' for n in teachers)}"
+            )
         if not 0 <= self.kl_discount <= 1:
             raise MentorError("--kl-discount must lie in [0, 1]")
         if self.reward_coef < 0:
-            raise MentorError("--reward-coef cannot be negative: a negative weight inverts the objective (the "
-                              "student would move away from the reward)")
+            raise MentorError(
+                "--reward-coef cannot be negative: a negative weight inverts the objective (the "
+                "student would move away from the reward)"
+            )
         if not self.kl_coef and not self.reward_coef:
             raise MentorError("--kl-coef 0 without --reward-coef leaves nothing to learn: raise --kl-coef")
         if self.reward_coef and not self.task:
             raise MentorError("--reward-coef needs a --task whose grader rewards the samples (or drop it)")
         if self.reward_coef and self.group_size < 2:
-            raise MentorError("--reward-coef needs --group-size of at least 2: the reward is centred on its "
-                              "group's mean, which one sample equals")
+            raise MentorError(
+                "--reward-coef needs --group-size of at least 2: the reward is centred on its "
+                "group's mean, which one sample equals"
+            )
         require_at_least_one(self, "kl_top_k")
         divergence = DIVERGENCES.get(self.divergence)
         if divergence is None:
@@ -361,9 +440,11 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
         # server (vLLM's prompt_logprobs=k), the sampled tokens' log-probs from any teacher or several
         several, server = "=" in self.teacher, is_url(self.teacher)
         if divergence.needs != TEACHER_LOGPROBS and (several or (server and divergence.needs == TEACHER_MODEL)):
-            raise MentorError(f"--divergence {self.divergence} needs the teacher's whole distribution, so one "
-                              "in-process teacher: use --divergence sampled (or top_k, one server) with a server, "
-                              "sampled with several teachers")
+            raise MentorError(
+                f"--divergence {self.divergence} needs the teacher's whole distribution, so one "
+                "in-process teacher: use --divergence sampled (or top_k, one server) with a server, "
+                "sampled with several teachers"
+            )
         if divergence.in_forward and self.kl_discount:
             raise MentorError(f"--divergence {self.divergence} is a per-position loss: --kl-discount must be 0")
         check_context_template(self.teacher_context_template)
@@ -378,9 +459,11 @@ def require_at_least_one(config, *names: str) -> None:
 def require_warmup_within(warmup_steps: int, optimizer_steps: int, what: str) -> None:
     """A warmup longer than the run would end it below --learning-rate (the ramp reaches it at its last step)."""
     if warmup_steps > optimizer_steps:
-        raise MentorError(f"--warmup-steps {warmup_steps} is longer than the run's {optimizer_steps} optimizer steps "
-                          f"({what}), so the learning rate would never reach --learning-rate: use at most "
-                          f"{optimizer_steps}, or -1 (automatic)")
+        raise MentorError(
+            f"--warmup-steps {warmup_steps} is longer than the run's {optimizer_steps} optimizer steps "
+            f"({what}), so the learning rate would never reach --learning-rate: use at most "
+            f"{optimizer_steps}, or -1 (automatic)"
+        )
 
 
 def named_paths(spec: str) -> dict[str, str] | None:
@@ -488,11 +571,22 @@ def _add_field_flag(group, cls, f: dataclasses.Field) -> None:
     kind = _field_type(cls, f)
     help_text = f"{f.metadata.get('help', '')} (default: {_shown_default(f.default)})".replace("%", "%%")
     if kind is bool:
-        group.add_argument(f"--{_flag(f.name)}", dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=argparse.SUPPRESS, help=help_text)
+        group.add_argument(
+            f"--{_flag(f.name)}",
+            dest=f.name,
+            action=argparse.BooleanOptionalAction,
+            default=argparse.SUPPRESS,
+            help=help_text,
+        )
     else:
-        group.add_argument(f"--{_flag(f.name)}", dest=f.name, type=finite_float if kind is float else kind,
-                           default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=help_text)
+        group.add_argument(
+            f"--{_flag(f.name)}",
+            dest=f.name,
+            type=finite_float if kind is float else kind,
+            default=argparse.SUPPRESS,
+            metavar=kind.__name__.upper(),
+            help=help_text,
+        )
 
 
 def _declaring_section(cls, name: str) -> type:
@@ -534,32 +628,42 @@ class _DuplicateKey(Exception):
 def load_yaml_config(yaml_path: str) -> dict:
     """A config file's fields, or one line saying what is wrong with the file."""
     # bytes: PyYAML reads UTF-8 and, with a byte-order mark, UTF-16
-    data = read_user_file(yaml_path, "config file", missing="check the --config path",
-                          not_a_file="pass a .yaml file to --config", max_bytes=MAX_CONFIG_BYTES,
-                          too_big="not a config: pass the YAML file of config fields")
+    data = read_user_file(
+        yaml_path,
+        "config file",
+        missing="check the --config path",
+        not_a_file="pass a .yaml file to --config",
+        max_bytes=MAX_CONFIG_BYTES,
+        too_big="not a config: pass the YAML file of config fields",
+    )
     try:
         loaded = yaml.load(data, Loader=_StrictLoader)
     except _DuplicateKey as exc:
-        raise MentorError(f"config file {yaml_path!r} sets {exc}: keep one (YAML would silently use the "
-                          "last)") from None
+        raise MentorError(
+            f"config file {yaml_path!r} sets {exc}: keep one (YAML would silently use the last)"
+        ) from None
     except yaml.reader.ReaderError:
         raise MentorError(f"config file {yaml_path!r} is not UTF-8 text: save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise MentorError(f"config file {yaml_path!r} is not valid YAML ({where}"
-                          f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}): fix the syntax there") from None
+        raise MentorError(
+            f"config file {yaml_path!r} is not valid YAML ({where}"
+            f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}): fix the syntax there"
+        ) from None
     except RecursionError:
-        raise MentorError(f"config file {yaml_path!r} is nested too deeply to be a config: write field: value "
-                          "lines") from None
+        raise MentorError(
+            f"config file {yaml_path!r} is nested too deeply to be a config: write field: value lines"
+        ) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise MentorError(f"config file {yaml_path!r} must hold a mapping of field: value")
     keys = [k for k in loaded if not isinstance(k, str)]
     if keys:
-        raise MentorError(f"config file {yaml_path!r} has a key that is not a field name ({keys[0]!r}): "
-                          "write field: value lines")
+        raise MentorError(
+            f"config file {yaml_path!r} has a key that is not a field name ({keys[0]!r}): write field: value lines"
+        )
     return {k.replace("-", "_"): v for k, v in loaded.items()}
 
 
@@ -579,8 +683,10 @@ def build_config(cls, args: argparse.Namespace | None = None, yaml_path: str | N
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
-                 for name in unknown]
+        hints = [
+            f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+            for name in unknown
+        ]
         raise MentorError(f"unknown config field(s) {', '.join(hints)} for {cls.__name__}: `--help` lists the fields")
     return cls(**values)
 
@@ -597,8 +703,18 @@ SECRET_FIELDS = {"teacher_api_key"}
 
 
 # Fields that change nothing about the result: a run directory may be resumed with different values.
-NON_SEMANTIC_FIELDS = {"overwrite", "resume", "quiet", "log_with", "steps", "save_every", "keep_checkpoints", "eval_every",
-                       "teacher_api_key", "teacher_timeout"}
+NON_SEMANTIC_FIELDS = {
+    "overwrite",
+    "resume",
+    "quiet",
+    "log_with",
+    "steps",
+    "save_every",
+    "keep_checkpoints",
+    "eval_every",
+    "teacher_api_key",
+    "teacher_timeout",
+}
 # what is logged and shown changes no number of the run
 NON_SEMANTIC_FIELDS |= {"progress_every", "sample_log_every", "sample_log_rows", "check"}  # check: reads, never trains
 
@@ -608,30 +724,45 @@ class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig)
     """Supervised fine-tuning / off-policy distillation on prompt+completion data."""
 
     max_new_tokens: int = redefault(TaskConfig, "max_new_tokens", 64)
-    from_teacher: str = setting("", "off-policy distillation: sample the completions from this teacher (a "
-                                    "directory, .gguf file or hub id), cached in the run directory, paid once")
+    from_teacher: str = setting(
+        "",
+        "off-policy distillation: sample the completions from this teacher (a "
+        "directory, .gguf file or hub id), cached in the run directory, paid once",
+    )
     teacher_samples: int = setting(1, "--from-teacher: completions per prompt")
     teacher_temperature: float = setting(1.0, "--from-teacher: sampling temperature")
-    teacher_prompts: int = setting(0, "--from-teacher: prompts to sample for (0: all of --data, or --train-size "
-                                      "from --task)")
+    teacher_prompts: int = setting(
+        0, "--from-teacher: prompts to sample for (0: all of --data, or --train-size from --task)"
+    )
 
     recipe = "sft"
 
     def validate(self) -> None:
         super().validate()
         if self.teacher_samples < 1 or not self.teacher_temperature > 0 or self.teacher_prompts < 0:
-            raise MentorError("--teacher-samples must be at least 1, --teacher-temperature positive and "
-                              "--teacher-prompts 0 (all) or more")
-        teacher_flags = [f"--{_flag(n)}" for n, default in (("teacher_samples", 1), ("teacher_temperature", 1.0),
-                                                             ("teacher_prompts", 0), ("sampler", "hf"),
-                                                             ("vllm_gpu_memory_utilization", 0.3),
-                                                             ("vllm_enforce_eager", False))
-                         if getattr(self, n) != default]
+            raise MentorError(
+                "--teacher-samples must be at least 1, --teacher-temperature positive and "
+                "--teacher-prompts 0 (all) or more"
+            )
+        teacher_flags = [
+            f"--{_flag(n)}"
+            for n, default in (
+                ("teacher_samples", 1),
+                ("teacher_temperature", 1.0),
+                ("teacher_prompts", 0),
+                ("sampler", "hf"),
+                ("vllm_gpu_memory_utilization", 0.3),
+                ("vllm_enforce_eager", False),
+            )
+            if getattr(self, n) != default
+        ]
         if teacher_flags and not self.from_teacher:
             raise MentorError(f"{', '.join(teacher_flags)} only act with --from-teacher TEACHER: add it or drop them")
         if is_url(self.from_teacher) or named_paths(self.from_teacher) is not None:
-            raise MentorError("--from-teacher samples completions in-process: name one model (a directory, .gguf "
-                              "file or hub id), not a server or one teacher per data set")
+            raise MentorError(
+                "--from-teacher samples completions in-process: name one model (a directory, .gguf "
+                "file or hub id), not a server or one teacher per data set"
+            )
         if not self.data and not self.task:
             raise MentorError("sft needs --data FILE.jsonl (or a built-in --task)")
 
@@ -642,11 +773,15 @@ class RLConfig(ModelConfig, PromptsConfig, TaskConfig, SamplingConfig, PolicyLos
 
     grader: str = setting("", "exact, numeric, math, code or ifeval; empty: the --task's own")
     normalize_std: bool = setting(False, "divide the group-centred reward by the group's std (GRPO)")
-    drop_constant_groups: bool = setting(True, "drop (and count) groups whose samples all got the same reward: "
-                                               "they carry no signal")
+    drop_constant_groups: bool = setting(
+        True, "drop (and count) groups whose samples all got the same reward: they carry no signal"
+    )
     kl_coef: float = redefault(PolicyLossConfig, "kl_coef", 0.0)
-    reference: str = setting("", "the KL penalty's reference: a directory, .gguf file, hub id or a URL (a served "
-                                 "model: mentor serve-teacher, vLLM); empty: the initial --model")
+    reference: str = setting(
+        "",
+        "the KL penalty's reference: a directory, .gguf file, hub id or a URL (a served "
+        "model: mentor serve-teacher, vLLM); empty: the initial --model",
+    )
 
     recipe = "rl"
 

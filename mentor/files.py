@@ -12,8 +12,9 @@ def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
-def read_user_file(path: str | Path, what: str, *, missing: str, not_a_file: str,
-                   max_bytes: int | None = None, too_big: str = "") -> bytes:
+def read_user_file(
+    path: str | Path, what: str, *, missing: str, not_a_file: str, max_bytes: int | None = None, too_big: str = ""
+) -> bytes:
     """The bytes of ``path``; ``what`` names it in errors ("data file", "config file"), the rest say what to do.
 
     The size is checked before reading, so a huge file costs nothing.

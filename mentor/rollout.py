@@ -42,7 +42,7 @@ class RolloutBatch:
     def num_loss_tokens(self) -> int:
         return int(self.loss_mask.sum().item())
 
-    def select(self, index: torch.Tensor | slice) -> "RolloutBatch":
+    def select(self, index: torch.Tensor | slice) -> RolloutBatch:
         """Rows of the batch (for substeps and micro-batches)."""
         if isinstance(index, slice):
             index = torch.arange(len(self))[index]
@@ -70,26 +70,32 @@ class RolloutBatch:
             lengths = self.attention_mask.sum(1).tolist()
             return [self.input_ids[i, :n].tolist() for i, n in enumerate(lengths)], self.prompt_lengths.tolist()
         lengths = self.teacher_attention_mask.sum(1).tolist()
-        return ([self.teacher_input_ids[i, :n].tolist() for i, n in enumerate(lengths)],
-                self.teacher_prompt_lengths.tolist())
+        return (
+            [self.teacher_input_ids[i, :n].tolist() for i, n in enumerate(lengths)],
+            self.teacher_prompt_lengths.tolist(),
+        )
 
     def to_student_positions(self, values: torch.Tensor) -> torch.Tensor:
         """``[B, T', ...]`` values aligned with the teacher's sequences, moved onto the student's ``[B, T, ...]``
         completion positions (0 elsewhere); ``values`` itself when the teacher reads the student's sequences."""
         if self.teacher_input_ids is None:
             return values
-        return _completions_moved(values, self.input_ids, self.attention_mask, self.prompt_lengths,
-                                  self.teacher_shift)
+        return _completions_moved(values, self.input_ids, self.attention_mask, self.prompt_lengths, self.teacher_shift)
 
     def to_teacher_positions(self, values: torch.Tensor) -> torch.Tensor:
         """The inverse of ``to_student_positions``: student-aligned ``[B, T, ...]`` values at the teacher's
         completion positions ``[B, T', ...]``."""
         if self.teacher_input_ids is None:
             return values
-        return _completions_moved(values, self.teacher_input_ids, self.teacher_attention_mask,
-                                  self.teacher_prompt_lengths, -self.teacher_shift)
+        return _completions_moved(
+            values,
+            self.teacher_input_ids,
+            self.teacher_attention_mask,
+            self.teacher_prompt_lengths,
+            -self.teacher_shift,
+        )
 
-    def to(self, device: torch.device | str) -> "RolloutBatch":
+    def to(self, device: torch.device | str) -> RolloutBatch:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in out.items():
             if isinstance(value, torch.Tensor):
@@ -108,8 +114,13 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return input_ids, attention_mask
 
 
-def _completions_moved(values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       prompt_lengths: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def _completions_moved(
+    values: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_lengths: torch.Tensor,
+    shift: torch.Tensor,
+) -> torch.Tensor:
     """``values`` read at ``t + shift`` for every completion position ``t`` of ``input_ids`` (0 elsewhere)."""
     out = values.new_zeros((*input_ids.shape, *values.shape[2:]))
     positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)

@@ -27,9 +27,20 @@ def tiny_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     teacher_init = make_model_dir(root / "teacher_init", hidden=48, layers=2, seed=1)
-    config = SFTConfig(model=teacher_init, task="arithmetic", output_dir=str(root / "teacher_run"), steps=40,
-                       batch_size=32, group_size=1, learning_rate=3e-3, adam_beta2=0.99, eval_size=8,
-                       max_new_tokens=24, train_size=2000, quiet=True)
+    config = SFTConfig(
+        model=teacher_init,
+        task="arithmetic",
+        output_dir=str(root / "teacher_run"),
+        steps=40,
+        batch_size=32,
+        group_size=1,
+        learning_rate=3e-3,
+        adam_beta2=0.99,
+        eval_size=8,
+        max_new_tokens=24,
+        train_size=2000,
+        quiet=True,
+    )
     run_sft(config)
     student = make_model_dir(root / "student", hidden=32, layers=2, seed=2)
     return {"teacher": str(root / "teacher_run" / "final"), "student": student, "root": root}

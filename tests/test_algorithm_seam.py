@@ -20,8 +20,18 @@ TRAINER = Path(__file__).resolve().parents[1] / "mentor" / "train" / "trainer.py
 
 def test_the_trainer_names_no_algorithm_attribute():
     source = TRAINER.read_text()
-    for name in ("kl_teacher", "kl_top_k", "kl_coef", "auxiliary_loss", "clip_ratio", "cross_entropy",
-                 "importance_sampling", "router", "divergence", "full_reverse_kl"):
+    for name in (
+        "kl_teacher",
+        "kl_top_k",
+        "kl_coef",
+        "auxiliary_loss",
+        "clip_ratio",
+        "cross_entropy",
+        "importance_sampling",
+        "router",
+        "divergence",
+        "full_reverse_kl",
+    ):
         assert not re.search(name, source), f"mentor/train/trainer.py names {name!r}: it belongs to an algorithm"
 
 
@@ -31,12 +41,21 @@ def test_a_step_without_a_non_zero_advantage_leaves_the_weights_bitwise_unchange
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     prompts = ["1+1=", "2+2=", "3+3=", "4+4="]
     examples = [EncodedExample(tokenizer(p)["input_ids"], None, p, p) for p in prompts]
-    config = TrainConfig(output_dir=str(tmp_path / "run"), steps=3, batch_size=2, group_size=2,
-                         learning_rate=1e-2, weight_decay=0.1, num_substeps=2, quiet=True)
+    config = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        steps=3,
+        batch_size=2,
+        group_size=2,
+        learning_rate=1e-2,
+        weight_decay=0.1,
+        num_substeps=2,
+        quiet=True,
+    )
     trainer = Trainer(config, model, tokenizer, ExampleStream(examples, 2))
     # every sample gets the same reward: every group is constant, every advantage is zero
-    algorithm = ReinforcementLearning(HFSampler(model, tokenizer, max_new_tokens=4), tokenizer, lambda c, r: 1.0,
-                                      group_size=2, temperature=1.0)
+    algorithm = ReinforcementLearning(
+        HFSampler(model, tokenizer, max_new_tokens=4), tokenizer, lambda c, r: 1.0, group_size=2, temperature=1.0
+    )
     history = trainer.train(algorithm)
     for name, param in model.named_parameters():
         assert torch.equal(param, before[name]), f"{name} moved on a zero gradient"

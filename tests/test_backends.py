@@ -79,8 +79,9 @@ def test_make_sampler_follows_the_config(tiny_dirs, student):
     assert make_sampler(config, model, tokenizer, tiny_dirs["student"], temperature=1.3).temperature == 1.3
     if not torch.cuda.is_available():  # vllm is the one chosen: on a machine without a GPU it says so in one line
         with pytest.raises(MentorError, match="--sampler vllm needs"):
-            make_sampler(_config(tiny_dirs, tiny_dirs["teacher"], sampler="vllm"), model, tokenizer,
-                         tiny_dirs["student"])
+            make_sampler(
+                _config(tiny_dirs, tiny_dirs["teacher"], sampler="vllm"), model, tokenizer, tiny_dirs["student"]
+            )
 
 
 # --- the new flags reach the algorithms --------------------------------------------------------------------
@@ -105,13 +106,46 @@ def _records(out) -> list[dict]:
 def test_distill_flags_reach_the_algorithm(tiny_dirs, prompts_file, tmp_path, monkeypatch):
     built = _capture(monkeypatch, "mentor.recipes.distill", "OnPolicyDistillation")
     out = tmp_path / "jsd"
-    assert main(["distill", "--student", tiny_dirs["student"], "--teacher", tiny_dirs["teacher"], "--prompts",
-                 prompts_file, "--divergence", "jsd", "--jsd-beta", "0.25", "--tis-cap", "2", "--clip-ratio", "0.2",
-                 "--steps", "1", "--batch-size", "2", "--group-size", "2", "--max-new-tokens", "6",
-                 "--output-dir", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--student",
+                tiny_dirs["student"],
+                "--teacher",
+                tiny_dirs["teacher"],
+                "--prompts",
+                prompts_file,
+                "--divergence",
+                "jsd",
+                "--jsd-beta",
+                "0.25",
+                "--tis-cap",
+                "2",
+                "--clip-ratio",
+                "0.2",
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--group-size",
+                "2",
+                "--max-new-tokens",
+                "6",
+                "--output-dir",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     algorithm = built[0]
-    assert (algorithm.divergence, algorithm.jsd_beta, algorithm.tis_cap, algorithm.clip_ratio) == ("jsd", 0.25, 2.0,
-                                                                                                  0.2)
+    assert (algorithm.divergence, algorithm.jsd_beta, algorithm.tis_cap, algorithm.clip_ratio) == (
+        "jsd",
+        0.25,
+        2.0,
+        0.2,
+    )
     record = [r for r in _records(out) if "loss" in r][0]
     assert record["generalized_jsd"] > 0 and "tis_capped_fraction" in record
 
@@ -119,9 +153,31 @@ def test_distill_flags_reach_the_algorithm(tiny_dirs, prompts_file, tmp_path, mo
 def test_rl_flags_and_a_served_reference_match_the_in_process_one(tiny_dirs, tmp_path, monkeypatch, served_teacher):
     """--reference URL scores the KL penalty through a server: the same numbers as the model in-process."""
     built = _capture(monkeypatch, "mentor.recipes.rl", "ReinforcementLearning")
-    common = ["--model", tiny_dirs["student"], "--task", "arithmetic", "--steps", "2", "--batch-size", "2",
-              "--group-size", "4", "--max-new-tokens", "6", "--eval-size", "2", "--kl-coef", "0.1", "--tis-cap", "1.5",
-              "--clip-ratio", "0.3", "--seed", "4", "--quiet"]
+    common = [
+        "--model",
+        tiny_dirs["student"],
+        "--task",
+        "arithmetic",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--group-size",
+        "4",
+        "--max-new-tokens",
+        "6",
+        "--eval-size",
+        "2",
+        "--kl-coef",
+        "0.1",
+        "--tis-cap",
+        "1.5",
+        "--clip-ratio",
+        "0.3",
+        "--seed",
+        "4",
+        "--quiet",
+    ]
     runs = {"local": tiny_dirs["teacher"], "served": served_teacher.url}
     for name, reference in runs.items():
         assert main(["rl", *common, "--reference", reference, "--output-dir", str(tmp_path / name)]) == 0
@@ -140,8 +196,15 @@ def test_rl_flags_and_a_served_reference_match_the_in_process_one(tiny_dirs, tmp
 def test_rl_reference_url_needs_its_tokenizer_to_match(tiny_dirs, tmp_path):
     other = make_model_dir(tmp_path / "other", alphabet="0123456789+*=abc")
     with TeacherServer(load_model(other), load_tokenizer(other), port=0) as running:
-        config = RLConfig(model=tiny_dirs["student"], task="arithmetic", kl_coef=0.1, reference=running.url,
-                          output_dir=str(tmp_path / "run"), steps=1, quiet=True)
+        config = RLConfig(
+            model=tiny_dirs["student"],
+            task="arithmetic",
+            kl_coef=0.1,
+            reference=running.url,
+            output_dir=str(tmp_path / "run"),
+            steps=1,
+            quiet=True,
+        )
         from mentor.recipes.rl import run_rl
 
         with pytest.raises(MentorError, match="one vocabulary"):
@@ -186,8 +249,30 @@ def test_a_run_starts_below_the_peak_learning_rate(tiny_dirs, tmp_path):
     data = tmp_path / "sft.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{i}+1=", "completion": f"{i + 1}"}) + "\n" for i in range(8)))
     out = tmp_path / "sft"
-    assert main(["sft", "--model", tiny_dirs["student"], "--data", str(data), "--steps", "30", "--batch-size", "2",
-                 "--group-size", "1", "--learning-rate", "1e-3", "--max-new-tokens", "8", "--output-dir", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--model",
+                tiny_dirs["student"],
+                "--data",
+                str(data),
+                "--steps",
+                "30",
+                "--batch-size",
+                "2",
+                "--group-size",
+                "1",
+                "--learning-rate",
+                "1e-3",
+                "--max-new-tokens",
+                "8",
+                "--output-dir",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     lrs = [r["lr"] for r in _records(out) if "lr" in r]  # logged after each step: the next step's rate
     assert lrs[0] == pytest.approx(1e-3 * 2 / 3) and lrs[2] == pytest.approx(1e-3)  # 3 warmup steps

@@ -1,4 +1,5 @@
-"""``mentor bench coe`` on the paper's setting: the domains, the neutral corpus, the base recipe, the bench's smoke run."""
+"""``mentor bench coe`` on the paper's setting: the domains, the neutral corpus, the base recipe, the bench's smoke
+run."""
 
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ import numpy as np
 import pytest
 
 from experiments.coe.report import bootstrap_interval
-from mentor.tasks.coe_tasks import (BASE_FUNCTIONS, BASE_OPERATORS, DOMAIN_NAMES, NEW_ATTRIBUTES, NEW_FUNCTIONS,
-                                    NEW_OPERATORS, FactsTask, FunctionsTask, OperatorFunctionTask, OperatorsTask,
-                                    neutral_corpus)
-from mentor.tasks.coe_tasks import last_field
+from mentor.tasks.coe_tasks import (
+    BASE_FUNCTIONS,
+    BASE_OPERATORS,
+    DOMAIN_NAMES,
+    NEW_ATTRIBUTES,
+    NEW_FUNCTIONS,
+    NEW_OPERATORS,
+    FactsTask,
+    FunctionsTask,
+    OperatorFunctionTask,
+    OperatorsTask,
+    last_field,
+    neutral_corpus,
+)
 
 DOMAINS = (FactsTask(), OperatorsTask(), FunctionsTask())
 
@@ -57,8 +68,9 @@ def test_base_recipe_pretrains_a_loadable_base(tmp_path):
     from experiments.coe.base import BaseRecipe, pretrain_base
     from mentor.models.loading import load_model
 
-    out = pretrain_base(tmp_path / "base", BaseRecipe(steps=3, batch_size=8, warmup_steps=1), quiet=True,
-                        accuracy_items=4)
+    out = pretrain_base(
+        tmp_path / "base", BaseRecipe(steps=3, batch_size=8, warmup_steps=1), quiet=True, accuracy_items=4
+    )
     record = json.loads((out / "pretraining.json").read_text())
     assert record["recipe"]["steps"] == 3 and record["corpus_lines"] == len(neutral_corpus())
     assert set(record["greedy_accuracy_on_corpus"]) == {"facts", "operators", "functions", "chains"}
@@ -79,12 +91,37 @@ def test_bench_coe_smoke(tmp_path):
     """The whole protocol at a tiny scale, one seed: every row, gate, comparison and routing probe is written."""
     from mentor.cli import main
 
-    assert main(["bench", "coe", "--quick", "--out", str(tmp_path), "--seeds", "0", "--expert-steps", "2",
-                 "--eval-size", "8"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "coe",
+                "--quick",
+                "--out",
+                str(tmp_path),
+                "--seeds",
+                "0",
+                "--expert-steps",
+                "2",
+                "--eval-size",
+                "8",
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "results.md").read_text()
     assert text.index("## Protocol") < text.index("## Results")
-    for row in ("base", "mixed SFT", "expert facts", "expert operators", "expert functions", "CoE-3E2A",
-                "CoE-3E2A, no routing loss", "MoE-3E2A from base-FFN copies", "MoE-2E2A from base-FFN copies"):
+    for row in (
+        "base",
+        "mixed SFT",
+        "expert facts",
+        "expert operators",
+        "expert functions",
+        "CoE-3E2A",
+        "CoE-3E2A, no routing loss",
+        "MoE-3E2A from base-FFN copies",
+        "MoE-2E2A from base-FFN copies",
+    ):
         assert f"| {row} |" in text
     assert text.count("capability conflict") >= 3
     result = json.loads((tmp_path / "results.json").read_text())

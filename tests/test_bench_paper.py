@@ -5,10 +5,36 @@ import json
 
 from mentor.cli import main
 
-TINY = ["--start-sft-steps", "3", "--grid-steps", "2", "--val-size", "4", "--rl-steps", "4", "--opd-steps", "2",
-        "--prompts-per-step", "2", "--group-size", "2", "--eval-every", "1", "--opd-eval-every", "1",
-        "--test-size", "6", "--plateau-evals", "2", "--teacher-sft-steps", "3", "--samples-n0", "64",
-        "--compute-opd-steps", "1"]
+TINY = [
+    "--start-sft-steps",
+    "3",
+    "--grid-steps",
+    "2",
+    "--val-size",
+    "4",
+    "--rl-steps",
+    "4",
+    "--opd-steps",
+    "2",
+    "--prompts-per-step",
+    "2",
+    "--group-size",
+    "2",
+    "--eval-every",
+    "1",
+    "--opd-eval-every",
+    "1",
+    "--test-size",
+    "6",
+    "--plateau-evals",
+    "2",
+    "--teacher-sft-steps",
+    "3",
+    "--samples-n0",
+    "64",
+    "--compute-opd-steps",
+    "1",
+]
 
 
 def test_bench_paper_quick_writes_every_table(tmp_path):
@@ -16,8 +42,13 @@ def test_bench_paper_quick_writes_every_table(tmp_path):
     assert main(["bench", "paper", "--quick", "--quiet", "--only", "A", "--out", str(out), *TINY]) == 0
     assert "annealed start" in (out / "protocol.md").read_text()  # the protocol is written with the results
     report = (out / "results.md").read_text()
-    for title in ("A1: the annealed start", "learning-rate grid", "steps to T_RL", "A2: SFT on a stochastic",
-                  "FLOP ratios"):
+    for title in (
+        "A1: the annealed start",
+        "learning-rate grid",
+        "steps to T_RL",
+        "A2: SFT on a stochastic",
+        "FLOP ratios",
+    ):
         assert title in report
     assert (out / "steps.png").stat().st_size > 0 and (out / "compute.png").stat().st_size > 0
     result = json.loads((out / "results.json").read_text())
@@ -83,7 +114,9 @@ def test_a_start_chosen_under_other_settings_is_not_reused(tmp_path):
 
 
 def test_a_size_below_one_is_refused_with_its_flag_before_anything_trains(tmp_path, capsys):
-    assert main(["bench", "paper", "--quick", "--only", "A1", "--out", str(tmp_path / "p"),
-                 "--start-sft-steps", "-5"]) != 0
+    assert (
+        main(["bench", "paper", "--quick", "--only", "A1", "--out", str(tmp_path / "p"), "--start-sft-steps", "-5"])
+        != 0
+    )
     assert "--start-sft-steps must be at least 1 (got -5)" in capsys.readouterr().err
     assert not (tmp_path / "p" / "A1").exists()

@@ -24,11 +24,15 @@ def test_eval_with_max_new_tokens_0_is_refused_before_the_model_loads(tmp_path, 
     _one_line(capsys, r"--max-new-tokens must be at least 1 \(got 0\)")
 
 
-@pytest.mark.parametrize("argv", [
-    ["distill", "--student", "s", "--teacher", "t", "--prompts", "p.jsonl"],
-    ["sft", "--model", "m", "--data", "d.jsonl"],
-    ["rl", "--model", "m", "--task", "arithmetic"],
-], ids=["distill", "sft", "rl"])  # coe has no such flag
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["distill", "--student", "s", "--teacher", "t", "--prompts", "p.jsonl"],
+        ["sft", "--model", "m", "--data", "d.jsonl"],
+        ["rl", "--model", "m", "--task", "arithmetic"],
+    ],
+    ids=["distill", "sft", "rl"],
+)  # coe has no such flag
 def test_every_command_with_max_new_tokens_refuses_0(argv, tmp_path, capsys):
     assert main([*argv, "--output-dir", str(tmp_path / "run"), "--max-new-tokens", "0"]) == 2
     _one_line(capsys, r"--max-new-tokens must be at least 1 \(got 0\)")
@@ -48,18 +52,25 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(recipe, "load_tokenizer", refuse)
 
 
-@pytest.mark.parametrize("step, missing, first", [
-    ("train-router", "moe", "assemble"),
-    ("assemble", "experts/general/final", "train-experts"),
-    ("train-experts", "labels", "label"),
-    ("inspect", "stage2/final", "train-router"),
-])
-def test_a_coe_step_before_the_one_it_needs_names_that_step(step, missing, first, no_loading, tmp_path, capsys,
-                                                            monkeypatch):
+@pytest.mark.parametrize(
+    "step, missing, first",
+    [
+        ("train-router", "moe", "assemble"),
+        ("assemble", "experts/general/final", "train-experts"),
+        ("train-experts", "labels", "label"),
+        ("inspect", "stage2/final", "train-router"),
+    ],
+)
+def test_a_coe_step_before_the_one_it_needs_names_that_step(
+    step, missing, first, no_loading, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # a relative --output-dir that does not exist: OUT/moe looks like a hub id
     assert main(["coe", step, "--base", "b", "--builtin", "--output-dir", "coe-run"]) == 2
-    _one_line(capsys, rf"coe-run/{missing} does not exist: run `mentor coe {first}` first, with the same "
-                      r"--output-dir")
+    _one_line(
+        capsys,
+        rf"coe-run/{missing} does not exist: run `mentor coe {first}` first, with the same "
+        r"--output-dir",
+    )
 
 
 # --- mentor inspect on a damaged samples.jsonl ---------------------------------------------------------------
@@ -67,11 +78,15 @@ def _sample(step: int) -> str:
     return json.dumps({"step": step, "row": 0, "tokens": ["a"], "token_ids": [1], "sampler_logprobs": [-0.1]})
 
 
-@pytest.mark.parametrize("content, line", [
-    ("this is not JSON\n", 1),
-    (_sample(1) + "\n{torn\n" + _sample(2) + "\n", 2),
-    (b"\xff\xfe not UTF-8\n", 1),
-], ids=["not JSON", "a bad line between good ones", "not UTF-8"])
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ("this is not JSON\n", 1),
+        (_sample(1) + "\n{torn\n" + _sample(2) + "\n", 2),
+        (b"\xff\xfe not UTF-8\n", 1),
+    ],
+    ids=["not JSON", "a bad line between good ones", "not UTF-8"],
+)
 def test_inspect_names_the_line_of_a_samples_file_that_is_not_json(content, line, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -90,11 +105,27 @@ def test_inspect_without_samples_still_says_so(tmp_path, capsys):
 
 # --- --warmup-steps longer than the run -----------------------------------------------------------------------
 def test_warmup_longer_than_the_run_is_refused_in_one_line(tmp_path, capsys):
-    argv = ["distill", "--student", "s", "--teacher", "t", "--prompts", "p.jsonl", "--output-dir",
-            str(tmp_path / "run"), "--steps", "10", "--warmup-steps", "11"]
+    argv = [
+        "distill",
+        "--student",
+        "s",
+        "--teacher",
+        "t",
+        "--prompts",
+        "p.jsonl",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--steps",
+        "10",
+        "--warmup-steps",
+        "11",
+    ]
     assert main(argv) == 2
-    _one_line(capsys, r"--warmup-steps 11 is longer than the run's 10 optimizer steps \(--steps x --num-substeps\), "
-                      r"so the learning rate would never reach --learning-rate: use at most 10, or -1")
+    _one_line(
+        capsys,
+        r"--warmup-steps 11 is longer than the run's 10 optimizer steps \(--steps x --num-substeps\), "
+        r"so the learning rate would never reach --learning-rate: use at most 10, or -1",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -108,8 +139,11 @@ def test_warmup_counts_optimizer_steps_substeps_included():
 
 def test_coe_warmup_must_fit_each_experts_training():
     options = dict(base="b", builtin=True, steps=100, expert_steps=5, warmup_steps=10)
-    with pytest.raises(MentorError, match=r"--warmup-steps 10 is longer than the run's 5 optimizer steps "
-                                          r"\(--expert-steps x --num-substeps, of each expert\)"):
+    with pytest.raises(
+        MentorError,
+        match=r"--warmup-steps 10 is longer than the run's 5 optimizer steps "
+        r"\(--expert-steps x --num-substeps, of each expert\)",
+    ):
         CoEConfig(**options)
     assert CoEConfig(**options, expert_init="copies").warmup_steps == 10  # no expert trains
 
@@ -128,5 +162,8 @@ def test_a_silent_teacher_server_is_named_while_it_is_waited_for(capsys):
         silent.close()
     notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("waiting for")]
     assert notices, "no line said what was being waited for"
-    assert re.fullmatch(rf"waiting for the teacher server at {re.escape(url)}/completions to answer \(0\.05 s of "
-                        r"--teacher-timeout 3 s\)", notices[0]), notices[0]
+    assert re.fullmatch(
+        rf"waiting for the teacher server at {re.escape(url)}/completions to answer \(0\.05 s of "
+        r"--teacher-timeout 3 s\)",
+        notices[0],
+    ), notices[0]

@@ -10,22 +10,22 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-
 from conftest import make_model_dir
-from mentor.check import (CheckOptions, FAIL, OK, SKIP, WARN, model_findings, run_check, screen,
-                          tokenizer_findings)
+from real_assets import SHARED_REAL
+
+from mentor.check import FAIL, OK, SKIP, WARN, CheckOptions, model_findings, run_check, screen, tokenizer_findings
 from mentor.cli import main
 from mentor.config import DistillConfig
 from mentor.errors import MentorError
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.models.tiny import build_tiny_model, save_tiny, tiny_config
-from real_assets import SHARED_REAL
 
 QWEN3 = SHARED_REAL / "tokenizers" / "qwen3"
 # ChatML as Qwen2.5 writes it: no thinking mode; ENDOFTEXT_TEMPLATE also ends each turn with <|endoftext|>
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 ENDOFTEXT_TEMPLATE = CHATML.replace("<|im_end|>", "<|endoftext|>")
 
 
@@ -52,8 +52,9 @@ def _tokenizer_with(tokenizer, template: str | None = None, eos: str | None = No
 
 
 def _tiny(tokenizer, vocab_size: int | None = None, seed: int = 0, max_positions: int = 512, eos=None):
-    config = tiny_config("qwen3", vocab_size or len(tokenizer), 32, 2, 4, tokenizer=tokenizer,
-                         max_positions=max_positions)
+    config = tiny_config(
+        "qwen3", vocab_size or len(tokenizer), 32, 2, 4, tokenizer=tokenizer, max_positions=max_positions
+    )
     model = build_tiny_model(config, seed=seed)
     if eos is not None:
         model.generation_config.eos_token_id = eos
@@ -65,10 +66,12 @@ def pairs(qwen3, tmp_path_factory):
     """Model directories on disk, as a user has them: the same weights under different tokenizers and heads."""
     root = tmp_path_factory.mktemp("check")
     model = _tiny(qwen3)
-    dirs = {"base": save_tiny(model, qwen3, root / "base"),
-            "endoftext": save_tiny(model, _tokenizer_with(qwen3, ENDOFTEXT_TEMPLATE), root / "endoftext"),
-            "small_head": save_tiny(_tiny(qwen3, vocab_size=151_650), qwen3, root / "small_head"),
-            "padded_head": save_tiny(_tiny(qwen3, vocab_size=151_936), qwen3, root / "padded_head")}
+    dirs = {
+        "base": save_tiny(model, qwen3, root / "base"),
+        "endoftext": save_tiny(model, _tokenizer_with(qwen3, ENDOFTEXT_TEMPLATE), root / "endoftext"),
+        "small_head": save_tiny(_tiny(qwen3, vocab_size=151_650), qwen3, root / "small_head"),
+        "padded_head": save_tiny(_tiny(qwen3, vocab_size=151_936), qwen3, root / "padded_head"),
+    }
     return {name: str(path) for name, path in dirs.items()} | {"root": root}
 
 
@@ -78,6 +81,7 @@ def _check(student: str, teacher: str, **options) -> dict[str, tuple[str, str]]:
 
 
 # --- tokenizers only -----------------------------------------------------------------------------------------
+
 
 def test_the_same_tokenizer_passes_every_cheap_check(qwen3):
     found = _verdicts(tokenizer_findings(qwen3, copy.deepcopy(qwen3)))
@@ -89,9 +93,11 @@ def test_a_template_that_ends_turns_differently_names_the_first_differing_token(
     teacher = _tokenizer_with(qwen3, ENDOFTEXT_TEMPLATE)
     found = _verdicts(tokenizer_findings(qwen3, teacher))
     verdict, detail = found["chat template"]
-    conversation = [{"role": "user", "content": "Hi! Who are you?"},
-                    {"role": "assistant", "content": "I am a helpful assistant."},
-                    {"role": "user", "content": "What is 2+3?"}]
+    conversation = [
+        {"role": "user", "content": "Hi! Who are you?"},
+        {"role": "assistant", "content": "I am a helpful assistant."},
+        {"role": "user", "content": "What is 2+3?"},
+    ]
     s_ids = qwen3.apply_chat_template(conversation, add_generation_prompt=True)["input_ids"]
     t_ids = teacher.apply_chat_template(conversation, add_generation_prompt=True)["input_ids"]
     first = next(i for i, (a, b) in enumerate(zip(s_ids, t_ids)) if a != b)
@@ -130,6 +136,7 @@ def test_another_vocabulary_and_special_token_ids_fail(qwen3):
 
 # --- with models ---------------------------------------------------------------------------------------------
 
+
 def test_different_eos_ids_fail_when_disjoint_and_warn_when_they_overlap(qwen3):
     im_end, endoftext = qwen3.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     student = _tiny(qwen3, eos=im_end)
@@ -162,9 +169,21 @@ def test_context_lengths_against_max_new_tokens_and_prompts(qwen3, tmp_path):
 
 # --- the command -----------------------------------------------------------------------------------------------
 
+
 def test_a_matching_pair_passes_with_exit_0(pairs, capsys):
-    code = main(["check", "--student", pairs["base"], "--teacher", pairs["base"], "--measure-prompts", "2",
-                 "--measure-tokens", "4"])
+    code = main(
+        [
+            "check",
+            "--student",
+            pairs["base"],
+            "--teacher",
+            pairs["base"],
+            "--measure-prompts",
+            "2",
+            "--measure-tokens",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     lines = [line for line in out.splitlines() if line.split()[0] in (OK, WARN, FAIL, SKIP)]
@@ -204,8 +223,18 @@ def test_the_measured_lines_score_what_opd_scores(qwen3):
             calls.append((sequences, score_from))
             return super().compute_logprobs(sequences, score_from)
 
-    found = _verdicts(measured_findings(Spy(teacher, qwen3.pad_token_id), student, qwen3, teacher_tokenizer,
-                                        examples, 3, teacher=teacher, teacher_stops=[qwen3.eos_token_id]))
+    found = _verdicts(
+        measured_findings(
+            Spy(teacher, qwen3.pad_token_id),
+            student,
+            qwen3,
+            teacher_tokenizer,
+            examples,
+            3,
+            teacher=teacher,
+            teacher_stops=[qwen3.eos_token_id],
+        )
+    )
     s_prompts, t_prompts = encode_probes(qwen3, examples, None), encode_probes(teacher_tokenizer, examples, None)
     assert s_prompts != t_prompts and len(calls) == 3
     (on_student, s_from), (own, t_from), (moved, m_from) = calls
@@ -245,8 +274,11 @@ def test_a_served_teacher_is_checked_as_far_as_a_server_allows(pairs):
 
     model, tokenizer = load_model(pairs["base"]), load_tokenizer(pairs["base"])
     with TeacherServer(model, tokenizer, model_name="tiny", port=0) as running:
-        findings = run_check(CheckOptions(student=pairs["base"], teacher=running.url, measure_prompts=2,
-                                          measure_tokens=3, max_new_tokens=64))
+        findings = run_check(
+            CheckOptions(
+                student=pairs["base"], teacher=running.url, measure_prompts=2, measure_tokens=3, max_new_tokens=64
+            )
+        )
     found = _verdicts(findings)
     assert found["vocabulary"][0] == OK and found["chat template"][0] == OK
     assert found["generation config"][0] == SKIP and found["served teacher"][0] == SKIP
@@ -257,9 +289,20 @@ def test_a_served_teacher_is_checked_as_far_as_a_server_allows(pairs):
 
 # --- distill's start-up check ----------------------------------------------------------------------------------
 
+
 def _distill_config(student: str, teacher: str, prompts: str, out: Path, **overrides) -> DistillConfig:
-    return DistillConfig(student=student, teacher=teacher, prompts=prompts, output_dir=str(out), steps=1,
-                         batch_size=2, group_size=2, max_new_tokens=8, quiet=False, **overrides)
+    return DistillConfig(
+        student=student,
+        teacher=teacher,
+        prompts=prompts,
+        output_dir=str(out),
+        steps=1,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        quiet=False,
+        **overrides,
+    )
 
 
 def test_distill_stops_on_a_blocking_mismatch_with_one_line_before_training(tmp_path, prompts_file):
@@ -290,7 +333,14 @@ def test_distill_prints_the_check_first(tmp_path, prompts_file, capsys):
     _, history = run_distill(_distill_config(student, student, prompts_file, tmp_path / "run"))
     err = capsys.readouterr().err
     assert len(history) == 1
-    for check in ("vocabulary", "special tokens", "chat template", "head sizes", "end of turn", "context length",
-                  "measured"):
+    for check in (
+        "vocabulary",
+        "special tokens",
+        "chat template",
+        "head sizes",
+        "end of turn",
+        "context length",
+        "measured",
+    ):
         assert f"ok    {check}" in err, err
     assert "gap 0.00 nats" in err

@@ -11,9 +11,26 @@ def test_cli_runs_a_three_step_distillation(tiny_dirs, prompts_file, tmp_path, c
     out = tmp_path / "run"
     config = tmp_path / "opd.yaml"
     config.write_text("learning_rate: 0.001\ngroup_size: 2\nbatch_size: 2\nmax_new_tokens: 10\n")
-    code = main(["distill", "--config", str(config), "--student", tiny_dirs["student"], "--teacher",
-                 tiny_dirs["teacher"], "--prompts", prompts_file, "--steps", "3", "--output-dir", str(out),
-                 "--batch-size", "3", "--quiet"])
+    code = main(
+        [
+            "distill",
+            "--config",
+            str(config),
+            "--student",
+            tiny_dirs["student"],
+            "--teacher",
+            tiny_dirs["teacher"],
+            "--prompts",
+            prompts_file,
+            "--steps",
+            "3",
+            "--output-dir",
+            str(out),
+            "--batch-size",
+            "3",
+            "--quiet",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
@@ -24,17 +41,46 @@ def test_cli_runs_a_three_step_distillation(tiny_dirs, prompts_file, tmp_path, c
 
 def test_cli_errors_are_one_line_with_exit_code_2(tiny_dirs, prompts_file, tmp_path):
     cases = [
-        ["distill", "--student", tiny_dirs["student"], "--teacher", tiny_dirs["teacher"], "--prompts", prompts_file,
-         "--learning-rate", "-1"],
-        ["distill", "--student", tiny_dirs["student"], "--teacher", tiny_dirs["teacher"], "--prompts", prompts_file,
-         "--group-size", "0"],
+        [
+            "distill",
+            "--student",
+            tiny_dirs["student"],
+            "--teacher",
+            tiny_dirs["teacher"],
+            "--prompts",
+            prompts_file,
+            "--learning-rate",
+            "-1",
+        ],
+        [
+            "distill",
+            "--student",
+            tiny_dirs["student"],
+            "--teacher",
+            tiny_dirs["teacher"],
+            "--prompts",
+            prompts_file,
+            "--group-size",
+            "0",
+        ],
         ["distill", "--student", str(tmp_path / "nope"), "--teacher", tiny_dirs["teacher"], "--prompts", prompts_file],
-        ["distill", "--student", tiny_dirs["student"], "--teacher", tiny_dirs["teacher"],
-         "--prompts", str(tmp_path / "missing.jsonl")],
+        [
+            "distill",
+            "--student",
+            tiny_dirs["student"],
+            "--teacher",
+            tiny_dirs["teacher"],
+            "--prompts",
+            str(tmp_path / "missing.jsonl"),
+        ],
     ]
     for args in cases:
-        proc = subprocess.run([sys.executable, "-m", "mentor", *args, "--output-dir", str(tmp_path / "x")],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mentor", *args, "--output-dir", str(tmp_path / "x")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("mentor: error:"), proc.stderr
@@ -62,8 +108,10 @@ def test_bench_without_a_source_checkout_is_one_line(monkeypatch, capsys):
 
 
 def test_bench_finds_the_checkouts_experiments_from_any_working_directory(tmp_path):
-    code = ("from mentor.cli import build_parser; "
-            "print(build_parser().parse_args(['bench', 'coe', '--quick']).func.__module__)")
+    code = (
+        "from mentor.cli import build_parser; "
+        "print(build_parser().parse_args(['bench', 'coe', '--quick']).func.__module__)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "experiments.cli"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -48,6 +47,7 @@ def _base_and_experts(arch: str, num_experts: int = 3, rope: dict | None = None)
 def _force_routing(moe, expert: int):
     """Route every token of every layer to ``expert`` in BOTH top-2 slots, weights 0.5 + 0.5 (sum 1, as after
     renormalisation). Any other choice for the second slot would mix in another expert's output."""
+
     def hook(module, args, output):
         logits = output[0]
         n, k = logits.shape[0], module.top_k
@@ -74,8 +74,9 @@ def test_forced_routing_reproduces_each_expert(arch, moe_class):
         assert (experts[0](ids).logits - experts[1](ids).logits).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("arch,expert_key", [("qwen3", "mlp.experts.2.gate_proj.weight"),
-                                             ("llama", "block_sparse_moe.experts.2.w1.weight")])
+@pytest.mark.parametrize(
+    "arch,expert_key", [("qwen3", "mlp.experts.2.gate_proj.weight"), ("llama", "block_sparse_moe.experts.2.w1.weight")]
+)
 def test_saved_moe_is_a_standard_checkpoint(tmp_path, arch, expert_key):
     from transformers import AutoModelForCausalLM
 
@@ -97,8 +98,10 @@ def test_saved_moe_is_a_standard_checkpoint(tmp_path, arch, expert_key):
     assert generated.shape[1] > ids.shape[1]
 
 
-@pytest.mark.parametrize("arch,rope", [("qwen3", SCALED_ROPE), ("llama", SCALED_ROPE),
-                                       ("llama", {"rope_type": "default", "rope_theta": 500_000.0})])
+@pytest.mark.parametrize(
+    "arch,rope",
+    [("qwen3", SCALED_ROPE), ("llama", SCALED_ROPE), ("llama", {"rope_type": "default", "rope_theta": 500_000.0})],
+)
 def test_saved_moe_config_has_what_transformers4_and_vllm_read(tmp_path, arch, rope):
     """transformers 5 writes rope_parameters / dtype / num_local_experts; 4.x and vLLM read other names and
     silently use their defaults without them (Mixtral's rope_theta 1e6, Qwen3-MoE's 128 experts)."""
@@ -125,9 +128,12 @@ def test_saved_moe_config_has_what_transformers4_and_vllm_read(tmp_path, arch, r
 TRANSFORMERS4 = os.environ.get("MENTOR_TRANSFORMERS4_PYTHON", "")
 
 
-@pytest.mark.skipif(not TRANSFORMERS4, reason="set MENTOR_TRANSFORMERS4_PYTHON to a python with transformers 4.57 "
-                    "(python3 -m venv /tmp/tf457 && /tmp/tf457/bin/pip install torch==2.13.0 'transformers==4.57.*' "
-                    "safetensors) to check that CoE checkpoints give the same logits there")
+@pytest.mark.skipif(
+    not TRANSFORMERS4,
+    reason="set MENTOR_TRANSFORMERS4_PYTHON to a python with transformers 4.57 "
+    "(python3 -m venv /tmp/tf457 && /tmp/tf457/bin/pip install torch==2.13.0 'transformers==4.57.*' "
+    "safetensors) to check that CoE checkpoints give the same logits there",
+)
 def test_saved_moe_gives_the_same_logits_under_transformers4(tmp_path):
     from safetensors.torch import load_file
 
@@ -142,8 +148,12 @@ def test_saved_moe_gives_the_same_logits_under_transformers4(tmp_path):
         with torch.no_grad():
             saved[str(path)] = (moe, ids, moe(torch.tensor([ids])).logits[0])
     out = tmp_path / "transformers4.json"
-    subprocess.run([TRANSFORMERS4, "tests/transformers4_logits.py", str(out), text, *saved], check=True,
-                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+    subprocess.run(
+        [TRANSFORMERS4, "tests/transformers4_logits.py", str(out), text, *saved],
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        timeout=300,
+    )
     for directory, result in json.loads(out.read_text()).items():
         moe, ids, logits = saved[directory]
         assert result["version"].startswith("4.") and result["model_class"] == type(moe).__name__
@@ -167,10 +177,14 @@ def test_assembly_refuses_unknown_bases_and_experts_that_moved_attention():
 
 
 def test_margin_loss_matches_hand_computed_values():
-    logits = torch.tensor([[3.0, 1.0, 2.0],   # label 1, k=2: 2nd largest 2.0, labelled 1.0 -> 1.0
-                           [1.0, 3.0, 2.0],   # label 2 already in the top-2 -> 0
-                           [2.0, 2.0, 1.0],   # label 1 ties the 2nd largest -> 0
-                           [5.0, 0.5, -1.0]])  # label 2: 0.5 - (-1.0) -> 1.5
+    logits = torch.tensor(
+        [
+            [3.0, 1.0, 2.0],  # label 1, k=2: 2nd largest 2.0, labelled 1.0 -> 1.0
+            [1.0, 3.0, 2.0],  # label 2 already in the top-2 -> 0
+            [2.0, 2.0, 1.0],  # label 1 ties the 2nd largest -> 0
+            [5.0, 0.5, -1.0],
+        ]
+    )  # label 2: 0.5 - (-1.0) -> 1.5
     labels = torch.tensor([1, 2, 1, 2])
     assert routing_loss_per_token(logits, labels, 2, "margin").tolist() == [1.0, 0.0, 0.0, 1.5]
     # k=1: the labelled logit must be the largest; a tie with the largest costs nothing
@@ -197,10 +211,12 @@ def _stage2_trainer(tmp_path, moe, variant: str, router_loss: str = "margin"):
 
     freeze_for_stage2(moe, variant)
     data = [("color of bilo?", "red", 0), ("12+3*4=", "3*4=12;12+12=24", 1), ("a=5;b=a;print(b)", "a=5;b=5;5", 2)]
-    examples = [EncodedExample(TOKENIZER(p)["input_ids"], encode_completion(TOKENIZER, c), p, cat)
-                for p, c, cat in data]
-    config = TrainConfig(output_dir=str(tmp_path / variant), steps=2, batch_size=3, group_size=1,
-                         learning_rate=1e-2, quiet=True)
+    examples = [
+        EncodedExample(TOKENIZER(p)["input_ids"], encode_completion(TOKENIZER, c), p, cat) for p, c, cat in data
+    ]
+    config = TrainConfig(
+        output_dir=str(tmp_path / variant), steps=2, batch_size=3, group_size=1, learning_rate=1e-2, quiet=True
+    )
     trainer = Trainer(config, moe, TOKENIZER, ExampleStream(examples, 3))
     algorithm = CoEExpertUtilization(TOKENIZER.pad_token_id, moe, top_k=2, router_loss=router_loss)
     return trainer, algorithm
@@ -227,10 +243,12 @@ def test_routing_loss_alone_moves_the_labelled_expert_into_the_top_k(tmp_path):
     moe = assemble_moe(base, experts, top_k=1)
     trainer, algorithm = _stage2_trainer(tmp_path, moe, "router")
     batch, _ = algorithm.collect(trainer.stream.next_batch())
+
     def margin_now():
         with torch.no_grad():
             trainer.policy(batch.input_ids, batch.attention_mask, positions=batch.loss_mask > 0)
             return algorithm.auxiliary_loss(batch, batch.num_loss_tokens)[1]["router_loss"]
+
     start = margin_now()
     algorithm.coef = 100.0  # the CE term barely moves routers; the routing loss must do the work
     for _ in range(15):
@@ -248,8 +266,16 @@ def test_expert_training_moves_only_mlps_and_new_token_rows(tmp_path):
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
     freeze_for_expert_training(base, [new_token])
     examples = [EncodedExample(TOKENIZER("<|assistant|>1+2=")["input_ids"], encode_completion(TOKENIZER, "3"))]
-    config = SFTConfig(model="(in memory)", data="(in memory)", output_dir=str(tmp_path / "expert"), steps=2,
-                       batch_size=1, group_size=1, learning_rate=1e-2, quiet=True)
+    config = SFTConfig(
+        model="(in memory)",
+        data="(in memory)",
+        output_dir=str(tmp_path / "expert"),
+        steps=2,
+        batch_size=1,
+        group_size=1,
+        learning_rate=1e-2,
+        quiet=True,
+    )
     run_sft(config, base, TOKENIZER, examples)
     for name, param in base.named_parameters():
         if "embed_tokens" in name:

@@ -11,11 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from mentor.coe.labeling import (FieldLabeler, KeywordLabeler, LLMLabeler, http_chat_completer, label_records,
-                                 make_labeler, parse_category)
+from mentor.coe.labeling import (
+    FieldLabeler,
+    KeywordLabeler,
+    LLMLabeler,
+    http_chat_completer,
+    label_records,
+    make_labeler,
+    parse_category,
+)
 from mentor.errors import MentorError
-from mentor.tasks.registry import get_task
 from mentor.tasks.coe_tasks import CATEGORY_TASKS, COLLABORATION_TASK
+from mentor.tasks.registry import get_task
 
 
 def test_keyword_labeler_on_known_inputs():
@@ -87,9 +94,11 @@ def test_http_llm_labeler_against_a_local_server(classifier_url, tmp_path):
     assert first["body"]["model"] == "judge" and first["body"]["temperature"] == 0.0
     assert "general, math, coding" in first["body"]["messages"][0]["content"]
     # through make_labeler and label_records: one JSONL per category plus counts and the figure
-    records = [{"prompt": "a=1;print(a)", "completion": "1", "source": "s1"},
-               {"prompt": "1+1=", "completion": "2", "source": "s2"},
-               {"prompt": "pet of kuno?", "completion": "cat", "source": "s1"}]
+    records = [
+        {"prompt": "a=1;print(a)", "completion": "1", "source": "s1"},
+        {"prompt": "1+1=", "completion": "2", "source": "s2"},
+        {"prompt": "pet of kuno?", "completion": "cat", "source": "s1"},
+    ]
     summary = label_records(records, make_labeler("llm", model=f"{classifier_url}/v1#judge"), tmp_path)
     assert summary["counts"] == {"general": 1, "math": 1, "coding": 1}
     coding = [json.loads(line) for line in (tmp_path / "coding.jsonl").read_text().splitlines()]
@@ -121,16 +130,36 @@ def test_mentor_coe_label_cli_writes_one_file_per_category(tmp_path):
     from mentor.cli import main
 
     data = tmp_path / "sft.jsonl"
-    rows = [{"prompt": "3+4*2=", "completion": "4*2=8;3+8=11"}, {"prompt": "a=1;print(a)", "completion": "a=1;1"},
-            {"prompt": "city of bilo?", "completion": "oslo"}, {"prompt": "9-2=", "completion": "7"}]
+    rows = [
+        {"prompt": "3+4*2=", "completion": "4*2=8;3+8=11"},
+        {"prompt": "a=1;print(a)", "completion": "a=1;1"},
+        {"prompt": "city of bilo?", "completion": "oslo"},
+        {"prompt": "9-2=", "completion": "7"},
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "coe"
-    assert main(["coe", "label", "--base", "unused-by-this-step", "--data", str(data), "--labeler", "keyword",
-                 "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "coe",
+                "label",
+                "--base",
+                "unused-by-this-step",
+                "--data",
+                str(data),
+                "--labeler",
+                "keyword",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     counts = json.loads((out / "labels" / "labels.json").read_text())["counts"]
     assert counts == {"general": 1, "math": 2, "coding": 1}
-    assert main(["coe", "label", "--base", "b", "--data", str(data), "--train", "ffn-only",
-                 "--output-dir", str(out)]) == 2  # a bad flag value: one line, exit 2
+    assert (
+        main(["coe", "label", "--base", "b", "--data", str(data), "--train", "ffn-only", "--output-dir", str(out)]) == 2
+    )  # a bad flag value: one line, exit 2
 
 
 def test_local_llm_labeler_runs_a_transformers_model(tmp_path):
@@ -148,22 +177,37 @@ def test_every_builtin_task_is_known_in_a_fresh_interpreter():
     """get_task must not depend on which task modules the caller happened to import."""
     names = ("arithmetic", *CATEGORY_TASKS.values(), COLLABORATION_TASK)
     code = f"from mentor.tasks.registry import get_task; print(*(type(get_task(n)).__name__ for n in {names!r}))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr.splitlines()[-1:]
     assert result.stdout.split() == ["ArithmeticTask", "GeneralTask", "MathTask", "CodingTask", "PotTask"]
 
 
 def test_stage_loading_reads_messages_records(tmp_path):
     """SFT data in chat form (messages ending with the assistant's turn) is labelled and loaded for both stages."""
-    from mentor.models.tiny import build_char_tokenizer
     from mentor.coe.recipe import CoEConfig, label_step, load_category_examples
+    from mentor.models.tiny import build_char_tokenizer
 
-    rows = [{"messages": [{"role": "user", "content": "color of bilo?"}, {"role": "assistant", "content": "red"}],
-             "category": "general"},
-            {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "12+3="},
-                          {"role": "assistant", "content": "15"}], "category": "math"},
-            {"prompt": "a=5;print(a)", "completion": "a=5;5", "category": "coding"}]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": "color of bilo?"}, {"role": "assistant", "content": "red"}],
+            "category": "general",
+        },
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "12+3="},
+                {"role": "assistant", "content": "15"},
+            ],
+            "category": "math",
+        },
+        {"prompt": "a=5;print(a)", "completion": "a=5;5", "category": "coding"},
+    ]
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = CoEConfig(base="(unused)", data=str(data), output_dir=str(tmp_path / "out"))
@@ -181,5 +225,8 @@ def test_stage_loading_reads_messages_records(tmp_path):
     assert [e.reference for e in only_math] == [1]
     from mentor.coe.recipe import labelled_prompts  # what inspect shows: the user text
 
-    assert labelled_prompts(labels, config.category_list) == {"general": ["color of bilo?"], "math": ["12+3="],
-                                                              "coding": ["a=5;print(a)"]}
+    assert labelled_prompts(labels, config.category_list) == {
+        "general": ["color of bilo?"],
+        "math": ["12+3="],
+        "coding": ["a=5;print(a)"],
+    }

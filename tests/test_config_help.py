@@ -38,16 +38,28 @@ def test_every_flag_has_help_with_its_default(command, parser):
     for action in flags:
         assert action.help and len(action.help) > 20, (command, action.option_strings)
         default = defaults[action.dest]
-        shown = str(default).lower() if isinstance(default, bool) else repr(default) if isinstance(default, str) \
-            else f"{default:g}" if isinstance(default, float) else str(default)
+        shown = (
+            str(default).lower()
+            if isinstance(default, bool)
+            else repr(default)
+            if isinstance(default, str)
+            else f"{default:g}"
+            if isinstance(default, float)
+            else str(default)
+        )
         assert action.help.endswith(f"(default: {shown})"), (command, action.option_strings, action.help)
     parser.format_help()  # argparse's %-formatting of every help text works
 
 
 def test_help_groups_the_flags_by_section():
     text = _subparsers(build_parser())["rl"].format_help()
-    for title in ("The model to train", "Sampler backend", "Policy-gradient loss", "Remote teacher or reference",
-                  "Training"):
+    for title in (
+        "The model to train",
+        "Sampler backend",
+        "Policy-gradient loss",
+        "Remote teacher or reference",
+        "Training",
+    ):
         assert title in text
     assert "--tis-cap" in text and "--vllm-gpu-memory-utilization" in text
 
@@ -101,15 +113,18 @@ def test_a_clip_ratio_means_the_clipped_objective_whatever_the_loss(make):
 
 
 @pytest.mark.parametrize("make", [_distill, _rl], ids=["distill", "rl"])
-@pytest.mark.parametrize("fields, message", [
-    (dict(loss="ppo"), r"--loss ppo needs --clip-ratio above 0"),
-    (dict(loss="cross_entropy", clip_ratio=0.2), r"--loss cross_entropy .* no importance ratio to clip"),
-    (dict(loss="kl_magic"), r"--loss 'kl_magic' is unknown: use importance_sampling or ppo"),
-    (dict(clip_ratio=-0.1), r"--clip-ratio cannot be negative"),
-    (dict(tis_cap=0.5), r"--tis-cap 0.5 must be at least 1 \(or 0 for off\)"),
-    (dict(tis_cap=-2.0), r"--tis-cap -2 must be at least 1"),
-    (dict(kl_coef=-1.0), r"--kl-coef cannot be negative"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(loss="ppo"), r"--loss ppo needs --clip-ratio above 0"),
+        (dict(loss="cross_entropy", clip_ratio=0.2), r"--loss cross_entropy .* no importance ratio to clip"),
+        (dict(loss="kl_magic"), r"--loss 'kl_magic' is unknown: use importance_sampling or ppo"),
+        (dict(clip_ratio=-0.1), r"--clip-ratio cannot be negative"),
+        (dict(tis_cap=0.5), r"--tis-cap 0.5 must be at least 1 \(or 0 for off\)"),
+        (dict(tis_cap=-2.0), r"--tis-cap -2 must be at least 1"),
+        (dict(kl_coef=-1.0), r"--kl-coef cannot be negative"),
+    ],
+)
 def test_contradictory_loss_settings_are_one_line(make, fields, message):
     with pytest.raises(MentorError, match=message) as caught:
         make(**fields)

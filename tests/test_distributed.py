@@ -27,9 +27,22 @@ def test_two_processes_stay_in_sync_and_match_one_process(tiny_dirs, prompts_fil
     _, single_history = run(str(single_dir), tiny_dirs["student"], tiny_dirs["teacher"], prompts_file)
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPT.parent.parent))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), str(SCRIPT), str(multi_dir), tiny_dirs["student"],
-               tiny_dirs["teacher"], prompts_file]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(SCRIPT),
+        str(multi_dir),
+        tiny_dirs["student"],
+        tiny_dirs["teacher"],
+        prompts_file,
+    ]
     multi_dir.mkdir()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from mentor.models.loading import load_model
-from mentor.update.divergence import (GeneralizedJSD, generalized_jsd, naive_generalized_jsd, naive_reverse_kl,
-                                      reverse_kl)
+from mentor.update.divergence import (
+    GeneralizedJSD,
+    generalized_jsd,
+    naive_generalized_jsd,
+    naive_reverse_kl,
+    reverse_kl,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +33,9 @@ def _batch(seed: int = 0):
 def test_chunked_reverse_kl_and_its_gradient_match_the_naive_computation(models, chunk_size):
     student, teacher = models
     input_ids, attention_mask, positions = _batch()
-    chunked = reverse_kl(student, teacher, input_ids, attention_mask, positions=positions, temperature=0.8,
-                         chunk_size=chunk_size)
+    chunked = reverse_kl(
+        student, teacher, input_ids, attention_mask, positions=positions, temperature=0.8, chunk_size=chunk_size
+    )
     naive = naive_reverse_kl(student, teacher, input_ids, attention_mask, temperature=0.8)
     where = positions & attention_mask.bool()
     assert torch.allclose(chunked[where], naive[where], atol=1e-5)
@@ -74,14 +80,16 @@ def test_the_training_forward_returns_log_probs_and_the_full_kl_from_one_decoder
     student, teacher = models
     input_ids, attention_mask, positions = _batch()
     where = positions & attention_mask.bool()
-    logprobs, entropy, kl = PolicyLogprobs(student)(input_ids, attention_mask, positions=positions,
-                                                    hidden_term=FullReverseKL(teacher), with_entropy=True)
+    logprobs, entropy, kl = PolicyLogprobs(student)(
+        input_ids, attention_mask, positions=positions, hidden_term=FullReverseKL(teacher), with_entropy=True
+    )
     alone, _ = token_logprobs(student, input_ids, attention_mask, positions=positions)
     assert torch.equal(logprobs, alone)
     naive = naive_reverse_kl(student, teacher, input_ids, attention_mask)
     assert torch.allclose(kl[where], naive[where], atol=1e-5) and (kl[~where] == 0).all()
-    _, _, top = PolicyLogprobs(student)(input_ids, attention_mask, positions=positions,
-                                        hidden_term=FullReverseKL(teacher, 4))
+    _, _, top = PolicyLogprobs(student)(
+        input_ids, attention_mask, positions=positions, hidden_term=FullReverseKL(teacher, 4)
+    )
     assert (top[where] <= kl[where] + 1e-5).all()
 
 
@@ -95,10 +103,22 @@ def test_opd_on_the_full_reverse_kl_lowers_it(tiny_dirs, tmp_path, divergence):
 
     tokenizer = load_tokenizer(tiny_dirs["student"])
     fixed = [EncodedExample(tokenizer(p)["input_ids"], text=p) for p in ("12+34*5=", "7*8+9=", "45+6+7=")]
-    config = DistillConfig(student=tiny_dirs["student"], teacher=tiny_dirs["teacher"], task="arithmetic",
-                           output_dir=str(tmp_path / "run"), steps=12, batch_size=3, group_size=2,
-                           max_new_tokens=8, learning_rate=3e-3, eval_size=4, quiet=True, seed=0,
-                           divergence=divergence, kl_top_k=8)
+    config = DistillConfig(
+        student=tiny_dirs["student"],
+        teacher=tiny_dirs["teacher"],
+        task="arithmetic",
+        output_dir=str(tmp_path / "run"),
+        steps=12,
+        batch_size=3,
+        group_size=2,
+        max_new_tokens=8,
+        learning_rate=3e-3,
+        eval_size=4,
+        quiet=True,
+        seed=0,
+        divergence=divergence,
+        kl_top_k=8,
+    )
     _, history = run_distill(config, examples=fixed)
     kls = [r["full_reverse_kl"] for r in history if "full_reverse_kl" in r]
     assert len(kls) == 12
@@ -111,12 +131,27 @@ def test_the_full_reverse_kl_needs_one_in_process_teacher(tiny_dirs, tmp_path):
     from mentor.cli import main
 
     for teacher in ("http://127.0.0.1:9/v1", f"a={tiny_dirs['teacher']},b={tiny_dirs['teacher']}"):
-        code = main(["distill", "--student", tiny_dirs["student"], "--teacher", teacher, "--task", "arithmetic",
-                     "--divergence", "full", "--output-dir", str(tmp_path / "x"), "--quiet"])
+        code = main(
+            [
+                "distill",
+                "--student",
+                tiny_dirs["student"],
+                "--teacher",
+                teacher,
+                "--task",
+                "arithmetic",
+                "--divergence",
+                "full",
+                "--output-dir",
+                str(tmp_path / "x"),
+                "--quiet",
+            ]
+        )
         assert code == 2 and not (tmp_path / "x").exists()
 
 
 # --- the generalized JSD (TRL's GKD / DistillationTrainer definition) ---
+
 
 def _jsd_batch():
     input_ids, attention_mask, positions = _batch(seed=1)
@@ -148,8 +183,16 @@ def test_chunked_jsd_and_its_gradient_match_the_naive_computation(models, beta, 
     student, teacher = models
     input_ids, attention_mask, positions = _jsd_batch()
     where = positions & attention_mask.bool()
-    chunked = generalized_jsd(student, teacher, input_ids, attention_mask, beta=beta, positions=positions,
-                              temperature=0.8, chunk_size=chunk_size)
+    chunked = generalized_jsd(
+        student,
+        teacher,
+        input_ids,
+        attention_mask,
+        beta=beta,
+        positions=positions,
+        temperature=0.8,
+        chunk_size=chunk_size,
+    )
     naive = naive_generalized_jsd(student, teacher, input_ids, attention_mask, beta, temperature=0.8)
     assert torch.allclose(chunked[where], naive[where], atol=1e-5)
     hand = _by_hand(student, teacher, input_ids, attention_mask, beta, 0.8)
@@ -166,8 +209,9 @@ def test_the_endpoints_are_the_forward_and_reverse_kl(models):
     where = positions & attention_mask.bool()
     with torch.no_grad():
         reverse = generalized_jsd(student, teacher, input_ids, attention_mask, beta=1.0, positions=positions)
-        assert torch.allclose(reverse[where], naive_reverse_kl(student, teacher, input_ids, attention_mask)[where],
-                              atol=1e-5)
+        assert torch.allclose(
+            reverse[where], naive_reverse_kl(student, teacher, input_ids, attention_mask)[where], atol=1e-5
+        )
         forward = generalized_jsd(student, teacher, input_ids, attention_mask, beta=0.0, positions=positions)
         swapped = naive_reverse_kl(teacher, student, input_ids, attention_mask)  # KL(teacher || student)
         assert torch.allclose(forward[where], swapped[where], atol=1e-5)
@@ -187,8 +231,16 @@ def test_opd_selects_the_jsd_from_python_and_logs_it(models, tiny_dirs):
 
     student, teacher = models
     assert "jsd" in DIVERGENCES  # --divergence jsd on the command line too (tests/test_backends.py)
-    algorithm = OnPolicyDistillation(None, LocalTeacher(teacher, pad_id=0), None, group_size=2, temperature=1.0,
-                                     divergence="jsd", jsd_beta=0.3, kl_coef=2.0)
+    algorithm = OnPolicyDistillation(
+        None,
+        LocalTeacher(teacher, pad_id=0),
+        None,
+        group_size=2,
+        temperature=1.0,
+        divergence="jsd",
+        jsd_beta=0.3,
+        kl_coef=2.0,
+    )
     options = algorithm.forward_options()
     assert isinstance(options["hidden_term"], GeneralizedJSD) and options["hidden_term"].beta == 0.3
     input_ids, attention_mask, positions = _jsd_batch()
@@ -196,8 +248,9 @@ def test_opd_selects_the_jsd_from_python_and_logs_it(models, tiny_dirs):
     output = PolicyLogprobs(student)(input_ids, attention_mask, positions=positions, **options)
     naive = naive_generalized_jsd(student, teacher, input_ids, attention_mask, 0.3)
     assert torch.allclose(output.term[where], naive[where], atol=1e-5)
-    micro = SimpleNamespace(sampler_logprobs=output.logprobs.detach(), advantages=torch.zeros_like(output.logprobs),
-                            loss_mask=where.float())
+    micro = SimpleNamespace(
+        sampler_logprobs=output.logprobs.detach(), advantages=torch.zeros_like(output.logprobs), loss_mask=where.float()
+    )
     num_tokens = int(where.sum())
     loss, metrics = algorithm.loss(output, micro, num_tokens)
     expected = float((naive.detach() * where).sum()) / num_tokens

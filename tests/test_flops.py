@@ -8,8 +8,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from mentor.evaluation.flops import MatmulParams, training_flops
-from mentor.train.ledger import ComputeLedger
 from mentor.models.loading import apply_lora
+from mentor.train.ledger import ComputeLedger
 from tests.conftest import make_model_dir
 
 
@@ -46,11 +46,21 @@ VOCAB, HIDDEN, LAYERS = 54, 32, 2
 
 def test_gpt2_conv1d_layers_count():
     """GPT-2's attention and MLP are transformers ``Conv1D`` (weight [in, out] + bias), not ``nn.Linear``."""
-    config = AutoConfig.for_model("gpt2", n_embd=HIDDEN, n_layer=LAYERS, n_head=4, vocab_size=VOCAB, n_positions=64,
-                                  bos_token_id=0, eos_token_id=0)
+    config = AutoConfig.for_model(
+        "gpt2",
+        n_embd=HIDDEN,
+        n_layer=LAYERS,
+        n_head=4,
+        vocab_size=VOCAB,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = AutoModelForCausalLM.from_config(config)
     h = HIDDEN
-    per_layer = (h * 3 * h + 3 * h) + (h * h + h) + (h * 4 * h + 4 * h) + (4 * h * h + h)  # c_attn, c_proj, c_fc, c_proj
+    per_layer = (
+        (h * 3 * h + 3 * h) + (h * h + h) + (h * 4 * h + 4 * h) + (4 * h * h + h)
+    )  # c_attn, c_proj, c_fc, c_proj
     n = LAYERS * per_layer + VOCAB * h  # + the tied head
     assert MatmulParams.of(model) == MatmulParams(n, n)
 
@@ -63,9 +73,20 @@ def moe_hand_count(experts=4, top_k=2, inter=24, heads=4, kv_heads=2, head_dim=1
 
 
 def tiny_moe(arch: str, experts=4, top_k=2):
-    shared = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2,
-                  head_dim=16, vocab_size=VOCAB, num_experts_per_tok=top_k, max_position_embeddings=64,
-                  tie_word_embeddings=True, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    shared = dict(
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=VOCAB,
+        num_experts_per_tok=top_k,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     if arch == "qwen3_moe":
         config = AutoConfig.for_model(arch, moe_intermediate_size=24, num_experts=experts, **shared)
     else:
@@ -91,10 +112,19 @@ class PerExpertBlock(nn.Module):
         inter = fused.experts.down_proj.shape[-1]
         self.top_k = top_k
         self.gate = nn.Linear(hidden, num_experts, bias=False)
-        self.experts = nn.ModuleList(nn.ModuleDict({name: nn.Linear(*shape, bias=False) for name, shape in
-                                                    (("gate_proj", (hidden, inter)), ("up_proj", (hidden, inter)),
-                                                     ("down_proj", (inter, hidden)))})
-                                     for _ in range(num_experts))
+        self.experts = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    name: nn.Linear(*shape, bias=False)
+                    for name, shape in (
+                        ("gate_proj", (hidden, inter)),
+                        ("up_proj", (hidden, inter)),
+                        ("down_proj", (inter, hidden)),
+                    )
+                }
+            )
+            for _ in range(num_experts)
+        )
 
 
 def test_per_expert_layout_counts_the_same_and_frozen_experts_are_not_trainable():
@@ -127,9 +157,18 @@ def test_distill_run_logs_cumulative_flops(tiny_dirs, tmp_path):
     from mentor.config import DistillConfig
     from mentor.recipes.distill import run_distill
 
-    config = DistillConfig(student=tiny_dirs["student"], teacher=tiny_dirs["teacher"], task="arithmetic",
-                           output_dir=str(tmp_path / "run"), steps=2, batch_size=2, group_size=2,
-                           max_new_tokens=8, eval_size=4, quiet=True)
+    config = DistillConfig(
+        student=tiny_dirs["student"],
+        teacher=tiny_dirs["teacher"],
+        task="arithmetic",
+        output_dir=str(tmp_path / "run"),
+        steps=2,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        eval_size=4,
+        quiet=True,
+    )
     trainer, _ = run_distill(config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "flops_student_train" in r]
@@ -148,9 +187,30 @@ def test_sft_from_teacher_samples_once_and_counts_the_teacher(tiny_dirs, tmp_pat
     from mentor.cli import main
 
     out = tmp_path / "sft"
-    args = ["sft", "--model", tiny_dirs["student"], "--from-teacher", tiny_dirs["teacher"], "--task", "arithmetic",
-            "--teacher-prompts", "6", "--teacher-samples", "2", "--max-new-tokens", "12", "--output-dir", str(out),
-            "--batch-size", "4", "--group-size", "1", "--eval-size", "4", "--quiet"]
+    args = [
+        "sft",
+        "--model",
+        tiny_dirs["student"],
+        "--from-teacher",
+        tiny_dirs["teacher"],
+        "--task",
+        "arithmetic",
+        "--teacher-prompts",
+        "6",
+        "--teacher-samples",
+        "2",
+        "--max-new-tokens",
+        "12",
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "4",
+        "--group-size",
+        "1",
+        "--eval-size",
+        "4",
+        "--quiet",
+    ]
     assert main(args + ["--steps", "1"]) == 0
     cache = (out / "teacher_samples.jsonl").read_text().splitlines()
     assert len(cache) == 1 + 12  # header + 6 prompts x 2 samples
@@ -172,9 +232,28 @@ def test_multi_teacher_scores_each_data_set_with_its_teacher(tiny_dirs, tmp_path
     (tmp_path / "b.jsonl").write_text('{"prompt": "7+8+9="}\n')
     out = tmp_path / "multi"
     other = make_model_dir(tmp_path / "other_teacher", hidden=16, layers=1, heads=2, seed=9)
-    code = main(["distill", "--student", tiny_dirs["student"], "--teacher", f"a={tiny_dirs['teacher']},b={other}",
-                 "--prompts", f"a={tmp_path / 'a.jsonl'},b={tmp_path / 'b.jsonl'}", "--output-dir", str(out),
-                 "--steps", "1", "--batch-size", "3", "--group-size", "2", "--max-new-tokens", "6", "--quiet"])
+    code = main(
+        [
+            "distill",
+            "--student",
+            tiny_dirs["student"],
+            "--teacher",
+            f"a={tiny_dirs['teacher']},b={other}",
+            "--prompts",
+            f"a={tmp_path / 'a.jsonl'},b={tmp_path / 'b.jsonl'}",
+            "--output-dir",
+            str(out),
+            "--steps",
+            "1",
+            "--batch-size",
+            "3",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--quiet",
+        ]
+    )
     assert code == 0
     record = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     big = MatmulParams.of(AutoModelForCausalLM.from_pretrained(tiny_dirs["teacher"])).total

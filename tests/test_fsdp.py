@@ -24,9 +24,23 @@ SCRIPT = Path(__file__).with_name("fsdp_opd.py")
 
 def _torchrun(out_dir: Path, tiny_dirs, prompts_file, steps: int) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPT.parent.parent))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), str(SCRIPT), str(out_dir), tiny_dirs["student"],
-               tiny_dirs["teacher"], prompts_file, str(steps)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(SCRIPT),
+        str(out_dir),
+        tiny_dirs["student"],
+        tiny_dirs["teacher"],
+        prompts_file,
+        str(steps),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -15,24 +15,45 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mentor.tasks.loaders import SCHEMAS, load_problems
 from mentor.data.prompts import Example, load_examples
 from mentor.errors import MentorError
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.serve import TeacherServer
 from mentor.serve.server import RequestError
+from mentor.tasks.loaders import SCHEMAS, load_problems
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                        max_size=4),
-                           max_leaves=12)
-field_names = st.sampled_from(["prompt", "messages", "completion", "question", "answer", "solution", "problem",
-                               "role", "content", "instruction_id_list", "kwargs", "task_id", "test",
-                               "entry_point", "canonical_solution"])
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(
+    [
+        "prompt",
+        "messages",
+        "completion",
+        "question",
+        "answer",
+        "solution",
+        "problem",
+        "role",
+        "content",
+        "instruction_id_list",
+        "kwargs",
+        "task_id",
+        "test",
+        "entry_point",
+        "canonical_solution",
+    ]
+)
 records = st.dictionaries(field_names, json_values, max_size=5) | json_values
-messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", 3]),
-                                           "content": st.text(max_size=10) | st.integers()}), max_size=3)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system", 3]), "content": st.text(max_size=10) | st.integers()}
+    ),
+    max_size=3,
+)
 
 
 def _one_line_or_valid(call) -> None:
@@ -51,8 +72,10 @@ def test_prompt_loader_takes_any_bytes(tmp_path_factory, data):
 
 
 @FAST
-@given(rows=st.lists(records | st.fixed_dictionaries({"messages": messages}), min_size=1, max_size=4),
-       need_completion=st.booleans())
+@given(
+    rows=st.lists(records | st.fixed_dictionaries({"messages": messages}), min_size=1, max_size=4),
+    need_completion=st.booleans(),
+)
 def test_prompt_loader_takes_any_json_lines(tmp_path_factory, rows, need_completion):
     path = tmp_path_factory.mktemp("rows") / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -65,9 +88,13 @@ def test_prompt_loader_takes_any_json_lines(tmp_path_factory, rows, need_complet
 
 
 @FAST
-@given(schema=st.sampled_from(sorted(SCHEMAS) + ["nope"]), suffix=st.sampled_from([".jsonl", ".json"]),
-       content=st.binary(max_size=200) | st.lists(records, max_size=3).map(lambda rs: "\n".join(
-           json.dumps(r) for r in rs).encode()) | json_values.map(lambda v: json.dumps(v).encode()))
+@given(
+    schema=st.sampled_from(sorted(SCHEMAS) + ["nope"]),
+    suffix=st.sampled_from([".jsonl", ".json"]),
+    content=st.binary(max_size=200)
+    | st.lists(records, max_size=3).map(lambda rs: "\n".join(json.dumps(r) for r in rs).encode())
+    | json_values.map(lambda v: json.dumps(v).encode()),
+)
 def test_task_loaders_take_anything(tmp_path_factory, schema, suffix, content):
     path = tmp_path_factory.mktemp("task") / f"data{suffix}"
     path.write_bytes(content)
@@ -83,12 +110,21 @@ def server(tiny_dirs):
 
 token_ids = st.integers(-3, 300)  # the tiny vocabulary is smaller than 300: some ids are out of range
 plausible_bodies = st.fixed_dictionaries(
-    {"prompt": st.lists(token_ids, min_size=1, max_size=6) | st.lists(st.lists(token_ids, max_size=5), max_size=3)
-     | st.text(max_size=12), "max_tokens": st.sampled_from([0, 1, 16])},
-    optional={"model": st.sampled_from(["t", "", "other"]) | json_values,
-              "echo": st.booleans() | json_values, "logprobs": st.sampled_from([0, None, 5]),
-              "prompt_logprobs": st.sampled_from([0, None, 1]), "n": st.sampled_from([1, 2]),
-              "stream": st.booleans()})
+    {
+        "prompt": st.lists(token_ids, min_size=1, max_size=6)
+        | st.lists(st.lists(token_ids, max_size=5), max_size=3)
+        | st.text(max_size=12),
+        "max_tokens": st.sampled_from([0, 1, 16]),
+    },
+    optional={
+        "model": st.sampled_from(["t", "", "other"]) | json_values,
+        "echo": st.booleans() | json_values,
+        "logprobs": st.sampled_from([0, None, 5]),
+        "prompt_logprobs": st.sampled_from([0, None, 1]),
+        "n": st.sampled_from([1, 2]),
+        "stream": st.booleans(),
+    },
+)
 completion_bodies = plausible_bodies | st.dictionaries(st.text(max_size=8), json_values, max_size=4)
 
 
@@ -114,8 +150,9 @@ def test_request_parsing_answers_or_refuses_with_a_4xx(server):
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.binary(max_size=200) | completion_bodies.map(lambda b: json.dumps(b).encode()))
 def test_the_real_socket_never_answers_500_or_drops_the_connection(server, data):
-    request = urllib.request.Request(server.url + "/completions", data, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + "/completions", data, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, payload = response.status, json.loads(response.read())

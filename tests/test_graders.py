@@ -6,8 +6,15 @@ import pytest
 
 from mentor.errors import MentorError
 from mentor.tasks.base import Problem
-from mentor.tasks.graders import (check_instructions, code_passes, exact_match, extract_number, grade_many, math_match,
-                                  numeric_match)
+from mentor.tasks.graders import (
+    check_instructions,
+    code_passes,
+    exact_match,
+    extract_number,
+    grade_many,
+    math_match,
+    numeric_match,
+)
 
 
 def test_exact_and_numeric():
@@ -29,9 +36,11 @@ def test_math_verify_equivalence():
     assert math_match("costs $\\boxed{\\$19}$", "\\$18.90") == 0.0
 
 
-HUMANEVAL = {"prompt": "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n",
-             "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
-             "entry_point": "add"}
+HUMANEVAL = {
+    "prompt": 'def add(a, b):\n    """Add two numbers."""\n',
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+    "entry_point": "add",
+}
 
 
 def test_code_right_wrong_and_fenced():
@@ -42,8 +51,11 @@ def test_code_right_wrong_and_fenced():
 
 
 def test_a_whole_function_may_use_the_prompts_imports_and_helpers():
-    problem = {"prompt": "import math\n\ndef half(x):\n    return x / 2\n\ndef f(x):\n    \"\"\"half of sqrt\"\"\"\n",
-               "test": "def check(candidate):\n    assert candidate(16) == 2\n", "entry_point": "f"}
+    problem = {
+        "prompt": 'import math\n\ndef half(x):\n    return x / 2\n\ndef f(x):\n    """half of sqrt"""\n',
+        "test": "def check(candidate):\n    assert candidate(16) == 2\n",
+        "entry_point": "f",
+    }
     assert code_passes("```python\ndef f(x):\n    return half(math.sqrt(x))\n```", problem) == 1.0
     assert code_passes("    return half(math.sqrt(x))\n", problem) == 1.0
 
@@ -76,52 +88,83 @@ def test_code_cannot_use_os_or_network(tmp_path):
 LOWER = "the weather today is calm and the sea is quiet so we will sail along the coast"
 
 
-@pytest.mark.parametrize("name,kwargs,response,expected", [
-    # Punkt (NLTK's English model) does not end a sentence at "Dr.": three sentences
-    ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 3},
-     "Dr. Smith went home. He was tired. Then he slept.", True),
-    ("length_constraints:number_sentences", {"relation": "at least", "num_sentences": 4},
-     "Dr. Smith went home. He was tired. Then he slept.", False),
-    ("length_constraints:number_words", {"relation": "less than", "num_words": 4}, "one two three", True),
-    ("length_constraints:number_words", {"relation": "at least", "num_words": 4}, "one two three", False),
-    ("change_case:capital_word_frequency", {"capital_relation": "at least", "capital_frequency": 4},
-     "THE CAT met THE DOG.", True),
-    ("change_case:capital_word_frequency", {"capital_relation": "less than", "capital_frequency": 4},
-     "THE CAT met THE DOG.", False),
-    ("change_case:english_lowercase", {}, LOWER, True),
-    ("change_case:english_lowercase", {}, LOWER.capitalize(), False),
-    ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "*one* and **two**", True),
-    ("detectable_format:number_highlighted_sections", {"num_highlights": 3}, "*one* and **two**", False),
-    ("detectable_format:title", {}, "<<A Calm Sea>>\nWe sailed.", True),
-    ("detectable_format:title", {}, "A Calm Sea\nWe sailed.", False),
-    ("detectable_format:json_format", {}, '```json\n{"a": 1}\n```', True),
-    ("detectable_format:json_format", {}, "{a: 1}", False),
-    ("detectable_format:multiple_sections", {"section_spliter": "Section", "num_sections": 2},
-     "Section 1\nfirst\nSection 2\nsecond", True),
-    ("detectable_content:postscript", {"postscript_marker": "P.S."}, "See you.\nP.S. bring a coat", True),
-    ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], at [address].", True),
-    ("detectable_content:number_placeholders", {"num_placeholders": 3}, "Dear [name], at [address].", False),
-    ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "first\n***\nsecond", True),
-    ("length_constraints:nth_paragraph_first_word",
-     {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"}, "First we ate.\n\nThen we slept.", True),
-    ("combination:two_responses", {}, "Yes.\n******\nNo.", True),
-    ("combination:repeat_prompt", {"prompt_to_repeat": "Say hi."}, "Say hi. Hi!", True),
-    ("combination:repeat_prompt", {"prompt_to_repeat": "Say hi."}, "Hi!", False),
-    ("keywords:existence", {"keywords": ["ledger", "audit"]}, "The audit found the ledger.", True),
-    ("keywords:forbidden_words", {"forbidden_words": ["ledger"]}, "The audit found the ledger.", False),
-    ("keywords:letter_frequency", {"letter": "z", "let_frequency": 2, "let_relation": "at least"}, "zz top", True),
-    ("punctuation:no_comma", {}, "HELLO THERE, FRIEND", False),
-    ("startend:end_checker", {"end_phrase": "Any questions?"}, "Done. Any questions?", True),
-    ("startend:quotation", {}, '"quoted"', True),
-    ("detectable_format:constrained_response", {}, "My answer is yes.", True),
-    ("language:response_language", {"language": "de"}, "Das Wetter ist heute ruhig und wir segeln entlang der Küste.",
-     True),
-    ("language:response_language", {"language": "de"}, LOWER, False),
-    # mentor's extension: "exactly N" is IFEval's "at least N" and "less than N + 1"
-    ("keywords:frequency", {"keyword": "cat", "frequency": 3, "relation": "exactly"}, "cat cat cat", True),
-    ("keywords:frequency", {"keyword": "cat", "frequency": 2, "relation": "exactly"}, "cat cat cat", False),
-    ("keywords:frequency", {"keyword": "cat", "frequency": 4, "relation": "exactly"}, "cat cat cat", False),
-])
+@pytest.mark.parametrize(
+    "name,kwargs,response,expected",
+    [
+        # Punkt (NLTK's English model) does not end a sentence at "Dr.": three sentences
+        (
+            "length_constraints:number_sentences",
+            {"relation": "at least", "num_sentences": 3},
+            "Dr. Smith went home. He was tired. Then he slept.",
+            True,
+        ),
+        (
+            "length_constraints:number_sentences",
+            {"relation": "at least", "num_sentences": 4},
+            "Dr. Smith went home. He was tired. Then he slept.",
+            False,
+        ),
+        ("length_constraints:number_words", {"relation": "less than", "num_words": 4}, "one two three", True),
+        ("length_constraints:number_words", {"relation": "at least", "num_words": 4}, "one two three", False),
+        (
+            "change_case:capital_word_frequency",
+            {"capital_relation": "at least", "capital_frequency": 4},
+            "THE CAT met THE DOG.",
+            True,
+        ),
+        (
+            "change_case:capital_word_frequency",
+            {"capital_relation": "less than", "capital_frequency": 4},
+            "THE CAT met THE DOG.",
+            False,
+        ),
+        ("change_case:english_lowercase", {}, LOWER, True),
+        ("change_case:english_lowercase", {}, LOWER.capitalize(), False),
+        ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "*one* and **two**", True),
+        ("detectable_format:number_highlighted_sections", {"num_highlights": 3}, "*one* and **two**", False),
+        ("detectable_format:title", {}, "<<A Calm Sea>>\nWe sailed.", True),
+        ("detectable_format:title", {}, "A Calm Sea\nWe sailed.", False),
+        ("detectable_format:json_format", {}, '```json\n{"a": 1}\n```', True),
+        ("detectable_format:json_format", {}, "{a: 1}", False),
+        (
+            "detectable_format:multiple_sections",
+            {"section_spliter": "Section", "num_sections": 2},
+            "Section 1\nfirst\nSection 2\nsecond",
+            True,
+        ),
+        ("detectable_content:postscript", {"postscript_marker": "P.S."}, "See you.\nP.S. bring a coat", True),
+        ("detectable_content:number_placeholders", {"num_placeholders": 2}, "Dear [name], at [address].", True),
+        ("detectable_content:number_placeholders", {"num_placeholders": 3}, "Dear [name], at [address].", False),
+        ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "first\n***\nsecond", True),
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "then"},
+            "First we ate.\n\nThen we slept.",
+            True,
+        ),
+        ("combination:two_responses", {}, "Yes.\n******\nNo.", True),
+        ("combination:repeat_prompt", {"prompt_to_repeat": "Say hi."}, "Say hi. Hi!", True),
+        ("combination:repeat_prompt", {"prompt_to_repeat": "Say hi."}, "Hi!", False),
+        ("keywords:existence", {"keywords": ["ledger", "audit"]}, "The audit found the ledger.", True),
+        ("keywords:forbidden_words", {"forbidden_words": ["ledger"]}, "The audit found the ledger.", False),
+        ("keywords:letter_frequency", {"letter": "z", "let_frequency": 2, "let_relation": "at least"}, "zz top", True),
+        ("punctuation:no_comma", {}, "HELLO THERE, FRIEND", False),
+        ("startend:end_checker", {"end_phrase": "Any questions?"}, "Done. Any questions?", True),
+        ("startend:quotation", {}, '"quoted"', True),
+        ("detectable_format:constrained_response", {}, "My answer is yes.", True),
+        (
+            "language:response_language",
+            {"language": "de"},
+            "Das Wetter ist heute ruhig und wir segeln entlang der Küste.",
+            True,
+        ),
+        ("language:response_language", {"language": "de"}, LOWER, False),
+        # mentor's extension: "exactly N" is IFEval's "at least N" and "less than N + 1"
+        ("keywords:frequency", {"keyword": "cat", "frequency": 3, "relation": "exactly"}, "cat cat cat", True),
+        ("keywords:frequency", {"keyword": "cat", "frequency": 2, "relation": "exactly"}, "cat cat cat", False),
+        ("keywords:frequency", {"keyword": "cat", "frequency": 4, "relation": "exactly"}, "cat cat cat", False),
+    ],
+)
 def test_ifeval_checks(name, kwargs, response, expected):
     pytest.importorskip("lm_eval", reason="IFEval needs the ifeval extra")
     assert check_instructions(response, [name], [kwargs], prompt="Say hi.") == [expected]
@@ -146,9 +189,11 @@ def test_ifeval_loose_tries_the_response_without_its_first_or_last_line_and_with
 def test_ifeval_scores_prompt_and_instruction_level():
     from mentor.tasks.ifeval import IFEvalResult, ifeval_scores
 
-    results = [IFEvalResult(("a", "b"), strict=(True, False), loose=(True, True)),
-               IFEvalResult(("c",), strict=(True,), loose=(True,)),
-               IFEvalResult(("d", "e", "f"), strict=(False, False, True), loose=(False, True, True))]
+    results = [
+        IFEvalResult(("a", "b"), strict=(True, False), loose=(True, True)),
+        IFEvalResult(("c",), strict=(True,), loose=(True,)),
+        IFEvalResult(("d", "e", "f"), strict=(False, False, True), loose=(False, True, True)),
+    ]
     scores = ifeval_scores(results)
     assert scores["prompt_strict"] == pytest.approx(1 / 3)  # only the second prompt follows all
     assert scores["instruction_strict"] == pytest.approx(3 / 6)

@@ -50,10 +50,20 @@ def test_served_logprobs_match_the_in_process_teacher(server, teacher):
 
 
 def test_vllm_style_prompt_logprobs_and_one_generated_token(server, teacher):
-    body = {"model": "tiny-teacher", "prompt": SEQUENCES[:2], "max_tokens": 1, "echo": True, "logprobs": 0,
-            "prompt_logprobs": 0}
-    request = urllib.request.Request(server.url + "/completions", json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": "Bearer sesame", "Content-Type": "application/json"})
+    body = {
+        "model": "tiny-teacher",
+        "prompt": SEQUENCES[:2],
+        "max_tokens": 1,
+        "echo": True,
+        "logprobs": 0,
+        "prompt_logprobs": 0,
+    }
+    request = urllib.request.Request(
+        server.url + "/completions",
+        json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": "Bearer sesame", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         answer = json.loads(response.read())
     local = _local(teacher, SEQUENCES[:2])
@@ -65,17 +75,27 @@ def test_vllm_style_prompt_logprobs_and_one_generated_token(server, teacher):
     assert answer["usage"]["completion_tokens"] == 2
 
 
-def test_opd_through_the_server_matches_the_in_process_teacher(tiny_dirs, teacher, tmp_path, monkeypatch,
-                                                               prompts_file):
+def test_opd_through_the_server_matches_the_in_process_teacher(tiny_dirs, teacher, tmp_path, monkeypatch, prompts_file):
     model, tokenizer = teacher
-    common = dict(student=tiny_dirs["student"], prompts=prompts_file, steps=2, batch_size=2, group_size=2,
-                  max_new_tokens=8, learning_rate=1e-3, quiet=True, seed=3)
-    _, local_history = run_distill(DistillConfig(teacher=tiny_dirs["teacher"], output_dir=str(tmp_path / "local"),
-                                                 **common))
+    common = dict(
+        student=tiny_dirs["student"],
+        prompts=prompts_file,
+        steps=2,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        learning_rate=1e-3,
+        quiet=True,
+        seed=3,
+    )
+    _, local_history = run_distill(
+        DistillConfig(teacher=tiny_dirs["teacher"], output_dir=str(tmp_path / "local"), **common)
+    )
     monkeypatch.setenv("MENTOR_TEACHER_API_KEY", "sesame")
     with TeacherServer(model, tokenizer, port=0, api_key="sesame") as running:
-        trainer, http_history = run_distill(DistillConfig(teacher=running.url, output_dir=str(tmp_path / "http"),
-                                                          **common))
+        trainer, http_history = run_distill(
+            DistillConfig(teacher=running.url, output_dir=str(tmp_path / "http"), **common)
+        )
     steps = [(l, h) for l, h in zip(local_history, http_history) if "loss" in l]
     assert len(steps) == 2
     for local_step, http_step in steps:
@@ -87,8 +107,14 @@ def test_opd_through_the_server_matches_the_in_process_teacher(tiny_dirs, teache
 def test_a_remote_teacher_with_another_vocabulary_fails_before_training(tiny_dirs, tmp_path):
     other = make_model_dir(tmp_path / "other", alphabet="0123456789+*=abc")
     with TeacherServer(load_model(other), load_tokenizer(other), port=0) as running:
-        config = DistillConfig(student=tiny_dirs["student"], teacher=running.url, task="arithmetic",
-                               output_dir=str(tmp_path / "run"), steps=1, quiet=True)
+        config = DistillConfig(
+            student=tiny_dirs["student"],
+            teacher=running.url,
+            task="arithmetic",
+            output_dir=str(tmp_path / "run"),
+            steps=1,
+            quiet=True,
+        )
         with pytest.raises(MentorError, match="one vocabulary"):
             run_distill(config)
     assert not (tmp_path / "run").exists()
@@ -137,15 +163,17 @@ def test_retries_with_backoff_then_one_clear_error(server, teacher):
     flaky = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     threading.Thread(target=flaky.serve_forever, daemon=True).start()
     try:
-        client = HTTPTeacher(f"http://127.0.0.1:{flaky.server_address[1]}/v1", model="tiny-teacher",
-                             max_retries=3, backoff=0.01)
+        client = HTTPTeacher(
+            f"http://127.0.0.1:{flaky.server_address[1]}/v1", model="tiny-teacher", max_retries=3, backoff=0.01
+        )
         recovered = client.compute_logprobs(SEQUENCES[:1])
         assert torch.allclose(recovered[0], _local(teacher, SEQUENCES[:1])[0], atol=1e-5)
         assert _Flaky.failures == []
         _Flaky.failures = ["503"] * 3
         with pytest.raises(MentorError, match=r"failed 3 times \(last: HTTP 503"):
             HTTPTeacher(client.base_url, model="tiny-teacher", max_retries=2, backoff=0.01).compute_logprobs(
-                SEQUENCES[:1])
+                SEQUENCES[:1]
+            )
     finally:
         flaky.shutdown()
         flaky.server_close()
@@ -154,14 +182,28 @@ def test_retries_with_backoff_then_one_clear_error(server, teacher):
         HTTPTeacher(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01).compute_logprobs([[1, 2]])
     # a server that is RL's reference, not a teacher, is named so (the one line says which server is down)
     with pytest.raises(MentorError, match=r"^reference server http://127\.0\.0\.1:\d+/v1/completions failed 2 times"):
-        HTTPTeacher(f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01,
-                    role="reference").compute_logprobs([[1, 2]])
+        HTTPTeacher(
+            f"http://127.0.0.1:{port}/v1", model="m", max_retries=1, backoff=0.01, role="reference"
+        ).compute_logprobs([[1, 2]])
 
 
 def test_serve_teacher_command_prints_its_url_and_serves(tiny_dirs):
-    process = subprocess.Popen([sys.executable, "-m", "mentor", "serve-teacher", tiny_dirs["teacher"], "--port", "0",
-                                "--served-model-name", "t"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mentor",
+            "serve-teacher",
+            tiny_dirs["teacher"],
+            "--port",
+            "0",
+            "--served-model-name",
+            "t",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     watchdog = threading.Timer(60, process.kill)  # a hung server must not hang the suite
     watchdog.start()
     try:
@@ -186,9 +228,14 @@ def test_both_response_shapes_parse_to_the_same_logprobs():
 
     sequence = [1, 7, 9]
     openai_echo = {"logprobs": {"token_logprobs": [None, -0.5, -1.25, -0.1]}}  # + the one generated token
-    vllm_prompt = {"logprobs": None, "prompt_logprobs": [None, {"7": {"logprob": -0.5, "rank": 2},
-                                                               "3": {"logprob": -0.2, "rank": 1}},
-                                                         {"9": {"logprob": -1.25, "rank": 1}}]}
+    vllm_prompt = {
+        "logprobs": None,
+        "prompt_logprobs": [
+            None,
+            {"7": {"logprob": -0.5, "rank": 2}, "3": {"logprob": -0.2, "rank": 1}},
+            {"9": {"logprob": -1.25, "rank": 1}},
+        ],
+    }
     expected = torch.tensor([0.0, -0.5, -1.25])
     assert torch.equal(_prompt_logprobs(openai_echo, sequence), expected)
     assert torch.equal(_prompt_logprobs(vllm_prompt, sequence), expected)
@@ -205,16 +252,48 @@ def test_one_teacher_per_data_set_may_be_a_server(tiny_dirs, teacher, tmp_path, 
     (tmp_path / "b.jsonl").write_text('{"prompt": "7+8+9="}\n')
     other = make_model_dir(tmp_path / "other_teacher", hidden=16, layers=1, heads=2, seed=9)
     prompts = f"a={tmp_path / 'a.jsonl'},b={tmp_path / 'b.jsonl'}"
-    common = ["--student", tiny_dirs["student"], "--prompts", prompts, "--steps", "2", "--batch-size", "3",
-              "--group-size", "2", "--max-new-tokens", "6", "--quiet", "--seed", "5"]
-    assert main(["distill", "--teacher", f"a={tiny_dirs['teacher']},b={other}",
-                 "--output-dir", str(tmp_path / "local"), *common]) == 0
+    common = [
+        "--student",
+        tiny_dirs["student"],
+        "--prompts",
+        prompts,
+        "--steps",
+        "2",
+        "--batch-size",
+        "3",
+        "--group-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--quiet",
+        "--seed",
+        "5",
+    ]
+    assert (
+        main(
+            [
+                "distill",
+                "--teacher",
+                f"a={tiny_dirs['teacher']},b={other}",
+                "--output-dir",
+                str(tmp_path / "local"),
+                *common,
+            ]
+        )
+        == 0
+    )
     monkeypatch.setenv("MENTOR_TEACHER_API_KEY", "sesame")
     with TeacherServer(model, tokenizer, port=0, api_key="sesame") as running:
-        assert main(["distill", "--teacher", f"a={running.url},b={other}",
-                     "--output-dir", str(tmp_path / "mixed"), *common]) == 0
-    local, mixed = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-                    for run in ("local", "mixed"))
+        assert (
+            main(
+                ["distill", "--teacher", f"a={running.url},b={other}", "--output-dir", str(tmp_path / "mixed"), *common]
+            )
+            == 0
+        )
+    local, mixed = (
+        [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("local", "mixed")
+    )
     steps = [(l, m) for l, m in zip(local, mixed) if "loss" in l]
     assert len(steps) == 2
     for local_step, mixed_step in steps:
@@ -254,9 +333,11 @@ def _editing_server(target: TeacherServer, edit):
 
 def _first(edit):
     """An edit of the first choice's fields."""
+
     def apply(answer, sequence):
         edit(answer["choices"][0], sequence)
         return answer
+
     return apply
 
 
@@ -266,6 +347,7 @@ def _set(path: str, position: int, value):
         for key in path.split("."):
             field = field[key]
         field[position] = value(sequence) if callable(value) else value
+
     return edit
 
 
@@ -279,6 +361,7 @@ def _then(*edits):
     def edit(choice, sequence):
         for one in edits:
             one(choice, sequence)
+
     return edit
 
 
@@ -288,35 +371,54 @@ def _text_tokens(choice, sequence):  # what a server without return_token_ids / 
 
 
 BROKEN_ANSWERS = {
-    "null inside": (_first(_set("logprobs.token_logprobs", 2, None)),
-                    r"null log-prob for token 2 of a 5-token sequence \(only the first token may have none\)"),
-    "null inside prompt_logprobs": (_first(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 3, None))),
-                                    r"null log-prob for token 3 of a 5-token"),
+    "null inside": (
+        _first(_set("logprobs.token_logprobs", 2, None)),
+        r"null log-prob for token 2 of a 5-token sequence \(only the first token may have none\)",
+    ),
+    "null inside prompt_logprobs": (
+        _first(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 3, None))),
+        r"null log-prob for token 3 of a 5-token",
+    ),
     "a JSON list": (lambda answer, sequence: [answer], r"answered a JSON list, not an object"),
-    "string log-probs": (_first(_set("logprobs.token_logprobs", 1, "-0.25")),
-                         r"not an OpenAI completions answer \(log-prob '-0.25' at position 1 is not a number\)"),
+    "string log-probs": (
+        _first(_set("logprobs.token_logprobs", 1, "-0.25")),
+        r"not an OpenAI completions answer \(log-prob '-0.25' at position 1 is not a number\)",
+    ),
     "NaN log-prob": (_first(_set("logprobs.token_logprobs", 4, float("nan"))), r"log-prob 'nan' at position 4"),
-    "no choices": (lambda answer, sequence: {"id": "x", "object": "text_completion"},
-                   r"not an OpenAI completions answer \(no list of choices"),
+    "no choices": (
+        lambda answer, sequence: {"id": "x", "object": "text_completion"},
+        r"not an OpenAI completions answer \(no list of choices",
+    ),
     "choices of text": (lambda answer, sequence: {"choices": ["12+3"]}, r"no list of choices"),
     "logprobs of text": (_first(lambda choice, sequence: choice.update(logprobs="-0.1 -0.2")), r"logprobs is a str"),
     "prompt_logprobs entry missing its logprob": (
         _first(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 2, lambda seq: {str(seq[2]): {"rank": 1}}))),
-        r"entry has no logprob"),
-    "other prompt_token_ids": (_first(_set("prompt_token_ids", 3, 30)),
-                               r"at position 3 its answer has token 30 \(prompt_token_ids\) where mentor sent 7"),
-    "an added BOS": (_first(lambda choice, sequence: choice.update(prompt_token_ids=[1, *sequence])),
-                     r"at position 1 its answer has token 1 \(prompt_token_ids\) where mentor sent 5"),
-    "a truncated prompt": (_first(lambda choice, sequence: choice.update(prompt_token_ids=sequence[:3])),
-                           r"at position 3 its answer has no token \(prompt_token_ids\) where mentor sent 7"),
-    "other token_id tokens": (_first(_set("logprobs.tokens", 2, "token_id:31")),
-                              r"at position 2 its answer has token 31 \(logprobs.tokens\) where mentor sent 6"),
+        r"entry has no logprob",
+    ),
+    "other prompt_token_ids": (
+        _first(_set("prompt_token_ids", 3, 30)),
+        r"at position 3 its answer has token 30 \(prompt_token_ids\) where mentor sent 7",
+    ),
+    "an added BOS": (
+        _first(lambda choice, sequence: choice.update(prompt_token_ids=[1, *sequence])),
+        r"at position 1 its answer has token 1 \(prompt_token_ids\) where mentor sent 5",
+    ),
+    "a truncated prompt": (
+        _first(lambda choice, sequence: choice.update(prompt_token_ids=sequence[:3])),
+        r"at position 3 its answer has no token \(prompt_token_ids\) where mentor sent 7",
+    ),
+    "other token_id tokens": (
+        _first(_set("logprobs.tokens", 2, "token_id:31")),
+        r"at position 2 its answer has token 31 \(logprobs.tokens\) where mentor sent 6",
+    ),
     "other prompt_logprobs tokens": (
         _first(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 4, {"30": {"logprob": -0.1}}))),
-        r"at position 4 its answer has log-probs for token 30 \(prompt_logprobs\) where mentor sent 8"),
+        r"at position 4 its answer has log-probs for token 30 \(prompt_logprobs\) where mentor sent 8",
+    ),
     "one log-prob too many, tokens as text": (
         _first(_then(_text_tokens, lambda choice, sequence: choice["logprobs"]["token_logprobs"].insert(1, -0.5))),
-        r"returned 7 prompt log-probs for a 5-token sequence: it must score exactly the ids sent"),
+        r"returned 7 prompt log-probs for a 5-token sequence: it must score exactly the ids sent",
+    ),
 }
 
 
@@ -334,8 +436,12 @@ def refused_once(server: TeacherServer, edit, message: str, ask) -> list[dict]:
 @pytest.mark.parametrize("case", sorted(BROKEN_ANSWERS))
 def test_a_broken_or_foreign_answer_is_one_line_and_not_retried(server, case):
     edit, message = BROKEN_ANSWERS[case]
-    refused_once(server, edit, message, lambda url: HTTPTeacher(url, model="tiny-teacher", max_retries=3,
-                                                                backoff=0.01).compute_logprobs(SEQUENCES[:1]))
+    refused_once(
+        server,
+        edit,
+        message,
+        lambda url: HTTPTeacher(url, model="tiny-teacher", max_retries=3, backoff=0.01).compute_logprobs(SEQUENCES[:1]),
+    )
 
 
 def test_the_client_asks_for_token_ids_and_checks_them_when_given(server, teacher):

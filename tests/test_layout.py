@@ -110,19 +110,27 @@ def test_layers_point_down():
 
 
 def test_every_builtin_task_is_known_without_importing_a_task_module():
-    code = ("import sys; from mentor.tasks.registry import task_names; names = task_names(); "
-            "print(len(names), any(m in sys.modules for m in ('mentor.tasks.arithmetic', 'mentor.tasks.coe_tasks')))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                            cwd=PACKAGE.parent)
+    code = (
+        "import sys; from mentor.tasks.registry import task_names; names = task_names(); "
+        "print(len(names), any(m in sys.modules for m in ('mentor.tasks.arithmetic', 'mentor.tasks.coe_tasks')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=PACKAGE.parent
+    )
     assert result.returncode == 0, result.stderr.splitlines()[-1:]
     count, imported = result.stdout.split()
     assert int(count) >= 5 and imported == "False"
 
 
 def test_grader_type_is_defined_once():
-    definitions = [path.name for path in PACKAGE.rglob("*.py")
-                   if any(isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "Grader" for t in node.targets)
-                          for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))]
+    definitions = [
+        path.name
+        for path in PACKAGE.rglob("*.py")
+        if any(
+            isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "Grader" for t in node.targets)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        )
+    ]
     assert definitions == ["graders.py"]
 
 
@@ -131,8 +139,13 @@ def test_the_library_reaches_the_experiments_only_through_mentor_bench():
 
     def imports_experiments(path: Path) -> bool:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             if any(name == "experiments" or name.startswith("experiments.") for name in names):
                 return True
         return False

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mentor.tasks.loaders import last_boxed, load_problems
 from mentor.errors import MentorError
+from mentor.tasks.loaders import last_boxed, load_problems
 from mentor.tasks.registry import get_task
 
 DATA = Path(__file__).parent / "data"
@@ -71,9 +71,26 @@ def test_pass_at_k_by_hand():
 def test_eval_a_file_task_with_pass_at_k(tiny_dirs, tmp_path):
     from mentor.cli import main
 
-    code = main(["eval", tiny_dirs["student"], "--task", f"gsm8k:{DATA / 'gsm8k_sample.jsonl'}", "--size", "2",
-                 "--max-new-tokens", "4", "--samples", "3", "--k", "2", "--show", "0",
-                 "--records", str(tmp_path / "samples.jsonl")])
+    code = main(
+        [
+            "eval",
+            tiny_dirs["student"],
+            "--task",
+            f"gsm8k:{DATA / 'gsm8k_sample.jsonl'}",
+            "--size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--samples",
+            "3",
+            "--k",
+            "2",
+            "--show",
+            "0",
+            "--records",
+            str(tmp_path / "samples.jsonl"),
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [(r["problem"], r["sample"]) for r in records] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
@@ -85,8 +102,18 @@ def test_eval_prints_the_table_on_stdout_and_never_overwrites_records(tiny_dirs,
     monkeypatch.chdir(tmp_path)
     mine = tmp_path / "eval_samples.jsonl"
     mine.write_text("a file mentor did not write\n")
-    args = ["eval", tiny_dirs["student"], "--task", f"gsm8k:{DATA / 'gsm8k_sample.jsonl'}", "--size", "3",
-            "--max-new-tokens", "4", "--show", "1"]
+    args = [
+        "eval",
+        tiny_dirs["student"],
+        "--task",
+        f"gsm8k:{DATA / 'gsm8k_sample.jsonl'}",
+        "--size",
+        "3",
+        "--max-new-tokens",
+        "4",
+        "--show",
+        "1",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "gsm8k:gsm8k_sample.jsonl: 3 held-out problems" in out and "accuracy (greedy)" in out
@@ -114,8 +141,25 @@ def test_eval_ifeval_reports_the_four_accuracies_and_each_instruction(tiny_dirs,
     from mentor.cli import main
 
     records = tmp_path / "ifeval.jsonl"
-    assert main(["eval", tiny_dirs["student"], "--task", f"ifeval:{DATA / 'ifeval_sample.jsonl'}", "--size", "2",
-                 "--max-new-tokens", "4", "--show", "0", "--records", str(records)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                tiny_dirs["student"],
+                "--task",
+                f"ifeval:{DATA / 'ifeval_sample.jsonl'}",
+                "--size",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--show",
+                "0",
+                "--records",
+                str(records),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for column in ("prompt-level strict", "instruction-level strict", "prompt-level loose", "instruction-level loose"):
         assert column in out

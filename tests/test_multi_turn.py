@@ -3,7 +3,6 @@ trained and graded, and RL/OPD runs, on Qwen3's real tokenizer and template with
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -88,8 +87,12 @@ class ScriptedSampler:
     def sample(self, prompt_ids, greedy=False):
         ids = self.tokenizer.encode(self.turns[self.calls]) + self.stop_ids
         self.calls += 1
-        return SampledBatch([list(p) for p in prompt_ids], [list(ids) for _ in prompt_ids],
-                            [[-1.0] * len(ids) for _ in prompt_ids], [False] * len(prompt_ids))
+        return SampledBatch(
+            [list(p) for p in prompt_ids],
+            [list(ids) for _ in prompt_ids],
+            [[-1.0] * len(ids) for _ in prompt_ids],
+            [False] * len(prompt_ids),
+        )
 
 
 def example(text="What is 17*23+4?", answer="395"):
@@ -97,15 +100,32 @@ def example(text="What is 17*23+4?", answer="395"):
 
 
 # --- the calculator ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("expression, value", [("3*(4+5)/2", "13.5"), ("2**10", "1024"), ("7//2", "3"),
-                                               ("-(1.5+2.5)", "-4"), ("2^3", "8"), ("10 % 4", "2")])
+@pytest.mark.parametrize(
+    "expression, value",
+    [("3*(4+5)/2", "13.5"), ("2**10", "1024"), ("7//2", "3"), ("-(1.5+2.5)", "-4"), ("2^3", "8"), ("10 % 4", "2")],
+)
 def test_calculator_evaluates_arithmetic(expression, value):
     assert calculate(expression) == value
 
 
-@pytest.mark.parametrize("expression", ['__import__("os").system("ls")', "open('x')", "x + 1", "[1, 2]",
-                                        "(1).__class__", "lambda: 1", "10**10**10", "1/0", "'a' * 3", "True + 1",
-                                        "9" * 40 + "*" + "9" * 40, "1;2", ""])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        '__import__("os").system("ls")',
+        "open('x')",
+        "x + 1",
+        "[1, 2]",
+        "(1).__class__",
+        "lambda: 1",
+        "10**10**10",
+        "1/0",
+        "'a' * 3",
+        "True + 1",
+        "9" * 40 + "*" + "9" * 40,
+        "1;2",
+        "",
+    ],
+)
 def test_calculator_refuses_anything_but_arithmetic_in_one_line(expression):
     reply = calculate(expression)
     assert reply.startswith("error: ") and "\n" not in reply
@@ -144,12 +164,17 @@ def test_tool_turns_are_the_templates_own_rendering_and_only_student_tokens_are_
     tok = qwen3_tokenizer
     call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "17*23+4"}}\n</tool_call>'
     final = "<think>\n\n</think>\n\nThe answer is 395."  # the template writes the last turn's empty think block
-    sampler = MultiTurnSampler(ScriptedSampler(tok, [call, final]), tok, get_env("calculator"), max_turns=4,
-                               max_new_tokens=64)
+    sampler = MultiTurnSampler(
+        ScriptedSampler(tok, [call, final]), tok, get_env("calculator"), max_turns=4, max_new_tokens=64
+    )
     out = sampler.sample_examples([example()])
     tools = Calculator(tok).tools
-    messages = [{"role": "user", "content": example().text}, {"role": "assistant", "content": call},
-                {"role": "tool", "content": "395"}, {"role": "assistant", "content": final}]
+    messages = [
+        {"role": "user", "content": example().text},
+        {"role": "assistant", "content": call},
+        {"role": "tool", "content": "395"},
+        {"role": "assistant", "content": final},
+    ]
     assert out.prompt_ids[0] == render(tok, messages[:1], tools, True)
     ids = out.prompt_ids[0] + out.completion_ids[0]
     # the whole conversation is what Qwen3's template renders (tool result inside <tool_response>)
@@ -186,8 +211,15 @@ def forward_logprobs(model, ids: list[int]) -> torch.Tensor:
 def test_teacher_and_sampler_logprobs_are_forward_passes_over_the_whole_conversation(qwen3_tokenizer, scripted):
     tok = qwen3_tokenizer
     student, teacher = tiny_qwen3(tok, 0, chatty_ids(tok)), tiny_qwen3(tok, 1, chatty_ids(tok))
-    sampler = MultiTurnSampler(HFSampler(student, tok, max_new_tokens=12), tok, scripted, max_turns=3,
-                               max_new_tokens=12, max_length=512, model=student)
+    sampler = MultiTurnSampler(
+        HFSampler(student, tok, max_new_tokens=12),
+        tok,
+        scripted,
+        max_turns=3,
+        max_new_tokens=12,
+        max_length=512,
+        model=student,
+    )
     torch.manual_seed(0)
     batch, _ = sample_groups(sampler, tok, [example(), example("What is 2+2?", "4")], group_size=2)
     assert (batch.loss_mask.sum(1) > 0).all()
@@ -201,11 +233,13 @@ def test_teacher_and_sampler_logprobs_are_forward_passes_over_the_whole_conversa
         ids = batch.input_ids[i, :n].tolist()
         mask = batch.loss_mask[i, :n].bool()
         # the teacher grades each student token with everything before it (tool results included) in context
-        torch.testing.assert_close(teacher_logprobs[i, :n][mask], forward_logprobs(teacher, ids)[mask],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            teacher_logprobs[i, :n][mask], forward_logprobs(teacher, ids)[mask], atol=1e-4, rtol=0
+        )
         # importance ratio 1 with one substep: the sampler's log-probs are the trainer's forward pass
-        torch.testing.assert_close(batch.sampler_logprobs[i, :n][mask], forward_logprobs(student, ids)[mask],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            batch.sampler_logprobs[i, :n][mask], forward_logprobs(student, ids)[mask], atol=1e-4, rtol=0
+        )
 
 
 # --- RL and OPD run on it ---------------------------------------------------------------------------------------
@@ -218,11 +252,27 @@ def test_opd_and_rl_run_multi_turn(qwen3_tokenizer, scripted, tmp_path, env):
 
     tok = qwen3_tokenizer
     examples = [example(), example("What is 2+2?", "4"), example("What is 3+1?", "4")]
-    common = dict(batch_size=2, group_size=2, max_new_tokens=10, steps=2, learning_rate=1e-2, quiet=True, seed=3,
-                  env=env, max_turns=3, prompts="given-from-python.jsonl")
+    common = dict(
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=10,
+        steps=2,
+        learning_rate=1e-2,
+        quiet=True,
+        seed=3,
+        env=env,
+        max_turns=3,
+        prompts="given-from-python.jsonl",
+    )
     config = DistillConfig(student="student", teacher="teacher", output_dir=str(tmp_path / "opd"), **common)
-    _, history = run_distill(config, student=tiny_qwen3(tok, 0, chatty_ids(tok)), tokenizer=tok,
-                             teacher=tiny_qwen3(tok, 1, chatty_ids(tok)), teacher_tokenizer=tok, examples=examples)
+    _, history = run_distill(
+        config,
+        student=tiny_qwen3(tok, 0, chatty_ids(tok)),
+        tokenizer=tok,
+        teacher=tiny_qwen3(tok, 1, chatty_ids(tok)),
+        teacher_tokenizer=tok,
+        examples=examples,
+    )
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history if "loss" in h)
     config = RLConfig(model="student", grader="numeric", output_dir=str(tmp_path / "rl"), **common)
     _, history = run_rl(config, model=tiny_qwen3(tok, 0, chatty_ids(tok)), tokenizer=tok, examples=examples)
@@ -249,13 +299,32 @@ def test_a_stopped_and_resumed_multi_turn_run_is_bitwise_identical(qwen3_tokeniz
     examples = [example(), example("What is 2+2?", "4"), example("What is 3+1?", "4")]
 
     def run(out, steps, resume=False):
-        config = DistillConfig(student="student", teacher="teacher", output_dir=str(out), batch_size=2, group_size=2,
-                               max_new_tokens=10, steps=steps, save_every=2, learning_rate=1e-2, quiet=True, seed=5,
-                               env="scripted", max_turns=3, prompts="given-from-python.jsonl", resume=resume)
+        config = DistillConfig(
+            student="student",
+            teacher="teacher",
+            output_dir=str(out),
+            batch_size=2,
+            group_size=2,
+            max_new_tokens=10,
+            steps=steps,
+            save_every=2,
+            learning_rate=1e-2,
+            quiet=True,
+            seed=5,
+            env="scripted",
+            max_turns=3,
+            prompts="given-from-python.jsonl",
+            resume=resume,
+        )
         student = tiny_qwen3(tok, 0, chatty_ids(tok))
-        trainer, history = run_distill(config, student=student, tokenizer=tok,
-                                       teacher=tiny_qwen3(tok, 1, chatty_ids(tok)), teacher_tokenizer=tok,
-                                       examples=examples)
+        trainer, history = run_distill(
+            config,
+            student=student,
+            tokenizer=tok,
+            teacher=tiny_qwen3(tok, 1, chatty_ids(tok)),
+            teacher_tokenizer=tok,
+            examples=examples,
+        )
         return student.state_dict(), history
 
     expected, full = run(tmp_path / "full", 4)

@@ -19,10 +19,19 @@ from mentor.train.run_dir import RunDirectory
 
 
 def _config(tiny_dirs, prompts_file, out, **overrides) -> DistillConfig:
-    values = dict(student=tiny_dirs["student"], teacher=tiny_dirs["teacher"], prompts=prompts_file,
-                  output_dir=str(out), steps=4, batch_size=2, group_size=2, max_new_tokens=6,
-                  learning_rate=1e-3, quiet=True,
-                  sample_log_every=0)  # the poison counts teacher passes; sample logging would add one
+    values = dict(
+        student=tiny_dirs["student"],
+        teacher=tiny_dirs["teacher"],
+        prompts=prompts_file,
+        output_dir=str(out),
+        steps=4,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=6,
+        learning_rate=1e-3,
+        quiet=True,
+        sample_log_every=0,
+    )  # the poison counts teacher passes; sample logging would add one
     return DistillConfig(**{**values, **overrides})
 
 
@@ -53,8 +62,13 @@ def _run(config, tiny_dirs, poison_teacher_calls=(), inf_grad_backward=None):
             return grad * math.inf if backwards["n"] - 1 == inf_grad_backward else grad
 
         student.get_input_embeddings().weight.register_hook(poison_grad)
-    return run_distill(config, student=student, tokenizer=tokenizer, teacher=teacher,
-                       teacher_tokenizer=load_tokenizer(tiny_dirs["teacher"]))
+    return run_distill(
+        config,
+        student=student,
+        tokenizer=tokenizer,
+        teacher=teacher,
+        teacher_tokenizer=load_tokenizer(tiny_dirs["teacher"]),
+    )
 
 
 def _metrics(out) -> list[dict]:
@@ -64,8 +78,9 @@ def _metrics(out) -> list[dict]:
 def test_nan_loss_and_inf_gradient_steps_are_skipped_counted_and_logged(tiny_dirs, prompts_file, tmp_path):
     out = tmp_path / "run"
     # step 2: NaN teacher log-probs -> NaN advantages and loss; step 4: an infinite gradient, finite loss
-    trainer, history = _run(_config(tiny_dirs, prompts_file, out), tiny_dirs, poison_teacher_calls={1},
-                            inf_grad_backward=3)
+    trainer, history = _run(
+        _config(tiny_dirs, prompts_file, out), tiny_dirs, poison_teacher_calls={1}, inf_grad_backward=3
+    )
     assert [r["skipped_steps"] for r in _metrics(out)] == [0, 1, 1, 2]
     assert not math.isfinite(history[1]["reverse_kl"])  # the NaN really reached the step
     assert trainer.scheduler.last_epoch == 2  # only the two good steps moved the optimizer
@@ -73,12 +88,14 @@ def test_nan_loss_and_inf_gradient_steps_are_skipped_counted_and_logged(tiny_dir
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_too_many_bad_steps_in_a_row_stop_with_one_line_and_the_checkpoint_intact(tiny_dirs, prompts_file,
-                                                                                    tmp_path):
+def test_too_many_bad_steps_in_a_row_stop_with_one_line_and_the_checkpoint_intact(tiny_dirs, prompts_file, tmp_path):
     out = tmp_path / "run"
     config = _config(tiny_dirs, prompts_file, out, steps=6, save_every=1, max_bad_steps=2)
-    with pytest.raises(MentorError, match=r"^2 steps in a row had a non-finite loss or gradient; stopped "
-                                          r"\(the last checkpoint is intact\): lower --learning-rate"):
+    with pytest.raises(
+        MentorError,
+        match=r"^2 steps in a row had a non-finite loss or gradient; stopped "
+        r"\(the last checkpoint is intact\): lower --learning-rate",
+    ):
         _run(config, tiny_dirs, poison_teacher_calls={2, 3, 4, 5})
     run = RunDirectory(out)
     checkpoint = run.latest_checkpoint()

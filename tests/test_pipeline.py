@@ -80,17 +80,34 @@ def test_vocabulary_mismatch_is_one_clear_error(tmp_path, tiny_dirs):
     other = make_model_dir(tmp_path / "other", alphabet="0123456789+*=abc")
     with pytest.raises(MentorError, match="tokenizers differ.*same vocabulary|one vocabulary"):
         check_same_vocabulary(load_tokenizer(tiny_dirs["student"]), load_tokenizer(other))
-    config = DistillConfig(student=tiny_dirs["student"], teacher=other, task="arithmetic",
-                           output_dir=str(tmp_path / "run"), steps=1, quiet=True)
+    config = DistillConfig(
+        student=tiny_dirs["student"],
+        teacher=other,
+        task="arithmetic",
+        output_dir=str(tmp_path / "run"),
+        steps=1,
+        quiet=True,
+    )
     with pytest.raises(MentorError, match="one vocabulary"):
         run_distill(config)
     assert not (tmp_path / "run").exists()  # failed before any work or output
 
 
 def _opd_config(tiny_dirs, tmp_path, **overrides):
-    base = dict(student=tiny_dirs["student"], teacher=tiny_dirs["teacher"], task="arithmetic",
-                output_dir=str(tmp_path / "run"), steps=3, batch_size=4, group_size=2, max_new_tokens=12,
-                learning_rate=1e-3, eval_size=8, quiet=True, seed=0)
+    base = dict(
+        student=tiny_dirs["student"],
+        teacher=tiny_dirs["teacher"],
+        task="arithmetic",
+        output_dir=str(tmp_path / "run"),
+        steps=3,
+        batch_size=4,
+        group_size=2,
+        max_new_tokens=12,
+        learning_rate=1e-3,
+        eval_size=8,
+        quiet=True,
+        seed=0,
+    )
     base.update(overrides)
     return DistillConfig(**base)
 
@@ -99,8 +116,13 @@ def test_importance_ratio_is_one_on_the_first_substep(tiny_dirs, tmp_path):
     trainer, history = run_distill(_opd_config(tiny_dirs, tmp_path, steps=1, num_substeps=2, micro_batch_size=3))
     # ratio_max covers both substeps; check the first one directly with a fresh batch
     tokenizer = trainer.tokenizer
-    algorithm = OnPolicyDistillation(HFSampler(trainer.model, tokenizer, 12), LocalTeacher(
-        load_model(tiny_dirs["teacher"]), tokenizer.pad_token_id), tokenizer, group_size=2, temperature=1.0)
+    algorithm = OnPolicyDistillation(
+        HFSampler(trainer.model, tokenizer, 12),
+        LocalTeacher(load_model(tiny_dirs["teacher"]), tokenizer.pad_token_id),
+        tokenizer,
+        group_size=2,
+        temperature=1.0,
+    )
     examples = [EncodedExample(tokenizer(p)["input_ids"]) for p in PROMPTS]
     batch, _ = algorithm.collect(examples)
     first = batch.select(slice(0, len(batch) // 2))
@@ -113,8 +135,7 @@ def test_importance_ratio_is_one_on_the_first_substep(tiny_dirs, tmp_path):
 
 
 def test_opd_reduces_reverse_kl_on_fixed_prompts(tiny_dirs, tmp_path):
-    config = _opd_config(tiny_dirs, tmp_path, steps=25, batch_size=4, group_size=4, learning_rate=3e-3,
-                         eval_size=4)
+    config = _opd_config(tiny_dirs, tmp_path, steps=25, batch_size=4, group_size=4, learning_rate=3e-3, eval_size=4)
     tokenizer = load_tokenizer(tiny_dirs["student"])
     fixed = [EncodedExample(tokenizer(p)["input_ids"], text=p) for p in PROMPTS]  # a fixed prompt set
     trainer, history = run_distill(config, examples=fixed)
@@ -137,15 +158,25 @@ def test_full_and_lora_training_run_and_the_saved_model_reloads(tiny_dirs, tmp_p
     if lora_rank:
         assert (final / "adapter" / "adapter_config.json").exists()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    keys = {"reverse_kl", "teacher_logprob", "student_logprob", "completion_length", "tokens_per_second",
-            "time_step", "lr", "grad_norm", "entropy"}
+    keys = {
+        "reverse_kl",
+        "teacher_logprob",
+        "student_logprob",
+        "completion_length",
+        "tokens_per_second",
+        "time_step",
+        "lr",
+        "grad_norm",
+        "entropy",
+    }
     assert keys <= set(records[-1])
 
 
 def test_prompts_file_and_chat_messages(tiny_dirs, tmp_path):
     path = tmp_path / "chat.jsonl"
-    path.write_text(json.dumps({"messages": [{"role": "user", "content": "3*4="}]}) + "\n"
-                    + json.dumps({"prompt": "5+6="}) + "\n")
+    path.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "3*4="}]}) + "\n" + json.dumps({"prompt": "5+6="}) + "\n"
+    )
     config = _opd_config(tiny_dirs, tmp_path, task="", prompts=str(path), steps=2, batch_size=2)
     trainer, history = run_distill(config)
     assert len([r for r in history if "reverse_kl" in r]) == 2

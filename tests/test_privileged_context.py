@@ -10,8 +10,17 @@ import torch.nn.functional as F
 
 from mentor.algorithms.opd import OnPolicyDistillation
 from mentor.config import DistillConfig
-from mentor.data.prompts import (DEFAULT_CONTEXT_TEMPLATE, EncodedExample, Example, TeacherPrompts,
-                                 check_context_template, encode_examples, fill_context, parse_example, read_context)
+from mentor.data.prompts import (
+    DEFAULT_CONTEXT_TEMPLATE,
+    EncodedExample,
+    Example,
+    TeacherPrompts,
+    check_context_template,
+    encode_examples,
+    fill_context,
+    parse_example,
+    read_context,
+)
 from mentor.errors import MentorError
 from mentor.models.chat import chat_ids
 from mentor.models.loading import load_model, load_tokenizer
@@ -34,13 +43,16 @@ TEACHER_PROMPTS = [[1, 30, 31, 32, 33, 34, 35, 5, 6, 7], [1, 10], None]
 
 @pytest.fixture(scope="module")
 def models(tiny_dirs):
-    return (load_model(tiny_dirs["teacher"]), load_model(tiny_dirs["student"]),
-            load_tokenizer(tiny_dirs["teacher"]))
+    return (load_model(tiny_dirs["teacher"]), load_model(tiny_dirs["student"]), load_tokenizer(tiny_dirs["teacher"]))
 
 
 def _batch(teacher_prompts=TEACHER_PROMPTS):
-    sampled = SampledBatch(STUDENT_PROMPTS, COMPLETIONS, [[-1.0 - 0.1 * j for j in range(len(c))] for c in COMPLETIONS],
-                           [False] * len(COMPLETIONS))
+    sampled = SampledBatch(
+        STUDENT_PROMPTS,
+        COMPLETIONS,
+        [[-1.0 - 0.1 * j for j in range(len(c))] for c in COMPLETIONS],
+        [False] * len(COMPLETIONS),
+    )
     batch = to_rollout_batch(sampled, [0, 1, 2], pad_id=0)
     add_teacher_prompts(batch, teacher_prompts, pad_id=0)
     return batch
@@ -55,7 +67,7 @@ def _direct_logprobs(model, prefix, completion):
     """Log-softmax of ``model`` at each completion token, by one plain forward of prefix + completion."""
     ids = torch.tensor([prefix + completion])
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float()
-    return F.log_softmax(logits[len(prefix) - 1: len(prefix) + len(completion) - 1], dim=-1)
+    return F.log_softmax(logits[len(prefix) - 1 : len(prefix) + len(completion) - 1], dim=-1)
 
 
 def _completion_slice(i):
@@ -82,29 +94,41 @@ def test_records_carry_the_teachers_prompt_and_the_template_fills_a_context(tiny
     assert ids({"prompt": "1+1=", "teacher_prompt": "a is 2. 1+1="}) == text("a is 2. 1+1=")
     assert ids({"prompt": "1+1=", "context": "a is 2"}) == text("c: a is 2; q: 1+1=")
     assert ids({"prompt": "1+1="}) == text("c: the flag; q: 1+1=")  # the flag, for records without their own
-    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-            {"role": "user", "content": "2?"}]
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "2?"},
+    ]
     teacher_messages = [{"role": "system", "content": "doc"}, {"role": "user", "content": "2?"}]
     assert ids({"messages": chat, "teacher_messages": teacher_messages}) == chat_ids(tokenizer, teacher_messages, True)
     filled = chat[:2] + [{"role": "user", "content": "c: a; q: 2?"}]  # the context goes into the last user turn
     assert ids({"messages": chat, "context": "a"}) == chat_ids(tokenizer, filled, True)
     # teacher_prompt is encoded as the student's prompt is: in the chat template when that one is
     assert ids({"prompt": "1+1=", "teacher_prompt": "2"}, chat=True) == chat_ids(
-        tokenizer, [{"role": "user", "content": "2"}], True)
+        tokenizer, [{"role": "user", "content": "2"}], True
+    )
     assert TeacherPrompts(tokenizer).encode(parse_example({"prompt": "1+1="}, "x:1")) is None
     # braces in the texts stay as they are; one pass, so a context holding "{prompt}" is not filled again
     assert fill_context(DEFAULT_CONTEXT_TEMPLATE, "{prompt} {x}", "q") == "{prompt} {x}\n\nq"
     assert "context" not in parse_example({"prompt": "p", "context": "c"}, "x:1").meta
 
 
-@pytest.mark.parametrize("record, words", [
-    ({"prompt": "p", "context": "c", "teacher_prompt": "t"}, "not 'teacher_prompt' and 'context'"),
-    ({"prompt": "p", "teacher_prompt": "  "}, "'teacher_prompt' must be a non-empty string"),
-    ({"prompt": "p", "context": 3}, "'context' must be a non-empty string"),
-    ({"prompt": "p", "teacher_messages": [{"role": "user"}]}, "every message needs string 'role' and 'content'"),
-    ({"prompt": "p", "teacher_messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
-     "ends with an assistant turn"),
-])
+@pytest.mark.parametrize(
+    "record, words",
+    [
+        ({"prompt": "p", "context": "c", "teacher_prompt": "t"}, "not 'teacher_prompt' and 'context'"),
+        ({"prompt": "p", "teacher_prompt": "  "}, "'teacher_prompt' must be a non-empty string"),
+        ({"prompt": "p", "context": 3}, "'context' must be a non-empty string"),
+        ({"prompt": "p", "teacher_messages": [{"role": "user"}]}, "every message needs string 'role' and 'content'"),
+        (
+            {
+                "prompt": "p",
+                "teacher_messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            },
+            "ends with an assistant turn",
+        ),
+    ],
+)
 def test_malformed_teacher_fields_are_one_line(record, words):
     with pytest.raises(MentorError, match=words) as error:
         parse_example(record, "f.jsonl:4")
@@ -175,14 +199,30 @@ def test_full_and_jsd_realign_the_teachers_positions_by_the_completions_offset(m
     batch = _batch()
     inputs = TeacherInputs.of(batch)
     positions = batch.loss_mask > 0
-    kl = reverse_kl(student_model, teacher_model, batch.input_ids, batch.attention_mask, positions=positions,
-                    teacher_inputs=inputs, chunk_size=3)
-    jsd = generalized_jsd(student_model, teacher_model, batch.input_ids, batch.attention_mask, beta=0.3,
-                          positions=positions, teacher_inputs=inputs, chunk_size=3)
+    kl = reverse_kl(
+        student_model,
+        teacher_model,
+        batch.input_ids,
+        batch.attention_mask,
+        positions=positions,
+        teacher_inputs=inputs,
+        chunk_size=3,
+    )
+    jsd = generalized_jsd(
+        student_model,
+        teacher_model,
+        batch.input_ids,
+        batch.attention_mask,
+        beta=0.3,
+        positions=positions,
+        teacher_inputs=inputs,
+        chunk_size=3,
+    )
     # the algorithm's policy forward (what the trainer runs) computes the same term from a micro-batch
     opd = _opd(LocalTeacher(teacher_model, 0), "full")
-    term = PolicyLogprobs(student_model)(batch.input_ids, batch.attention_mask, positions=positions,
-                                         **opd.forward_options(batch)).term
+    term = PolicyLogprobs(student_model)(
+        batch.input_ids, batch.attention_mask, positions=positions, **opd.forward_options(batch)
+    ).term
     for i, completion in enumerate(COMPLETIONS):
         p = _direct_logprobs(teacher_model, _teacher_prefix(i), completion)
         with torch.no_grad():
@@ -218,8 +258,12 @@ class FixedSampler:
     def sample(self, prompt_ids):
         self.shown.append([list(p) for p in prompt_ids])
         completions = [COMPLETIONS[STUDENT_PROMPTS.index(list(p))] for p in prompt_ids]
-        return SampledBatch([list(p) for p in prompt_ids], completions,
-                            [[-0.5] * len(c) for c in completions], [False] * len(completions))
+        return SampledBatch(
+            [list(p) for p in prompt_ids],
+            completions,
+            [[-0.5] * len(c) for c in completions],
+            [False] * len(completions),
+        )
 
 
 def test_the_students_batch_and_importance_ratio_ignore_the_teachers_prompt(models, tiny_dirs):
@@ -227,8 +271,9 @@ def test_the_students_batch_and_importance_ratio_ignore_the_teachers_prompt(mode
     batches = []
     for teacher_prompts in (TEACHER_PROMPTS, [None, None, None]):
         sampler = FixedSampler()
-        opd = OnPolicyDistillation(sampler, LocalTeacher(teacher_model, tokenizer.pad_token_id), tokenizer,
-                                   group_size=1, temperature=1.0)
+        opd = OnPolicyDistillation(
+            sampler, LocalTeacher(teacher_model, tokenizer.pad_token_id), tokenizer, group_size=1, temperature=1.0
+        )
         examples = [EncodedExample(p, teacher_prompt_ids=t) for p, t in zip(STUDENT_PROMPTS, teacher_prompts)]
         batch, metrics = opd.collect(examples)
         assert sampler.shown == [STUDENT_PROMPTS]  # the sampler never sees the teacher's prompt
@@ -242,8 +287,11 @@ def test_the_students_batch_and_importance_ratio_ignore_the_teachers_prompt(mode
     # the policy forward (log pi, so the ratio pi / q) reads the student's tokens only
     policy = PolicyLogprobs(student_model)
     with torch.no_grad():
-        ratios = [(policy(b.input_ids, b.attention_mask, positions=b.loss_mask > 0).logprobs - b.sampler_logprobs).exp()
-                  * b.loss_mask for b in (private, plain)]
+        ratios = [
+            (policy(b.input_ids, b.attention_mask, positions=b.loss_mask > 0).logprobs - b.sampler_logprobs).exp()
+            * b.loss_mask
+            for b in (private, plain)
+        ]
     assert torch.equal(*ratios)
     assert not torch.equal(private.teacher_logprobs, plain.teacher_logprobs)  # the teacher did read its prompt
 
@@ -262,9 +310,18 @@ def test_a_teacher_prompt_too_long_for_the_teachers_context_is_one_line(tiny_dir
     # from the command line's config: the teacher's context (64 tokens) minus --max-new-tokens
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "1+1=", "context": "x" * 60}) + "\n")
-    config = DistillConfig(student=tiny_dirs["student"], teacher="self", prompts=str(prompts), long_prompts="fail",
-                           output_dir=str(tmp_path / "run"), steps=1, batch_size=1, group_size=1, max_new_tokens=8,
-                           quiet=True)
+    config = DistillConfig(
+        student=tiny_dirs["student"],
+        teacher="self",
+        prompts=str(prompts),
+        long_prompts="fail",
+        output_dir=str(tmp_path / "run"),
+        steps=1,
+        batch_size=1,
+        group_size=1,
+        max_new_tokens=8,
+        quiet=True,
+    )
     with pytest.raises(MentorError, match="over the 56 that its context leaves beside --max-new-tokens") as error:
         run_distill(config)
     assert "\n" not in str(error.value)
@@ -279,7 +336,8 @@ def test_a_teacher_prompt_too_long_for_the_teachers_context_is_one_line(tiny_dir
 # --- end to end: --teacher self with a context -------------------------------------------------------------------
 @pytest.mark.parametrize("divergence", ["sampled", "full"])
 def test_self_distillation_with_a_context_runs_and_the_teacher_stays_the_starting_weights(
-        tiny_dirs, tmp_path, monkeypatch, divergence):
+    tiny_dirs, tmp_path, monkeypatch, divergence
+):
     import mentor.recipes.distill as distill
 
     made = []
@@ -291,13 +349,27 @@ def test_self_distillation_with_a_context_runs_and_the_teacher_stays_the_startin
 
     monkeypatch.setattr(distill, "OnPolicyDistillation", Recorded)
     prompts = tmp_path / "prompts.jsonl"
-    rows = [{"prompt": "12+34=", "context": "12+34=46"}, {"prompt": "7*8=", "teacher_prompt": "7*8=56. 7*8="},
-            {"prompt": "5+5="}]
+    rows = [
+        {"prompt": "12+34=", "context": "12+34=46"},
+        {"prompt": "7*8=", "teacher_prompt": "7*8=56. 7*8="},
+        {"prompt": "5+5="},
+    ]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = DistillConfig(student=tiny_dirs["student"], teacher="self", teacher_context="answer with digits",
-                           prompts=str(prompts), output_dir=str(tmp_path / "run"), steps=3, batch_size=2,
-                           group_size=2, max_new_tokens=8, learning_rate=1e-2, quiet=True, seed=1,
-                           divergence=divergence)
+    config = DistillConfig(
+        student=tiny_dirs["student"],
+        teacher="self",
+        teacher_context="answer with digits",
+        prompts=str(prompts),
+        output_dir=str(tmp_path / "run"),
+        steps=3,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        learning_rate=1e-2,
+        quiet=True,
+        seed=1,
+        divergence=divergence,
+    )
     trainer, history = run_distill(config)
     steps = [r for r in history if "loss" in r]
     assert len(steps) == 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)

@@ -11,11 +11,19 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from conftest import make_model_dir
 from mentor.cli import main
 from mentor.errors import MentorError
-from mentor.models.prune import (block_influence, check_drop, layers_by_influence, layers_evenly, layers_every,
-                                 middle_range, parse_layers, prune, prune_model)
+from mentor.models.prune import (
+    block_influence,
+    check_drop,
+    layers_by_influence,
+    layers_evenly,
+    layers_every,
+    middle_range,
+    parse_layers,
+    prune,
+    prune_model,
+)
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
 
 IDS = torch.tensor([[1, 12, 7, 30, 9, 22, 15, 40, 3, 18, 25, 11, 6, 33]])  # 14 tokens: longer than the windows
@@ -27,19 +35,37 @@ def _config(arch: str, layers: int):
     tokenizer = build_char_tokenizer()
     if arch == "gemma3_text":  # sliding and full layers interleaved (layer_types), local and global RoPE
         return AutoConfig.for_model(
-            "gemma3_text", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64, sliding_window=4,
+            "gemma3_text",
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=64,
+            sliding_window=4,
             layer_types=["sliding_attention" if i % 3 else "full_attention" for i in range(layers)],
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)
-    config = tiny_config("qwen2" if arch == "qwen2_sliding" else arch, len(tokenizer), 32, layers, 4,
-                         tokenizer=tokenizer, max_positions=64)
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    config = tiny_config(
+        "qwen2" if arch == "qwen2_sliding" else arch,
+        len(tokenizer),
+        32,
+        layers,
+        4,
+        tokenizer=tokenizer,
+        max_positions=64,
+    )
     if arch == "mistral":
         config.sliding_window = 4
     if arch == "qwen2_sliding":  # sliding windows from layer 3 on (max_window_layers)
         fields = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "layer_types")}
-        config = AutoConfig.for_model("qwen2", **{**fields, "use_sliding_window": True, "sliding_window": 4,
-                                                  "max_window_layers": 3})
+        config = AutoConfig.for_model(
+            "qwen2", **{**fields, "use_sliding_window": True, "sliding_window": 4, "max_window_layers": 3}
+        )
         assert config.layer_types == ["full_attention"] * 3 + ["sliding_attention"] * 3
     return config
 
@@ -52,6 +78,7 @@ def _model_dir(path: Path, arch: str, layers: int = 6, seed: int = 0) -> str:
 
 def _skipping(model, drop):
     """``model`` (unchanged) with the layers ``drop`` made identities by hooks: the reference forward."""
+
     def identity(module, args, kwargs, output):
         x = args[0] if args else kwargs["hidden_states"]
         return (x, *output[1:]) if isinstance(output, tuple) else x
@@ -60,12 +87,17 @@ def _skipping(model, drop):
 
 
 def _tree_digest(path: Path) -> dict:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("arch,drop", [("qwen3", [1, 3]), ("llama", [0, 5]), ("mistral", [2, 3, 4]),
-                                       ("gemma3_text", [1, 3]), ("qwen2_sliding", [0, 4])])
+@pytest.mark.parametrize(
+    "arch,drop",
+    [("qwen3", [1, 3]), ("llama", [0, 5]), ("mistral", [2, 3, 4]), ("gemma3_text", [1, 3]), ("qwen2_sliding", [0, 4])],
+)
 def test_pruned_model_is_the_original_with_those_layers_skipped(tmp_path, arch, drop):
     source = _model_dir(tmp_path / "model", arch)
     before = _tree_digest(tmp_path / "model")
@@ -82,8 +114,12 @@ def test_pruned_model_is_the_original_with_those_layers_skipped(tmp_path, arch, 
         assert pruned.config.layer_types == [types[i] for i in keep]
     assert [layer.self_attn.layer_idx for layer in pruned.model.layers] == list(range(len(keep)))
     for new, old in enumerate(keep):  # the kept layers' weights, unchanged, in order
-        torch.testing.assert_close(pruned.model.layers[new].mlp.down_proj.weight,
-                                   original.model.layers[old].mlp.down_proj.weight, rtol=0, atol=0)
+        torch.testing.assert_close(
+            pruned.model.layers[new].mlp.down_proj.weight,
+            original.model.layers[old].mlp.down_proj.weight,
+            rtol=0,
+            atol=0,
+        )
 
     handles = _skipping(original, drop)
     with torch.no_grad():
@@ -159,7 +195,9 @@ def test_cli_rules_pick_the_documented_layers(tmp_path, capsys):
     assert json.loads((tmp_path / "every" / "mentor_prune.json").read_text())["dropped"] == [2, 5]
     assert main(["prune", source, "--drop-by-influence", "2", "--out", str(tmp_path / "bi")]) == 0
     record = json.loads((tmp_path / "bi" / "mentor_prune.json").read_text())
-    assert len(record["block_influence"]) == 8 and record["dropped"] == layers_by_influence(record["block_influence"], 2)
+    assert len(record["block_influence"]) == 8 and record["dropped"] == layers_by_influence(
+        record["block_influence"], 2
+    )
     out = capsys.readouterr().out
     assert "8 -> 6 layers" in out and "parameters" in out
 
@@ -167,10 +205,21 @@ def test_cli_rules_pick_the_documented_layers(tmp_path, capsys):
 def test_moe_layer_pattern_follows_the_kept_layers():
     """Qwen3-MoE with sparse blocks on every 2nd layer: the pruned config names the kept dense layers
     explicitly, so the architecture it builds matches the kept weights (checked inside prune_model)."""
-    config = AutoConfig.for_model("qwen3_moe", vocab_size=40, hidden_size=16, intermediate_size=32,
-                                  moe_intermediate_size=8, num_hidden_layers=6, num_attention_heads=2,
-                                  num_key_value_heads=1, head_dim=8, num_experts=4, num_experts_per_tok=2,
-                                  decoder_sparse_step=2, mlp_only_layers=[3])
+    config = AutoConfig.for_model(
+        "qwen3_moe",
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        moe_intermediate_size=8,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        decoder_sparse_step=2,
+        mlp_only_layers=[3],
+    )
     model = build_tiny_model(config)
     sparse_before = [type(layer.mlp).__name__ for layer in model.model.layers]
     prune_model(model, [0, 3])
@@ -180,20 +229,23 @@ def test_moe_layer_pattern_follows_the_kept_layers():
     assert [type(layer.mlp).__name__ for layer in model.model.layers] == [sparse_before[i] for i in (1, 2, 4, 5)]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--drop", "6"], "layer 6 is out of range: the model has 6 decoder layers"),
-    (["--drop", "-1"], "layer -1 is out of range"),
-    (["--drop", "2,2"], "layer 2 is named twice"),
-    (["--drop", "0-5"], "dropping all 6 decoder layers leaves no model"),
-    (["--drop", "x"], "'x' is not a layer index"),
-    (["--drop", "4-2"], "is empty"),
-    (["--drop", ","], "names no layer"),
-    (["--drop-every", "1"], "K must be at least 2"),
-    (["--drop-every", "9"], "drops nothing"),
-    (["--drop-evenly", "5"], "the middle half of a 6-layer model has only 4 layers (1-4)"),
-    (["--drop-evenly", "0"], "N must be at least 1"),
-    (["--drop-by-influence", "6"], "N must be between 1 and 5"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--drop", "6"], "layer 6 is out of range: the model has 6 decoder layers"),
+        (["--drop", "-1"], "layer -1 is out of range"),
+        (["--drop", "2,2"], "layer 2 is named twice"),
+        (["--drop", "0-5"], "dropping all 6 decoder layers leaves no model"),
+        (["--drop", "x"], "'x' is not a layer index"),
+        (["--drop", "4-2"], "is empty"),
+        (["--drop", ","], "names no layer"),
+        (["--drop-every", "1"], "K must be at least 2"),
+        (["--drop-every", "9"], "drops nothing"),
+        (["--drop-evenly", "5"], "the middle half of a 6-layer model has only 4 layers (1-4)"),
+        (["--drop-evenly", "0"], "N must be at least 1"),
+        (["--drop-by-influence", "6"], "N must be between 1 and 5"),
+    ],
+)
 def test_bad_layer_choices_are_refused_in_one_line(tmp_path, capsys, args, message):
     source = _model_dir(tmp_path / "model", "qwen3")
     before = _tree_digest(tmp_path / "model")
@@ -246,8 +298,12 @@ def test_real_gguf_pruned_equals_skipping(tmp_path):
     tokenizer = load_tokenizer(str(gguf))
     assert AutoTokenizer.from_pretrained(tmp_path / "smol27").chat_template == tokenizer.chat_template
     original = load_model(str(gguf)).eval()
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     handles = _skipping(original, [12, 16, 20])
     with torch.no_grad():
         torch.testing.assert_close(pruned(ids).logits, original(ids, use_cache=False).logits, rtol=1e-4, atol=1e-4)

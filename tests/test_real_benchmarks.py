@@ -9,10 +9,10 @@ import time
 from fractions import Fraction
 
 import pytest
-
-from mentor.tasks.loaders import last_boxed, load_problems
-from mentor.tasks.graders import code_passes, grade_many, math_match, numeric_match
 from real_assets import SHARED_REAL
+
+from mentor.tasks.graders import code_passes, grade_many, math_match, numeric_match
+from mentor.tasks.loaders import last_boxed, load_problems
 
 REAL = SHARED_REAL / "data"
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"the real benchmark files are not at {REAL.resolve()}")
@@ -42,7 +42,7 @@ def test_humaneval_every_canonical_solution_passes_and_a_wrong_one_fails():
     start = time.perf_counter()
     scores = grade_many(code_passes, [p.solution for p in problems] + [wrong] * len(problems), problems * 2)
     elapsed = time.perf_counter() - start
-    right, rejected = scores[:len(problems)], scores[len(problems):]
+    right, rejected = scores[: len(problems)], scores[len(problems) :]
     assert [p.meta["task_id"] for p, s in zip(problems, right) if s != 1.0] == []
     assert [p.meta["task_id"] for p, s in zip(problems, rejected) if s != 0.0] == []
     print(f"HumanEval: {2 * len(problems)} programs graded in {elapsed:.1f}s")
@@ -73,6 +73,7 @@ def test_ifeval_every_instruction_is_known_and_its_kwargs_accepted():
     used = {name for p in problems for name in p.meta["instruction_id_list"]}
     assert len(used) == 25 and used == set(instruction_types())
     # every record's kwargs build its checkers (IFEval's own checkers refuse arguments they do not take)
-    results = [follow_instructions("a response", p.meta["instruction_id_list"], p.meta["kwargs"], p.prompt)
-               for p in problems]
+    results = [
+        follow_instructions("a response", p.meta["instruction_id_list"], p.meta["kwargs"], p.prompt) for p in problems
+    ]
     assert sum(len(r.strict) for r in results) == 834

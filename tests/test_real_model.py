@@ -11,6 +11,8 @@ import os
 
 import pytest
 import torch
+from real_assets import Unavailable, smollm2_gguf
+from test_resume import _kill_when_paused, _start, _succeeds
 
 from mentor.config import DistillConfig, SFTConfig
 from mentor.models.chat import stop_token_ids
@@ -18,8 +20,6 @@ from mentor.models.loading import load_model, load_tokenizer, save_pretrained
 from mentor.recipes.common import file_examples
 from mentor.sample.hf import HFSampler
 from mentor.update.logprobs import token_logprobs
-from real_assets import Unavailable, smollm2_gguf
-from test_resume import _kill_when_paused, _start, _succeeds
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 CHAT_PROMPTS = ["Name a color.", "Say hello in French.", "What is 2+3?", "Give me a fruit."]
@@ -63,8 +63,12 @@ def test_gguf_brings_its_tokenizer_template_and_eos(smol):
 
 def test_prompts_are_tokenised_as_the_chat_template(smol, tmp_path):
     tokenizer, model = smol["tokenizer"], smol["model"]
-    multi_turn = [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Sky color?"},
-                  {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "And grass?"}]
+    multi_turn = [
+        {"role": "system", "content": "You answer in one word."},
+        {"role": "user", "content": "Sky color?"},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "And grass?"},
+    ]
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps({"prompt": "Name a color."}) + "\n" + json.dumps({"messages": multi_turn}) + "\n")
     config = DistillConfig(student="s", teacher="t", prompts=str(path), chat_template=True, max_new_tokens=8)
@@ -84,13 +88,15 @@ def test_sampling_stops_at_every_eos_and_records_the_policys_logprobs(smol):
         model.generation_config.eos_token_id = saved
     assert cut.completion_ids[0] == greedy[:2] and not cut.truncated[0]
     torch.manual_seed(0)
-    sampled = HFSampler(model, tokenizer, 10).sample([_chat_ids(tokenizer, [{"role": "user", "content": p}])
-                                                      for p in CHAT_PROMPTS[:2]])
+    sampled = HFSampler(model, tokenizer, 10).sample(
+        [_chat_ids(tokenizer, [{"role": "user", "content": p}]) for p in CHAT_PROMPTS[:2]]
+    )
     with torch.no_grad():
-        for prompt, completion, recorded in zip(sampled.prompt_ids, sampled.completion_ids,
-                                                sampled.completion_logprobs):
+        for prompt, completion, recorded in zip(
+            sampled.prompt_ids, sampled.completion_ids, sampled.completion_logprobs
+        ):
             ids = torch.tensor([prompt + completion])
-            fresh = token_logprobs(model, ids, torch.ones_like(ids))[0][0, len(prompt):]
+            fresh = token_logprobs(model, ids, torch.ones_like(ids))[0][0, len(prompt) :]
             assert (fresh - torch.tensor(recorded)).abs().max() < 1e-4
 
 
@@ -101,16 +107,33 @@ def _write_jsonl(path, rows) -> str:
 
 def test_sft_on_messages_trains_the_rendered_turn(smol, tmp_path):
     """Into a GGUF model: trained from the .gguf file, saved as safetensors."""
-    from mentor.recipes.sft import run_sft
     from transformers import AutoModelForCausalLM
 
+    from mentor.recipes.sft import run_sft
+
     tokenizer = smol["tokenizer"]
-    rows = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q},
-                          {"role": "assistant", "content": a}]}
-            for q, a in [("Name a color.", "Blue."), ("What is 2+3?", "5."), ("Say hi.", "Hi!")]]
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": a},
+            ]
+        }
+        for q, a in [("Name a color.", "Blue."), ("What is 2+3?", "5."), ("Say hi.", "Hi!")]
+    ]
     data = _write_jsonl(tmp_path / "sft.jsonl", rows)
-    config = SFTConfig(model=smol["gguf"], data=data, steps=2, batch_size=2, group_size=1, lora_rank=8,
-                       learning_rate=1e-4, output_dir=str(tmp_path / "sft"), quiet=True)
+    config = SFTConfig(
+        model=smol["gguf"],
+        data=data,
+        steps=2,
+        batch_size=2,
+        group_size=1,
+        lora_rank=8,
+        learning_rate=1e-4,
+        output_dir=str(tmp_path / "sft"),
+        quiet=True,
+    )
     trainer, history = run_sft(config)
     example = trainer.stream.examples[0]
     rendered = tokenizer.apply_chat_template(rows[0]["messages"], tokenize=False)
@@ -127,9 +150,33 @@ def test_opd_self_distillation_with_lora_survives_a_kill(smol, tmp_path):
 
     prompts = _write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in CHAT_PROMPTS])
     out, flag = tmp_path / "opd", tmp_path / "paused"
-    args = ["distill", "--student", smol["dir"], "--teacher", smol["gguf"], "--prompts", prompts, "--chat-template",
-            "--lora-rank", "8", "--steps", "3", "--batch-size", "2", "--group-size", "2", "--max-new-tokens", "8",
-            "--save-every", "1", "--learning-rate", "1e-5", "--output-dir", str(out), "--quiet"]
+    args = [
+        "distill",
+        "--student",
+        smol["dir"],
+        "--teacher",
+        smol["gguf"],
+        "--prompts",
+        prompts,
+        "--chat-template",
+        "--lora-rank",
+        "8",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--group-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--save-every",
+        "1",
+        "--learning-rate",
+        "1e-5",
+        "--output-dir",
+        str(out),
+        "--quiet",
+    ]
     first = _start(args, PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=2)
     _kill_when_paused(first, flag)
     assert not (out / "final").exists()
@@ -156,12 +203,23 @@ def test_bfloat16_model_keeps_float32_logprobs(smol, tmp_path):
     with torch.no_grad():
         fresh = token_logprobs(model, ids, torch.ones_like(ids))[0]
     assert fresh.dtype == torch.float32
-    gap = (fresh[0, len(sampled.prompt_ids[0]):] - torch.tensor(sampled.completion_logprobs[0])).abs()
+    gap = (fresh[0, len(sampled.prompt_ids[0]) :] - torch.tensor(sampled.completion_logprobs[0])).abs()
     assert gap.mean() < 0.1  # bf16 rounding (KV-cache vs full pass), not a different distribution
     prompts = _write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p} for p in CHAT_PROMPTS[:2]])
-    config = DistillConfig(student=smol["dir"], teacher=smol["dir"], prompts=prompts, chat_template=True,
-                           dtype="bfloat16", lora_rank=8, steps=1, batch_size=2, group_size=2, max_new_tokens=6,
-                           output_dir=str(tmp_path / "bf16"), quiet=True)
+    config = DistillConfig(
+        student=smol["dir"],
+        teacher=smol["dir"],
+        prompts=prompts,
+        chat_template=True,
+        dtype="bfloat16",
+        lora_rank=8,
+        steps=1,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=6,
+        output_dir=str(tmp_path / "bf16"),
+        quiet=True,
+    )
     _, history = run_distill(config)
     for record in history:
         assert all(torch.isfinite(torch.tensor(record[k])) for k in ("loss", "reverse_kl", "grad_norm"))

@@ -117,7 +117,9 @@ class FaultProxy:
                 request_head, request_body = _read_message(client)
                 if fault in ("500", "502", "503"):
                     body = json.dumps({"error": {"message": f"injected {fault}", "code": int(fault)}}).encode()
-                    head = b"HTTP/1.1 %s Injected\r\nContent-Type: application/json\r\nConnection: close" % fault.encode()
+                    head = (
+                        b"HTTP/1.1 %s Injected\r\nContent-Type: application/json\r\nConnection: close" % fault.encode()
+                    )
                     client.sendall(_with_length(head, len(body)) + b"\r\n\r\n" + body)
                     self._count(fault)
                     return
@@ -152,12 +154,26 @@ def served(tiny_dirs):
         yield running
 
 
-def _config(tiny_dirs, teacher_url: str, out: Path, prompts: str, steps: int = 3,
-            timeout: float = CLIENT_TIMEOUT) -> DistillConfig:
+def _config(
+    tiny_dirs, teacher_url: str, out: Path, prompts: str, steps: int = 3, timeout: float = CLIENT_TIMEOUT
+) -> DistillConfig:
     # micro_batch_size 2 -> two requests per step, so faults land on training requests, not just metadata
-    return DistillConfig(student=tiny_dirs["student"], teacher=teacher_url, prompts=prompts, output_dir=str(out),
-                         steps=steps, batch_size=2, group_size=2, micro_batch_size=2, max_new_tokens=8,
-                         learning_rate=1e-3, seed=5, quiet=True, save_every=2, teacher_timeout=timeout)
+    return DistillConfig(
+        student=tiny_dirs["student"],
+        teacher=teacher_url,
+        prompts=prompts,
+        output_dir=str(out),
+        steps=steps,
+        batch_size=2,
+        group_size=2,
+        micro_batch_size=2,
+        max_new_tokens=8,
+        learning_rate=1e-3,
+        seed=5,
+        quiet=True,
+        save_every=2,
+        teacher_timeout=timeout,
+    )
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -194,8 +210,9 @@ def test_a_server_that_stays_down_stops_the_run_with_one_line(tiny_dirs, served,
     # the server goes down for good once step 2's checkpoint is complete: a state, not a connection count,
     # so a spurious retry under load cannot move the point where it dies
     out = tmp_path / "run"
-    dying = FaultProxy(served.httpd.server_address[1],
-                       down_when=lambda: (out / "checkpoints" / "step_00000002" / "COMPLETE").exists())
+    dying = FaultProxy(
+        served.httpd.server_address[1], down_when=lambda: (out / "checkpoints" / "step_00000002" / "COMPLETE").exists()
+    )
     with pytest.raises(MentorError) as failure:
         run_distill(_config(tiny_dirs, dying.url, out, prompts_file, steps=4, timeout=120))
     message = str(failure.value)

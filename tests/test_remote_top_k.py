@@ -15,8 +15,13 @@ from mentor.recipes.distill import run_distill
 from mentor.rollout import right_pad
 from mentor.score.http import HTTPTeacher
 from mentor.serve import TeacherServer
-from mentor.update.divergence import (bucket_reverse_kl, naive_reverse_kl, reverse_kl, teacher_top_k,
-                                      top_k_reverse_kl_from_hidden)
+from mentor.update.divergence import (
+    bucket_reverse_kl,
+    naive_reverse_kl,
+    reverse_kl,
+    teacher_top_k,
+    top_k_reverse_kl_from_hidden,
+)
 from mentor.update.logprobs import last_hidden_states
 from tests.test_http_teacher import _first, refused_once
 
@@ -94,8 +99,12 @@ def test_a_teacher_id_outside_the_students_vocabulary_is_one_line(models):
 
 # --- serve-teacher: vLLM's answer shape, and the client ------------------------------------------------------
 def _post(server, body):
-    request = urllib.request.Request(server.url + "/completions", json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + "/completions",
+        json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -103,8 +112,17 @@ def _post(server, body):
 def test_served_prompt_logprobs_have_vllms_shape_and_the_in_process_numbers(server, models):
     _, teacher, tokenizer = models
     k = 4
-    answer = _post(server, {"model": "tiny-teacher", "prompt": SEQUENCES, "echo": True, "max_tokens": 1,
-                            "prompt_logprobs": k, "return_token_ids": True})
+    answer = _post(
+        server,
+        {
+            "model": "tiny-teacher",
+            "prompt": SEQUENCES,
+            "echo": True,
+            "max_tokens": 1,
+            "prompt_logprobs": k,
+            "return_token_ids": True,
+        },
+    )
     input_ids, attention_mask, wanted = _padded(pad_id=tokenizer.pad_token_id)
     local = teacher_top_k(teacher, input_ids, attention_mask, wanted, k, with_ranks=True)
     for row, (choice, sequence) in enumerate(zip(answer["choices"], SEQUENCES)):
@@ -153,8 +171,9 @@ def _drop_two_top_entries(entry, own):
 
 def _hide_the_own_tokens_rank(entry, own):  # k entries although the own token is not among the top k
     entry.clear()
-    entry.update({str(own): {"logprob": -5.0, "rank": 9}, "40": {"logprob": -0.5, "rank": 1},
-                  "41": {"logprob": -1.5, "rank": 2}})
+    entry.update(
+        {str(own): {"logprob": -5.0, "rank": 9}, "40": {"logprob": -0.5, "rank": 1}, "41": {"logprob": -1.5, "rank": 2}}
+    )
 
 
 def _raise_the_own_tokens(choice, sequence):  # the own token likelier than the k listed: they are not the top k
@@ -174,48 +193,88 @@ def _a_wrong_mass(entry, own):
 
 
 BROKEN_TOP_K = {
-    "no prompt_logprobs": (_first(lambda choice, sequence: choice.pop("prompt_logprobs")), r"returned no prompt_logprobs"),
-    "too few entries": (_entry(2, _drop_two_top_entries),
-                        r"returned [12] log-probs at position 2 where prompt_logprobs=3"),
+    "no prompt_logprobs": (
+        _first(lambda choice, sequence: choice.pop("prompt_logprobs")),
+        r"returned no prompt_logprobs",
+    ),
+    "too few entries": (
+        _entry(2, _drop_two_top_entries),
+        r"returned [12] log-probs at position 2 where prompt_logprobs=3",
+    ),
     "ranks that are not 1..k": (_entry(2, _hide_the_own_tokens_rank), r"ranks \[1, 2, 9\] at position 2"),
     "not the top k": (_first(_raise_the_own_tokens), r"leave out token \d+, which is likelier than one of them"),
     "logits, not log-probs": (_entry(1, _logits), r"log-prob [\d.]+ > 0 at position 1: .*--logprobs-mode raw_logprobs"),
     "a mass above 1": (_entry(4, _a_wrong_mass), r"top-3 probabilities at position 4 sum to more than 1"),
-    "a null inside": (_first(lambda choice, sequence: choice["prompt_logprobs"].__setitem__(2, None)),
-                      r"null log-prob for token 2 of a 5-token sequence"),
-    "keys that are not ids": (_entry(1, lambda entry, own: entry.update({"abc": {"logprob": -1.0}})),
-                              r"has keys .*, not token ids"),
-    "a string log-prob": (_entry(1, lambda entry, own: entry[str(own)].update(logprob="-1")),
-                          r"log-prob '-1' at position 1 is not a number"),
-    "other tokens scored": (_first(lambda choice, sequence: choice["prompt_logprobs"].__setitem__(
-        2, {"30": {"logprob": -0.1, "rank": 1}, "31": {"logprob": -3.0, "rank": 2}, "32": {"logprob": -4.0, "rank": 3}})),
-        r"at position 2 its answer has log-probs for token 30, 31, 32 \(prompt_logprobs\) where mentor sent 6"),
+    "a null inside": (
+        _first(lambda choice, sequence: choice["prompt_logprobs"].__setitem__(2, None)),
+        r"null log-prob for token 2 of a 5-token sequence",
+    ),
+    "keys that are not ids": (
+        _entry(1, lambda entry, own: entry.update({"abc": {"logprob": -1.0}})),
+        r"has keys .*, not token ids",
+    ),
+    "a string log-prob": (
+        _entry(1, lambda entry, own: entry[str(own)].update(logprob="-1")),
+        r"log-prob '-1' at position 1 is not a number",
+    ),
+    "other tokens scored": (
+        _first(
+            lambda choice, sequence: choice["prompt_logprobs"].__setitem__(
+                2,
+                {
+                    "30": {"logprob": -0.1, "rank": 1},
+                    "31": {"logprob": -3.0, "rank": 2},
+                    "32": {"logprob": -4.0, "rank": 3},
+                },
+            )
+        ),
+        r"at position 2 its answer has log-probs for token 30, 31, 32 \(prompt_logprobs\) where mentor sent 6",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_TOP_K))
 def test_a_broken_top_k_answer_is_one_line_and_not_retried(server, case):
     edit, message = BROKEN_TOP_K[case]
-    seen = refused_once(server, edit, message, lambda url: HTTPTeacher(url, model="tiny-teacher", max_retries=3,
-                                                                       backoff=0.01).compute_top_k(SEQUENCES[:1], 3))
+    seen = refused_once(
+        server,
+        edit,
+        message,
+        lambda url: HTTPTeacher(url, model="tiny-teacher", max_retries=3, backoff=0.01).compute_top_k(SEQUENCES[:1], 3),
+    )
     assert seen[0]["prompt_logprobs"] == 3 and seen[0]["echo"] is True
 
 
 # --- OPD: the remote top_k run equals the in-process one ----------------------------------------------------
 @pytest.mark.parametrize("temperature", [1.0, 0.8])
-def test_opd_top_k_through_serve_teacher_matches_the_in_process_run(tiny_dirs, models, tmp_path, prompts_file,
-                                                                    temperature):
+def test_opd_top_k_through_serve_teacher_matches_the_in_process_run(
+    tiny_dirs, models, tmp_path, prompts_file, temperature
+):
     """Same seeds: the same samples, the same teacher top-k (the teacher untempered on both sides), the same
     loss, metrics and weights after three steps."""
     _, teacher, tokenizer = models
-    common = dict(student=tiny_dirs["student"], prompts=prompts_file, steps=3, batch_size=2, group_size=2,
-                  max_new_tokens=8, learning_rate=1e-3, quiet=True, seed=3, divergence="top_k", kl_top_k=5,
-                  temperature=temperature, micro_batch_size=2)
-    local_trainer, local_history = run_distill(DistillConfig(teacher=tiny_dirs["teacher"],
-                                                             output_dir=str(tmp_path / "local"), **common))
+    common = dict(
+        student=tiny_dirs["student"],
+        prompts=prompts_file,
+        steps=3,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        learning_rate=1e-3,
+        quiet=True,
+        seed=3,
+        divergence="top_k",
+        kl_top_k=5,
+        temperature=temperature,
+        micro_batch_size=2,
+    )
+    local_trainer, local_history = run_distill(
+        DistillConfig(teacher=tiny_dirs["teacher"], output_dir=str(tmp_path / "local"), **common)
+    )
     with TeacherServer(teacher, tokenizer, port=0) as running:
-        http_trainer, http_history = run_distill(DistillConfig(teacher=running.url, output_dir=str(tmp_path / "http"),
-                                                               **common))
+        http_trainer, http_history = run_distill(
+            DistillConfig(teacher=running.url, output_dir=str(tmp_path / "http"), **common)
+        )
     steps = [(l, h) for l, h in zip(local_history, http_history) if "loss" in l]
     assert len(steps) == 3
     for local_step, http_step in steps:
@@ -229,8 +288,19 @@ def test_opd_top_k_through_serve_teacher_matches_the_in_process_run(tiny_dirs, m
 
 
 def test_top_k_with_a_server_is_allowed_full_is_not(tiny_dirs, tmp_path):
-    DistillConfig(student=tiny_dirs["student"], teacher="http://127.0.0.1:9/v1", task="arithmetic",
-                  output_dir=str(tmp_path / "a"), divergence="top_k", kl_top_k=4)
+    DistillConfig(
+        student=tiny_dirs["student"],
+        teacher="http://127.0.0.1:9/v1",
+        task="arithmetic",
+        output_dir=str(tmp_path / "a"),
+        divergence="top_k",
+        kl_top_k=4,
+    )
     with pytest.raises(MentorError, match="--divergence full needs the teacher's whole distribution"):
-        DistillConfig(student=tiny_dirs["student"], teacher="http://127.0.0.1:9/v1", task="arithmetic",
-                      output_dir=str(tmp_path / "b"), divergence="full")
+        DistillConfig(
+            student=tiny_dirs["student"],
+            teacher="http://127.0.0.1:9/v1",
+            task="arithmetic",
+            output_dir=str(tmp_path / "b"),
+            divergence="full",
+        )

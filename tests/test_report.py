@@ -19,9 +19,22 @@ from mentor.report.samples import MAX_LOGGED_STEPS, SampleLog, is_logged_step, l
 def _config(tiny_dirs, out, **overrides):
     from mentor.config import DistillConfig
 
-    base = dict(student=tiny_dirs["student"], teacher=tiny_dirs["teacher"], task="arithmetic", output_dir=str(out),
-                steps=5, batch_size=2, group_size=2, max_new_tokens=6, learning_rate=1e-3, eval_size=2,
-                sample_log_every=2, sample_log_rows=3, seed=4, quiet=True)
+    base = dict(
+        student=tiny_dirs["student"],
+        teacher=tiny_dirs["teacher"],
+        task="arithmetic",
+        output_dir=str(out),
+        steps=5,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=6,
+        learning_rate=1e-3,
+        eval_size=2,
+        sample_log_every=2,
+        sample_log_rows=3,
+        seed=4,
+        quiet=True,
+    )
     base.update(overrides)
     return DistillConfig(**base)
 
@@ -97,7 +110,9 @@ def test_worst_and_best_are_ranked_by_mean_penalty(opd_run):
     records = SampleLog(opd_run).read()
     means = sorted(sum(token_penalties(r)) / len(r["tokens"]) for r in records)
     worst, best = select(records, worst=2), select(records, best=1)
-    assert [round(sum(token_penalties(r)) / len(r["tokens"]), 9) for r in worst] == [round(m, 9) for m in means[::-1][:2]]
+    assert [round(sum(token_penalties(r)) / len(r["tokens"]), 9) for r in worst] == [
+        round(m, 9) for m in means[::-1][:2]
+    ]
     assert round(sum(token_penalties(best[0])) / len(best[0]["tokens"]), 9) == round(means[0], 9)
     assert {r["step"] for r in select(records)} == {5}  # default: the last logged step
 
@@ -111,8 +126,13 @@ def test_concentration_on_a_known_case():
 
 
 def test_forking_tokens_count_the_most_penalised():
-    record = {"step": 1, "tokens": ["a", "b", "a", "c"] * 5, "sampler_logprobs": [0.0] * 20,
-              "teacher_logprobs": [-5.0, -0.1, -4.0, -0.2] * 5, "teacher_top1": ["x", "b", "y", "c"] * 5}
+    record = {
+        "step": 1,
+        "tokens": ["a", "b", "a", "c"] * 5,
+        "sampler_logprobs": [0.0] * 20,
+        "teacher_logprobs": [-5.0, -0.1, -4.0, -0.2] * 5,
+        "teacher_top1": ["x", "b", "y", "c"] * 5,
+    }
     rows = forking_tokens([record], top_fraction=0.5)
     assert rows[0]["token"] == "a" and rows[0]["count"] == 10
     assert rows[0]["mean_penalty"] == pytest.approx(4.5) and rows[0]["teacher_prefers"] in ("x", "y")
@@ -168,8 +188,10 @@ def test_progress_without_a_terminal_prints_plain_lines():
             bar.update({"loss": 0.5, "step": 1})
     lines = buffer.getvalue().splitlines()
     assert [line.split()[2] for line in lines] == ["1/25", "10/25", "20/25", "25/25"]
-    assert all(line.startswith("opd step ") and "elapsed" in line and "eta" in line and line.endswith("loss=0.5")
-               for line in lines)
+    assert all(
+        line.startswith("opd step ") and "elapsed" in line and "eta" in line and line.endswith("loss=0.5")
+        for line in lines
+    )
     assert "\x1b" not in buffer.getvalue()
 
 
@@ -191,8 +213,10 @@ def test_report_of_a_coe_directory_links_its_routing_figure(tmp_path):
 
     stage2 = tmp_path / "coe" / "stage2"
     stage2.mkdir(parents=True)
-    history = [{"step": s, "loss": 2.0 / s, "entropy": 1.0, "grad_norm": 0.5, "skipped_steps": int(s > 3),
-                "router_loss": 0.1} for s in range(1, 6)]
+    history = [
+        {"step": s, "loss": 2.0 / s, "entropy": 1.0, "grad_norm": 0.5, "skipped_steps": int(s > 3), "router_loss": 0.1}
+        for s in range(1, 6)
+    ]
     (stage2 / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     (tmp_path / "coe" / "inspect").mkdir()
     (tmp_path / "coe" / "inspect" / "routing.png").write_bytes(b"\x89PNG\r\n\x1a\n")

@@ -62,21 +62,63 @@ VOLATILE = ("time_", "tokens_per_second")  # wall-clock measurements differ betw
 
 def _command(kind: str, dirs: dict, out: Path) -> list[str]:
     # as small as the kill points allow: each run is a fresh process, so every token here is paid ~8 times
-    common = ["--output-dir", str(out), "--steps", "6", "--batch-size", "2", "--save-every", "2",
-              "--keep-checkpoints", "2", "--eval-size", "2", "--eval-every", "3", "--max-new-tokens", "6",
-              "--learning-rate", "1e-3", "--seed", "3", "--quiet",
-              "--warmup-steps", "4"]  # kills land inside the warmup: a resumed run continues it, never restarts it
+    common = [
+        "--output-dir",
+        str(out),
+        "--steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--keep-checkpoints",
+        "2",
+        "--eval-size",
+        "2",
+        "--eval-every",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--learning-rate",
+        "1e-3",
+        "--seed",
+        "3",
+        "--quiet",
+        "--warmup-steps",
+        "4",
+    ]  # kills land inside the warmup: a resumed run continues it, never restarts it
     if kind == "distill":
-        return ["distill", "--student", dirs["student"], "--teacher", dirs["teacher"], "--task", "arithmetic",
-                "--group-size", "2", *common]
-    return ["sft", "--model", dirs["student"], "--task", "arithmetic", "--train-size", "16", "--group-size", "1",
-            *common]
+        return [
+            "distill",
+            "--student",
+            dirs["student"],
+            "--teacher",
+            dirs["teacher"],
+            "--task",
+            "arithmetic",
+            "--group-size",
+            "2",
+            *common,
+        ]
+    return [
+        "sft",
+        "--model",
+        dirs["student"],
+        "--task",
+        "arithmetic",
+        "--train-size",
+        "16",
+        "--group-size",
+        "1",
+        *common,
+    ]
 
 
 def _start(args: list[str], **pause) -> subprocess.Popen:
     env = {**os.environ, **{k: str(v) for k, v in pause.items()}, "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen([sys.executable, "-c", DRIVER, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _finish(process: subprocess.Popen, timeout: float = HANG_GUARD_S) -> tuple[int, str]:
@@ -111,7 +153,10 @@ def _metrics(out: Path) -> list[dict]:
 
 def _assert_same_run(resumed: Path, reference: Path) -> None:
     assert _metrics(resumed) == _metrics(reference)
-    weights, expected = load_file(resumed / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")
+    weights, expected = (
+        load_file(resumed / "final" / "model.safetensors"),
+        load_file(reference / "final" / "model.safetensors"),
+    )
     assert weights.keys() == expected.keys()
     for name in expected:
         assert torch.equal(weights[name], expected[name]), name
@@ -188,8 +233,15 @@ def test_resume_without_a_checkpoint_is_one_line_and_writes_nothing(tiny_dirs, t
 # transformers 5 saves fused MoE experts per expert (Qwen3-MoE, Mixtral) and renames GPT-NeoX's lm_head; a
 # checkpoint must hold the module's own state_dict so that resuming restores it exactly.
 KEY_REWRITING_ARCHS = {
-    "qwen3_moe": dict(num_key_value_heads=2, head_dim=8, intermediate_size=32, moe_intermediate_size=16,
-                      num_experts=4, num_experts_per_tok=2, tie_word_embeddings=True),
+    "qwen3_moe": dict(
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_experts=4,
+        num_experts_per_tok=2,
+        tie_word_embeddings=True,
+    ),
     "mixtral": dict(num_key_value_heads=2, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2),
     "gpt_neox": dict(intermediate_size=32),
 }
@@ -201,14 +253,21 @@ def _tiny(arch: str, seed: int, lora: bool = False, adapter_seed: int = 0):
     from mentor.models.loading import apply_lora
     from mentor.models.tiny import build_tiny_model
 
-    config = AutoConfig.for_model(arch, vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                  max_position_embeddings=32, **KEY_REWRITING_ARCHS[arch])
+    config = AutoConfig.for_model(
+        arch,
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=32,
+        **KEY_REWRITING_ARCHS[arch],
+    )
     model = build_tiny_model(config, seed=seed)
     if lora:
         targets = ["query_key_value"] if arch == "gpt_neox" else ["q_proj", "v_proj"]
         torch.manual_seed(adapter_seed)
         model = apply_lora(model, rank=2, alpha=4, target_modules=targets)
-        for name, parameter in model.named_parameters():  # LoRA's B starts at zero: make every tensor distinct
+        for parameter in model.parameters():  # LoRA's B starts at zero: make every tensor distinct
             if parameter.requires_grad:
                 parameter.data.normal_()
     return model
@@ -239,8 +298,13 @@ def test_checkpoints_of_moe_and_gpt_neox_resume_bitwise(arch, lora, tmp_path):
         assert fresh.get_output_embeddings().weight.data_ptr() == fresh.get_input_embeddings().weight.data_ptr()
 
 
-@pytest.mark.parametrize("saved, resumed, why", [("mixtral", "qwen3_moe", "size mismatch for model.layers"),
-                                                 ("gpt_neox", "mixtral", r"\d+ tensors missing, \d+ unexpected")])
+@pytest.mark.parametrize(
+    "saved, resumed, why",
+    [
+        ("mixtral", "qwen3_moe", "size mismatch for model.layers"),
+        ("gpt_neox", "mixtral", r"\d+ tensors missing, \d+ unexpected"),
+    ],
+)
 def test_a_checkpoint_of_another_model_is_one_clear_line(saved, resumed, why, tmp_path):
     from mentor.errors import MentorError
 

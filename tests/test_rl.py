@@ -18,12 +18,20 @@ from mentor.update.losses import importance_sampling_loss
 def test_constant_groups():
     rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
     assert constant_reward_groups(rewards, torch.tensor([0, 0, 1, 1, 2, 2])).tolist() == [
-        True, True, False, False, True, True]
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 @pytest.fixture()
 def student(tiny_dirs):
-    return AutoModelForCausalLM.from_pretrained(tiny_dirs["student"]), AutoTokenizer.from_pretrained(tiny_dirs["student"])
+    return AutoModelForCausalLM.from_pretrained(tiny_dirs["student"]), AutoTokenizer.from_pretrained(
+        tiny_dirs["student"]
+    )
 
 
 def _examples(tokenizer, prompts):
@@ -38,12 +46,19 @@ def length_grader(completion, reference):
 def test_advantages_are_group_centred_rewards(student, normalize_std):
     model, tokenizer = student
     torch.manual_seed(0)
-    rl = ReinforcementLearning(HFSampler(model, tokenizer, max_new_tokens=6), tokenizer, length_grader,
-                               group_size=4, temperature=1.0, normalize_std=normalize_std, drop_constant_groups=False)
+    rl = ReinforcementLearning(
+        HFSampler(model, tokenizer, max_new_tokens=6),
+        tokenizer,
+        length_grader,
+        group_size=4,
+        temperature=1.0,
+        normalize_std=normalize_std,
+        drop_constant_groups=False,
+    )
     batch, metrics = rl.collect(_examples(tokenizer, ["12+3=", "4*5-6="]))
     assert metrics["reward"] == pytest.approx(float(batch.rewards.mean()))
     for g in range(2):
-        r = batch.rewards[4 * g: 4 * g + 4]
+        r = batch.rewards[4 * g : 4 * g + 4]
         want = r - r.mean()
         if normalize_std:
             want = want / (r.std() + 1e-6)
@@ -56,15 +71,18 @@ def test_advantages_are_group_centred_rewards(student, normalize_std):
 
 def test_constant_groups_dropped_and_counted(student):
     model, tokenizer = student
-    grader = lambda c, r: 1.0 if r == "1+1=" else float(len(c) % 2)  # group 0 constant, group 1 varied
+
+    def grader(c, r):  # group 0 constant, group 1 varied
+        return 1.0 if r == "1+1=" else float(len(c) % 2)
+
     torch.manual_seed(3)
-    rl = ReinforcementLearning(HFSampler(model, tokenizer, max_new_tokens=6), tokenizer, grader,
-                               group_size=8, temperature=1.0)
+    rl = ReinforcementLearning(
+        HFSampler(model, tokenizer, max_new_tokens=6), tokenizer, grader, group_size=8, temperature=1.0
+    )
     batch, metrics = rl.collect(_examples(tokenizer, ["1+1=", "2+2="]))
     assert metrics["constant_reward_groups"] == 1
     assert len(batch) == 8 and (batch.group_ids == 1).all()
-    everything_constant = ReinforcementLearning(rl.sampler, tokenizer, lambda c, r: 1.0, group_size=2,
-                                                temperature=1.0)
+    everything_constant = ReinforcementLearning(rl.sampler, tokenizer, lambda c, r: 1.0, group_size=2, temperature=1.0)
     batch, metrics = everything_constant.collect(_examples(tokenizer, ["1+1=", "2+2="]))
     assert metrics["constant_reward_groups"] == 2 and len(batch) == 4 and not batch.advantages.any()
 
@@ -73,9 +91,16 @@ def test_kl_penalty_to_reference(student):
     model, tokenizer = student
     reference = LocalTeacher(AutoModelForCausalLM.from_pretrained(model.config._name_or_path), tokenizer.pad_token_id)
     torch.manual_seed(1)
-    rl = ReinforcementLearning(HFSampler(model, tokenizer, max_new_tokens=6), tokenizer, length_grader,
-                               group_size=4, temperature=1.0, kl_coef=0.5, reference=reference,
-                               drop_constant_groups=False)
+    rl = ReinforcementLearning(
+        HFSampler(model, tokenizer, max_new_tokens=6),
+        tokenizer,
+        length_grader,
+        group_size=4,
+        temperature=1.0,
+        kl_coef=0.5,
+        reference=reference,
+        drop_constant_groups=False,
+    )
     batch, metrics = rl.collect(_examples(tokenizer, ["12+3="]))
     centred = (batch.rewards - batch.rewards.mean()).unsqueeze(1) * batch.loss_mask
     kl = (batch.sampler_logprobs - batch.teacher_logprobs) * batch.loss_mask
@@ -99,10 +124,35 @@ def test_ppo_clip_by_hand():
 
 def test_mentor_rl_cli(tiny_dirs, tmp_path):
     out = tmp_path / "rl"
-    code = main(["rl", "--model", tiny_dirs["student"], "--task", "arithmetic", "--output-dir", str(out),
-                 "--steps", "2", "--batch-size", "2", "--group-size", "4", "--max-new-tokens", "8",
-                 "--eval-size", "4", "--normalize-std", "--loss", "ppo", "--clip-ratio", "0.2", "--kl-coef", "0.1",
-                 "--quiet"])
+    code = main(
+        [
+            "rl",
+            "--model",
+            tiny_dirs["student"],
+            "--task",
+            "arithmetic",
+            "--output-dir",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--group-size",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--eval-size",
+            "4",
+            "--normalize-std",
+            "--loss",
+            "ppo",
+            "--clip-ratio",
+            "0.2",
+            "--kl-coef",
+            "0.1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "reward" in r]

@@ -15,8 +15,7 @@ def _micro():
     shift = torch.tensor([[0.0, -1.0, 0.05, 0.9, -0.1], [0.0, 0.3, -2.0, 0.0, 0.0]])
     loss_mask = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0, 0.0]])
     advantages = torch.tensor([[0.0, 1.0, -2.0, 0.5, 1.5], [0.0, -1.0, 3.0, 2.0, 0.0]]) * loss_mask
-    micro = SimpleNamespace(sampler_logprobs=(trainer + shift) * loss_mask, advantages=advantages,
-                            loss_mask=loss_mask)
+    micro = SimpleNamespace(sampler_logprobs=(trainer + shift) * loss_mask, advantages=advantages, loss_mask=loss_mask)
     return trainer, shift, micro
 
 
@@ -26,8 +25,15 @@ def test_the_ratio_is_capped_by_hand_and_the_capped_fraction_is_logged():
     logprobs = (trainer * micro.loss_mask).requires_grad_(True)
     loss, metrics = policy_gradient_loss(logprobs, micro, num_tokens=7, tis_cap=cap)
     # ratios on the 7 loss tokens: e^1, e^-0.05, e^-0.9, e^0.1 | e^-0.3, e^2, e^0 -> e^1 and e^2 exceed 2
-    weights = [min(math.exp(1.0), cap), math.exp(-0.05), math.exp(-0.9), math.exp(0.1),
-               math.exp(-0.3), min(math.exp(2.0), cap), 1.0]
+    weights = [
+        min(math.exp(1.0), cap),
+        math.exp(-0.05),
+        math.exp(-0.9),
+        math.exp(0.1),
+        math.exp(-0.3),
+        min(math.exp(2.0), cap),
+        1.0,
+    ]
     advantages = [1.0, -2.0, 0.5, 1.5, -1.0, 3.0, 2.0]
     assert float(loss) == pytest.approx(-sum(w * a for w, a in zip(weights, advantages)) / 7, rel=1e-6)
     assert metrics["tis_capped_fraction"] == pytest.approx(2 / 7)

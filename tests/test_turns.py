@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from real_assets import SHARED_REAL
 
 from mentor.config import DistillConfig, build_config
 from mentor.data.prompts import Example, encode_examples
@@ -16,15 +17,15 @@ from mentor.models.loading import load_model, load_tokenizer, save_pretrained
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
 from mentor.sample.hf import HFSampler
 from mentor.update.logprobs import token_logprobs
-from real_assets import SHARED_REAL
 
 QWEN3_TOKENIZER = SHARED_REAL / "tokenizers" / "qwen3"
 
 
 def _tiny_dir(path, generation: dict | None = None, seed: int = 0):
     tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tiny_config("qwen3", len(tokenizer), 32, 2, 4, tokenizer=tokenizer, max_positions=64),
-                             seed=seed)
+    model = build_tiny_model(
+        tiny_config("qwen3", len(tokenizer), 32, 2, 4, tokenizer=tokenizer, max_positions=64), seed=seed
+    )
     for key, value in (generation or {}).items():
         setattr(model.generation_config, key, value)
     save_tiny(model, tokenizer, path)
@@ -37,7 +38,7 @@ def _recorded_vs_forward(model, tokenizer, sampled) -> float:
     worst = 0.0
     for prompt, completion, recorded in zip(sampled.prompt_ids, sampled.completion_ids, sampled.completion_logprobs):
         ids = torch.tensor([prompt + completion])
-        fresh = token_logprobs(model, ids, torch.ones_like(ids))[0][0, len(prompt):]
+        fresh = token_logprobs(model, ids, torch.ones_like(ids))[0][0, len(prompt) :]
         worst = max(worst, float((fresh - torch.tensor(recorded)).abs().max()))
     return worst
 
@@ -46,8 +47,10 @@ def test_sampler_ignores_the_models_generation_config(tmp_path):
     """A checkpoint's repetition penalty, min length and suppressed tokens must not bend the recorded draw."""
     tokenizer = build_char_tokenizer()
     suppressed = [tokenizer.convert_tokens_to_ids(c) for c in "0123"]
-    path = _tiny_dir(tmp_path / "m", {"repetition_penalty": 1.8, "min_new_tokens": 6, "suppress_tokens": suppressed,
-                                      "no_repeat_ngram_size": 2})
+    path = _tiny_dir(
+        tmp_path / "m",
+        {"repetition_penalty": 1.8, "min_new_tokens": 6, "suppress_tokens": suppressed, "no_repeat_ngram_size": 2},
+    )
     model, tokenizer = load_model(path), load_tokenizer(path)
     assert model.generation_config.repetition_penalty == 1.8  # the config is really there
     torch.manual_seed(0)
@@ -82,13 +85,31 @@ def test_dropout_is_off_for_on_policy_log_probs(tmp_path, prompts_file):
     from mentor.recipes.distill import run_distill
 
     tokenizer = build_char_tokenizer()
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                        resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     path = save_tiny(GPT2LMHeadModel(config), tokenizer, tmp_path / "gpt2")
-    config = DistillConfig(student=str(path), teacher=str(path), prompts=prompts_file, steps=2, batch_size=3,
-                           group_size=2, max_new_tokens=8, output_dir=str(tmp_path / "run"), quiet=True)
+    config = DistillConfig(
+        student=str(path),
+        teacher=str(path),
+        prompts=prompts_file,
+        steps=2,
+        batch_size=3,
+        group_size=2,
+        max_new_tokens=8,
+        output_dir=str(tmp_path / "run"),
+        quiet=True,
+    )
     _, history = run_distill(config)
     for record in history:
         assert abs(record["ratio_mean"] - 1) < 1e-5 and abs(record["ratio_max"] - 1) < 1e-5, record
@@ -102,10 +123,14 @@ def test_sft_on_messages_ends_the_turn_as_the_template_does():
     tokenizer.eos_token = "<|endoftext|>"  # as in Qwen3's base tokenizer: EOS is not the turn end
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     stops = [im_end, tokenizer.eos_token_id]
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                {"role": "assistant", "content": "4"}]
-    [encoded], _ = encode_examples(tokenizer, [Example(messages=messages[:-1], completion="4")], need_completion=True,
-                                   stop_ids=stops)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
+    [encoded], _ = encode_examples(
+        tokenizer, [Example(messages=messages[:-1], completion="4")], need_completion=True, stop_ids=stops
+    )
     rendered = tokenizer.apply_chat_template(messages, tokenize=False)
     assert tokenizer.decode(encoded.prompt_ids + encoded.completion_ids) + "\n" == rendered
     assert encoded.completion_ids[-1] == im_end
@@ -133,8 +158,11 @@ def test_task_prompts_and_eval_use_the_chat_template(tiny_dirs, monkeypatch):
     assert chat.prompt_ids == rendered["input_ids"]
     assert chat.completion_ids[-1] == tokenizer.eos_token_id and assistant in chat.prompt_ids
     seen = []
-    monkeypatch.setattr(HFSampler, "sample", lambda self, ids, greedy=False: seen.extend(ids) or
-                        type("S", (), {"completion_ids": [[]] * len(ids)})())
+    monkeypatch.setattr(
+        HFSampler,
+        "sample",
+        lambda self, ids, greedy=False: seen.extend(ids) or type("S", (), {"completion_ids": [[]] * len(ids)})(),
+    )
     evaluate(None, tokenizer, task, task.test_problems(2), 4, chat_template=True)
     assert all(ids[:2] == [tokenizer.bos_token_id, user] and ids[-1] == assistant for ids in seen)
 

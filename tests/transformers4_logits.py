@@ -30,8 +30,13 @@ def main(out: str, text: str, *directories: str) -> None:
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0].float().contiguous()
         save_file({"logits": logits}, str(Path(directory) / "logits_transformers4.safetensors"))
-        results[directory] = {"version": transformers.__version__, "ids": ids, "chat_ids": list(chat),
-                              "model_class": type(model).__name__, "matmul": MatmulParams.of(model).total}
+        results[directory] = {
+            "version": transformers.__version__,
+            "ids": ids,
+            "chat_ids": list(chat),
+            "model_class": type(model).__name__,
+            "matmul": MatmulParams.of(model).total,
+        }
     Path(out).write_text(json.dumps(results))
 
 

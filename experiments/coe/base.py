@@ -51,12 +51,19 @@ class BaseRecipe:
 
 def corpus_examples(tokenizer, lines: list[str]) -> list[EncodedExample]:
     """Causal LM text: BOS as the prompt, the whole line (and EOS) as the trained completion."""
-    return [EncodedExample([tokenizer.bos_token_id], list(tokenizer(line, add_special_tokens=False)["input_ids"])
-                           + [tokenizer.eos_token_id], text=line) for line in lines]
+    return [
+        EncodedExample(
+            [tokenizer.bos_token_id],
+            list(tokenizer(line, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id],
+            text=line,
+        )
+        for line in lines
+    ]
 
 
-def pretrain_base(out: str | Path = ASSET, recipe: BaseRecipe = BaseRecipe(), quiet: bool = False,
-                  accuracy_items: int = 200) -> Path:
+def pretrain_base(
+    out: str | Path = ASSET, recipe: BaseRecipe = BaseRecipe(), quiet: bool = False, accuracy_items: int = 200
+) -> Path:
     """Pretrain the base and write it to ``out`` with its corpus and a record of how it was made (and its
     greedy accuracy on ``accuracy_items`` corpus items of each kind)."""
     quiet_transformers()
@@ -65,22 +72,46 @@ def pretrain_base(out: str | Path = ASSET, recipe: BaseRecipe = BaseRecipe(), qu
     lines = neutral_corpus()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        config = tiny_config("qwen3", len(tokenizer), recipe.hidden, recipe.layers, recipe.heads,
-                             recipe.intermediate, recipe.max_positions, tokenizer)
+        config = tiny_config(
+            "qwen3",
+            len(tokenizer),
+            recipe.hidden,
+            recipe.layers,
+            recipe.heads,
+            recipe.intermediate,
+            recipe.max_positions,
+            tokenizer,
+        )
         init = save_tiny(build_tiny_model(config, seed=recipe.seed), tokenizer, Path(work) / "init")
-        sft = SFTConfig(model=str(init), data="(neutral corpus)", output_dir=str(Path(work) / "run"),
-                        steps=recipe.steps, batch_size=recipe.batch_size, group_size=1,
-                        learning_rate=recipe.learning_rate, lr_schedule="cosine", warmup_steps=recipe.warmup_steps,
-                        adam_beta2=0.99, seed=recipe.seed, quiet=quiet, sample_log_every=0)
+        sft = SFTConfig(
+            model=str(init),
+            data="(neutral corpus)",
+            output_dir=str(Path(work) / "run"),
+            steps=recipe.steps,
+            batch_size=recipe.batch_size,
+            group_size=1,
+            learning_rate=recipe.learning_rate,
+            lr_schedule="cosine",
+            warmup_steps=recipe.warmup_steps,
+            adam_beta2=0.99,
+            seed=recipe.seed,
+            quiet=quiet,
+            sample_log_every=0,
+        )
         trainer, history = run_sft(sft, tokenizer=tokenizer, examples=corpus_examples(tokenizer, lines))
         losses = [h["loss"] for h in history if "loss" in h]
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(trainer.run.path / "final", out)
     (out / "corpus.txt").write_text("\n".join(lines) + "\n")
-    record = {"recipe": asdict(recipe), "corpus_lines": len(lines), "minutes": (time.perf_counter() - started) / 60,
-              "loss_first": losses[0], "loss_last_100_mean": sum(losses[-100:]) / len(losses[-100:]),
-              "command": "python -m experiments.coe.base --out experiments/coe/base_model"}
+    record = {
+        "recipe": asdict(recipe),
+        "corpus_lines": len(lines),
+        "minutes": (time.perf_counter() - started) / 60,
+        "loss_first": losses[0],
+        "loss_last_100_mean": sum(losses[-100:]) / len(losses[-100:]),
+        "command": "python -m experiments.coe.base --out experiments/coe/base_model",
+    }
     record["greedy_accuracy_on_corpus"] = corpus_accuracy(out, accuracy_items)
     (out / "pretraining.json").write_text(json.dumps(record, indent=1) + "\n")
     return out

@@ -6,18 +6,28 @@ folder, and writes runs/mixed_sft_600.json (rows as in results.json). Run after 
 
     python -m experiments.coe.control_mixed_sft_600   # from the repository root
 """
+
 import json
 from dataclasses import replace
 from pathlib import Path
+
 import torch
+
 torch.set_num_threads(1)
 from experiments.coe import run as coe
 from mentor.coe.recipe import CoEConfig
+
 scale = replace(coe.FULL, expert_steps=2 * coe.FULL.expert_steps)  # union_steps = 600
 out = {}
 for seed in coe.FULL.seeds:
-    shared = CoEConfig(output_dir=f"experiments/coe/runs/seed{seed}/coe_shared", base=str(coe.ASSET), data="experiments/coe/runs/data.jsonl",
-                       labeler="field", categories=",".join(coe.DOMAIN_TASKS), seed=seed)
+    shared = CoEConfig(
+        output_dir=f"experiments/coe/runs/seed{seed}/coe_shared",
+        base=str(coe.ASSET),
+        data="experiments/coe/runs/data.jsonl",
+        labeler="field",
+        categories=",".join(coe.DOMAIN_TASKS),
+        seed=seed,
+    )
     path = coe._mixed_sft(shared, Path(f"experiments/coe/runs/seed{seed}/mixed_sft_600"), scale)
     out[seed] = coe._evaluate_model("mixed SFT, 600 steps", path, coe.FULL)
 Path("experiments/coe/runs/mixed_sft_600.json").write_text(json.dumps(out))

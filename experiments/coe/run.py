@@ -23,8 +23,15 @@ from experiments.coe.base import ASSET
 from experiments.coe.report import plot_columns, protocol, results_markdown, summarise
 from mentor.coe.freezing import freeze_for_expert_training, freeze_for_stage2
 from mentor.coe.inspect import resource_row
-from mentor.coe.recipe import (CoEConfig, assemble_step, inspect_step, label_step, load_category_examples,
-                               train_expert, train_router_step)
+from mentor.coe.recipe import (
+    CoEConfig,
+    assemble_step,
+    inspect_step,
+    label_step,
+    load_category_examples,
+    train_expert,
+    train_router_step,
+)
 from mentor.coe.routing import RouterLogitsRecorder
 from mentor.config import SFTConfig
 from mentor.errors import MentorError
@@ -90,14 +97,20 @@ def _run_bench(root: Path, scale: BenchScale, base: Path, quick: bool) -> dict:
     started = time.perf_counter()
     data = _write_domain_data(work / "data.jsonl")
     base_row = _evaluate_model("base", base, scale)  # greedy and untouched by seeds: evaluated once
-    results = {"base": {"model": "base", **_without_seeds(base_row), "seeds": {s: base_row["seeds"] for s in scale.seeds}}}
+    results = {
+        "base": {"model": "base", **_without_seeds(base_row), "seeds": {s: base_row["seeds"] for s in scale.seeds}}
+    }
     for seed in scale.seeds:
         console.rule(f"seed {seed}")
         for name, row in _run_seed(work / f"seed{seed}", scale, base, data, seed).items():
             results.setdefault(name, {"model": name, "seeds": {}, **_without_seeds(row)})["seeds"][seed] = row["seeds"]
-    result = {"scale": {**asdict(scale), "union_steps": scale.union_steps}, "base": str(base),
-              "rows": list(results.values()), "minutes": (time.perf_counter() - started) / 60,
-              "cpus": os.cpu_count()}
+    result = {
+        "scale": {**asdict(scale), "union_steps": scale.union_steps},
+        "base": str(base),
+        "rows": list(results.values()),
+        "minutes": (time.perf_counter() - started) / 60,
+        "cpus": os.cpu_count(),
+    }
     result["summary"] = summarise(result["rows"], list(COLUMNS), list(DOMAIN_TASKS))
     _write_inspection(root, work / f"seed{scale.seeds[0]}", scale)
     plot_columns(result, root / "accuracy.png")
@@ -111,8 +124,10 @@ def _fresh_work_dir(root: Path, scale: BenchScale) -> Path:
     """A bench starts from scratch (no run is resumed), but clears only a runs/ folder it made itself."""
     work = root / "runs"
     if work.exists() and "data.jsonl" not in RunDirectory(work).owned() and any(work.iterdir()):
-        raise MentorError(f"{work} exists and was not made by mentor bench coe, which clears its runs/ folder: "
-                          "choose another --out (or remove that folder yourself)")
+        raise MentorError(
+            f"{work} exists and was not made by mentor bench coe, which clears its runs/ folder: "
+            "choose another --out (or remove that folder yourself)"
+        )
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     RunDirectory(work).own("data.jsonl", *(f"seed{s}" for s in scale.seeds))
@@ -129,11 +144,23 @@ def _write_domain_data(path: Path) -> Path:
 
 
 def _run_seed(work: Path, scale: BenchScale, base: Path, data: Path, seed: int) -> dict[str, dict]:
-    common = dict(base=str(base), data=str(data), labeler="field", categories=",".join(DOMAIN_TASKS),
-                  batch_size=scale.batch_size, learning_rate=scale.learning_rate, adam_beta2=0.99,
-                  expert_steps=scale.expert_steps, steps=scale.union_steps, seed=seed, overwrite=True, quiet=True,
-                  lr_schedule="cosine", warmup_steps=min(scale.warmup_steps, scale.expert_steps),
-                  sample_log_every=0)
+    common = dict(
+        base=str(base),
+        data=str(data),
+        labeler="field",
+        categories=",".join(DOMAIN_TASKS),
+        batch_size=scale.batch_size,
+        learning_rate=scale.learning_rate,
+        adam_beta2=0.99,
+        expert_steps=scale.expert_steps,
+        steps=scale.union_steps,
+        seed=seed,
+        overwrite=True,
+        quiet=True,
+        lr_schedule="cosine",
+        warmup_steps=min(scale.warmup_steps, scale.expert_steps),
+        sample_log_every=0,
+    )
     shared = CoEConfig(output_dir=str(work / "coe_shared"), **common)
     label_step(shared)
     models = {"mixed SFT": (_mixed_sft(shared, work / "mixed_sft", scale), None)}
@@ -150,10 +177,22 @@ def _mixed_sft(config: CoEConfig, out: Path, scale: BenchScale) -> Path:
     """Full fine-tuning on the union of the domains (the paper's SFT baseline), 3x an expert's steps."""
     tokenizer = load_tokenizer(config.base)
     examples = load_category_examples(tokenizer, Path(config.output_dir) / "labels", config.category_list)
-    sft = SFTConfig(model=config.base, data="(coe labels)", output_dir=str(out), steps=scale.union_steps,
-                    batch_size=scale.batch_size, group_size=1, learning_rate=scale.learning_rate, adam_beta2=0.99,
-                    lr_schedule="cosine", warmup_steps=config.warmup_steps, seed=config.seed, overwrite=True,
-                    quiet=True, sample_log_every=0)
+    sft = SFTConfig(
+        model=config.base,
+        data="(coe labels)",
+        output_dir=str(out),
+        steps=scale.union_steps,
+        batch_size=scale.batch_size,
+        group_size=1,
+        learning_rate=scale.learning_rate,
+        adam_beta2=0.99,
+        lr_schedule="cosine",
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        overwrite=True,
+        quiet=True,
+        sample_log_every=0,
+    )
     trainer, _ = run_sft(sft, tokenizer=tokenizer, examples=examples)
     return trainer.run.path / "final"
 
@@ -176,8 +215,7 @@ def _evaluate_model(name: str, path: Path, scale: BenchScale, config: CoEConfig 
     correct = {}
     for column, task_name in COLUMNS.items():
         task = get_task(task_name)
-        correct[column] = evaluate(model, tokenizer, task, task.test_problems(scale.eval_size),
-                                   MAX_NEW_TOKENS).correct
+        correct[column] = evaluate(model, tokenizer, task, task.test_problems(scale.eval_size), MAX_NEW_TOKENS).correct
     seeds = {"correct": correct}
     if config is not None:
         seeds["labelled_in_top_k"] = labelled_in_top_k(model, tokenizer, config.expert_count)
@@ -216,11 +254,14 @@ def labelled_in_top_k(model, tokenizer, num_experts: int) -> dict:
                 prompt = tokenizer(problem.prompt)["input_ids"]
                 completion = tokenizer(problem.solution, add_special_tokens=False)["input_ids"]
                 model(input_ids=torch.tensor([prompt + completion + [tokenizer.eos_token_id]]))
-                chosen = torch.stack([layer[len(prompt):].topk(top_k, dim=-1).indices
-                                      for layer in recorder.take()])  # [layers, tokens, k]
+                chosen = torch.stack(
+                    [layer[len(prompt) :].topk(top_k, dim=-1).indices for layer in recorder.take()]
+                )  # [layers, tokens, k]
                 per_item.append((chosen == label % num_experts).any(-1).float().mean(-1).tolist())
-            out[task_name] = {"per_item": [sum(layers) / len(layers) for layers in per_item],
-                              "per_layer": torch.tensor(per_item).mean(0).tolist()}
+            out[task_name] = {
+                "per_item": [sum(layers) / len(layers) for layers in per_item],
+                "per_layer": torch.tensor(per_item).mean(0).tolist(),
+            }
     finally:
         recorder.remove()
     return out

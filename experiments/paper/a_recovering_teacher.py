@@ -11,6 +11,7 @@ teacher learns to recover). Same prompts, sizes and seed as A2's teacher; then, 
       --adam-beta2 0.99 --max-new-tokens 88 --eval-size 100 --seed 0 --output-dir runs/diag/recovering_teacher
   mentor distill --student runs/paperA/A2/sft_1n0/final --teacher runs/diag/recovering_teacher/final ...  (A2's OPD)
 """
+
 import json
 import random
 import sys

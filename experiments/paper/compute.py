@@ -47,43 +47,106 @@ SEQUENCES_PER_STEP = 64
 def experiment_compute(out: Path, scale, quiet: bool) -> dict:
     out = out / "A2"
     console.rule("A2: compute. SFT on a stochastic teacher's samples at n0, 2n0, 4n0 (log-linear) vs OPD from n0")
-    teacher = _train(out, "teacher", TEACHER_ARCH, scale.teacher_sft_steps, scale.start_lr, scale.warmup_steps,
-                     quiet, seed=0, data=dict(task=TASK, train_size=scale.teacher_sft_steps * SEQUENCES_PER_STEP))
+    teacher = _train(
+        out,
+        "teacher",
+        TEACHER_ARCH,
+        scale.teacher_sft_steps,
+        scale.start_lr,
+        scale.warmup_steps,
+        quiet,
+        seed=0,
+        data=dict(task=TASK, train_size=scale.teacher_sft_steps * SEQUENCES_PER_STEP),
+    )
     teacher_profile = teacher_accuracy(teacher, scale.test_size)
     start = shared_start(out.parent, scale, quiet)
     examples, teacher_flops = teacher_samples(out / "teacher_samples", start, teacher, 4 * scale.samples_n0)
     sft = {}
     for multiple in (1, 2, 4):
         samples = multiple * scale.samples_n0
-        path, history = _sft(out / f"sft_{multiple}n0", start, samples // SEQUENCES_PER_STEP, scale.sft_lr,
-                             scale.warmup_steps, scale.test_size, quiet, dict(task=TASK, data="(teacher samples)"),
-                             examples=examples[:samples])
+        path, history = _sft(
+            out / f"sft_{multiple}n0",
+            start,
+            samples // SEQUENCES_PER_STEP,
+            scale.sft_lr,
+            scale.warmup_steps,
+            scale.test_size,
+            quiet,
+            dict(task=TASK, data="(teacher samples)"),
+            examples=examples[:samples],
+        )
         final = history[-1]
         # the teacher's sampling cost of these samples, paid before step 1 (counted as the ledger would)
-        sft[samples] = {"path": str(path), "accuracy": final["accuracy"], "steps": final["step"],
-                        "student_flops": final["flops_student"],
-                        "teacher_flops": teacher_flops * samples / len(examples)}
+        sft[samples] = {
+            "path": str(path),
+            "accuracy": final["accuracy"],
+            "steps": final["step"],
+            "student_flops": final["flops_student"],
+            "teacher_flops": teacher_flops * samples / len(examples),
+        }
     n0_checkpoint = sft[scale.samples_n0]["path"]
-    opd = DistillConfig(student=n0_checkpoint, teacher=str(teacher), task=TASK, output_dir=str(out / "opd_from_n0"),
-                        steps=scale.compute_opd_steps, batch_size=16, group_size=4,
-                        learning_rate=scale.compute_opd_lr,
-                        warmup_steps=min(scale.warmup_steps, scale.compute_opd_steps),
-                        eval_every=max(1, scale.compute_opd_steps // 4), eval_size=scale.test_size,
-                        max_new_tokens=MAX_NEW_TOKENS, seed=0, overwrite=True, quiet=quiet)
+    opd = DistillConfig(
+        student=n0_checkpoint,
+        teacher=str(teacher),
+        task=TASK,
+        output_dir=str(out / "opd_from_n0"),
+        steps=scale.compute_opd_steps,
+        batch_size=16,
+        group_size=4,
+        learning_rate=scale.compute_opd_lr,
+        warmup_steps=min(scale.warmup_steps, scale.compute_opd_steps),
+        eval_every=max(1, scale.compute_opd_steps // 4),
+        eval_size=scale.test_size,
+        max_new_tokens=MAX_NEW_TOKENS,
+        seed=0,
+        overwrite=True,
+        quiet=quiet,
+    )
     _, opd_history = run_distill(opd)
-    opd_result = {"curve": curve(opd_history), "student_flops": opd_history[-1]["flops_student"],
-                  "total_flops": opd_history[-1]["flops_total"], "steps": opd_history[-1]["step"]}
-    return {"teacher": teacher_profile, "sft": {str(n): v for n, v in sft.items()}, "opd": opd_result,
-            "analysis": analyse(sft, opd_result, scale.samples_n0, scale.test_size)}
+    opd_result = {
+        "curve": curve(opd_history),
+        "student_flops": opd_history[-1]["flops_student"],
+        "total_flops": opd_history[-1]["flops_total"],
+        "steps": opd_history[-1]["step"],
+    }
+    return {
+        "teacher": teacher_profile,
+        "sft": {str(n): v for n, v in sft.items()},
+        "opd": opd_result,
+        "analysis": analyse(sft, opd_result, scale.samples_n0, scale.test_size),
+    }
 
 
-def _sft(out: Path, init: Path, steps: int, lr: float, warmup: int, eval_size: int, quiet: bool, data: dict,
-         seed: int = 3, examples: list | None = None) -> tuple[Path, list[dict]]:
+def _sft(
+    out: Path,
+    init: Path,
+    steps: int,
+    lr: float,
+    warmup: int,
+    eval_size: int,
+    quiet: bool,
+    data: dict,
+    seed: int = 3,
+    examples: list | None = None,
+) -> tuple[Path, list[dict]]:
     """One annealed SFT run (warmup, cosine to 0), evaluated before and after."""
-    config = SFTConfig(model=str(init), output_dir=str(out), steps=steps, batch_size=SEQUENCES_PER_STEP,
-                       group_size=1, learning_rate=lr, lr_schedule="cosine", warmup_steps=min(warmup, steps - 1),
-                       adam_beta2=0.99, eval_size=eval_size, max_new_tokens=MAX_NEW_TOKENS, seed=seed,
-                       overwrite=True, quiet=quiet, **data)
+    config = SFTConfig(
+        model=str(init),
+        output_dir=str(out),
+        steps=steps,
+        batch_size=SEQUENCES_PER_STEP,
+        group_size=1,
+        learning_rate=lr,
+        lr_schedule="cosine",
+        warmup_steps=min(warmup, steps - 1),
+        adam_beta2=0.99,
+        eval_size=eval_size,
+        max_new_tokens=MAX_NEW_TOKENS,
+        seed=seed,
+        overwrite=True,
+        quiet=quiet,
+        **data,
+    )
     trainer, history = run_sft(config, examples=examples)
     return trainer.run.path / "final", history
 
@@ -95,16 +158,26 @@ def shared_start(out: Path, scale, quiet: bool) -> Path:
 
 def teacher_samples(out: Path, student: Path, teacher: Path, n: int) -> tuple[list, float]:
     """``n`` temperature-1 teacher completions of training prompts (cached in ``out``) and their sampling FLOPs."""
-    config = SFTConfig(model=str(student), task=TASK, output_dir=str(out), from_teacher=str(teacher),
-                       teacher_samples=1, teacher_prompts=n, teacher_temperature=1.0, max_new_tokens=MAX_NEW_TOKENS,
-                       overwrite=True, quiet=True)
+    config = SFTConfig(
+        model=str(student),
+        task=TASK,
+        output_dir=str(out),
+        from_teacher=str(teacher),
+        teacher_samples=1,
+        teacher_prompts=n,
+        teacher_temperature=1.0,
+        max_new_tokens=MAX_NEW_TOKENS,
+        overwrite=True,
+        quiet=True,
+    )
     tokenizer = load_tokenizer(str(student))
     examples, offline = teacher_examples(config, tokenizer, load_model(str(student)), get_task(TASK))
     return examples, offline["flops_teacher_sample"]
 
 
-def _train(out: Path, name: str, arch: dict, steps: int, lr: float, warmup: int, quiet: bool, seed: int,
-           data: dict) -> Path:
+def _train(
+    out: Path, name: str, arch: dict, steps: int, lr: float, warmup: int, quiet: bool, seed: int, data: dict
+) -> Path:
     init = fresh_model(out / f"{name}_init", arch, seed)
     return _sft(out / name, init, steps, lr, warmup, 100, quiet, data, seed)[0]
 
@@ -115,9 +188,13 @@ def teacher_accuracy(path: Path, size: int) -> dict:
     problems = task.test_problems(size)
     greedy = evaluate(model, tokenizer, task, problems, MAX_NEW_TOKENS)
     sampled = evaluate(model, tokenizer, task, problems, MAX_NEW_TOKENS, greedy=False, temperature=1.0)
-    return {"greedy": greedy.accuracy, "greedy_ci": wilson_interval(sum(greedy.correct), size),
-            "temperature_1": sampled.accuracy, "temperature_1_ci": wilson_interval(sum(sampled.correct), size),
-            "size": size}
+    return {
+        "greedy": greedy.accuracy,
+        "greedy_ci": wilson_interval(sum(greedy.correct), size),
+        "temperature_1": sampled.accuracy,
+        "temperature_1_ci": wilson_interval(sum(sampled.correct), size),
+        "size": size,
+    }
 
 
 # --- analysis: the log-linear fit and the FLOP ratios ---------------------------------------------------
@@ -143,60 +220,105 @@ def analyse(sft: dict, opd: dict, n0: int, test_size: int, replicates: int = 200
     def statistics(accuracies: np.ndarray) -> tuple[float, float, float]:
         a, b = log_linear_fit(samples, accuracies[:-1])
         extra = max(samples_to_reach(a, b, accuracies[-1]) - n0, 0.0)  # SFT samples beyond the shared n0
-        return (extra + n0, extra * per_sample_student / opd["student_flops"],
-                extra * (per_sample_student + per_sample_teacher) / opd["total_flops"])
+        return (
+            extra + n0,
+            extra * per_sample_student / opd["student_flops"],
+            extra * (per_sample_student + per_sample_teacher) / opd["total_flops"],
+        )
 
     accuracies = [sft[n]["accuracy"] for n in samples] + [opd["curve"][-1]["accuracy"]]
     a, b = log_linear_fit(samples, np.array(accuracies[:-1]))
     n_star, student_ratio, total_ratio = statistics(np.array(accuracies))
     boot = binomial_bootstrap(accuracies, [test_size] * len(accuracies), statistics, replicates).T
-    return {"fit": {"a": a, "b_per_ln_sample": b, "points": {str(n): sft[n]["accuracy"] for n in samples}},
-            "opd_accuracy": accuracies[-1],
-            "opd_ci": wilson_interval(round(accuracies[-1] * test_size), test_size),
-            "sft_ci": {str(n): wilson_interval(round(sft[n]["accuracy"] * test_size), test_size) for n in samples},
-            "samples_to_opd": n_star, "samples_ci": percentile_interval(boot[0]),
-            "extrapolated": n_star > samples[-1],
-            "sft_flops_to_opd": {"student": (n_star - n0) * per_sample_student,
-                                 "teacher": (n_star - n0) * per_sample_teacher},
-            "student_ratio": student_ratio, "student_ratio_ci": percentile_interval(boot[1]),
-            "total_ratio": total_ratio, "total_ratio_ci": percentile_interval(boot[2]),
-            "interval": "parametric binomial bootstrap, 2,000 replicates, percentile"}
+    return {
+        "fit": {"a": a, "b_per_ln_sample": b, "points": {str(n): sft[n]["accuracy"] for n in samples}},
+        "opd_accuracy": accuracies[-1],
+        "opd_ci": wilson_interval(round(accuracies[-1] * test_size), test_size),
+        "sft_ci": {str(n): wilson_interval(round(sft[n]["accuracy"] * test_size), test_size) for n in samples},
+        "samples_to_opd": n_star,
+        "samples_ci": percentile_interval(boot[0]),
+        "extrapolated": n_star > samples[-1],
+        "sft_flops_to_opd": {
+            "student": (n_star - n0) * per_sample_student,
+            "teacher": (n_star - n0) * per_sample_teacher,
+        },
+        "student_ratio": student_ratio,
+        "student_ratio_ci": percentile_interval(boot[1]),
+        "total_ratio": total_ratio,
+        "total_ratio_ci": percentile_interval(boot[2]),
+        "interval": "parametric binomial bootstrap, 2,000 replicates, percentile",
+    }
 
 
 # --- report --------------------------------------------------------------------------------------------
 def compute_tables(a2: dict) -> dict[str, tuple[str, list[str], list[list[str]]]]:
     teacher, analysis, opd = a2["teacher"], a2["analysis"], a2["opd"]
-    model_rows = [["teacher 4x128, greedy", "", pct(teacher["greedy"], teacher["greedy_ci"]), "", ""],
-                  ["teacher 4x128, temperature 1 (what SFT learns from)", "",
-                   pct(teacher["temperature_1"], teacher["temperature_1_ci"]), "", ""]]
+    model_rows = [
+        ["teacher 4x128, greedy", "", pct(teacher["greedy"], teacher["greedy_ci"]), "", ""],
+        [
+            "teacher 4x128, temperature 1 (what SFT learns from)",
+            "",
+            pct(teacher["temperature_1"], teacher["temperature_1_ci"]),
+            "",
+            "",
+        ],
+    ]
     for n, point in a2["sft"].items():
-        model_rows.append([f"SFT on {int(n):,} teacher samples", str(point["steps"]),
-                           pct(point["accuracy"], analysis["sft_ci"][n]), f"{point['student_flops']:.2e}",
-                           f"{point['teacher_flops']:.2e}"])
+        model_rows.append(
+            [
+                f"SFT on {int(n):,} teacher samples",
+                str(point["steps"]),
+                pct(point["accuracy"], analysis["sft_ci"][n]),
+                f"{point['student_flops']:.2e}",
+                f"{point['teacher_flops']:.2e}",
+            ]
+        )
     n0 = min(a2["sft"], key=int)
     opd_teacher = opd["total_flops"] - opd["student_flops"]
-    model_rows.append([f"OPD from the {int(n0):,}-sample checkpoint", str(opd["steps"]),
-                       pct(analysis["opd_accuracy"], analysis["opd_ci"]), f"{opd['student_flops']:.2e}",
-                       f"{opd_teacher:.2e}"])
+    model_rows.append(
+        [
+            f"OPD from the {int(n0):,}-sample checkpoint",
+            str(opd["steps"]),
+            pct(analysis["opd_accuracy"], analysis["opd_ci"]),
+            f"{opd['student_flops']:.2e}",
+            f"{opd_teacher:.2e}",
+        ]
+    )
     fit = analysis["fit"]
     start = a2["sft"][n0]["accuracy"]
     extrapolated = " (extrapolated)" if analysis["extrapolated"] else ""
     ratio_rows = [
-        ["SFT samples to OPD's accuracy (fit: "
-         f"{fit['a']:.3f} + {fit['b_per_ln_sample']:.3f} ln n){extrapolated}",
-         count(analysis["samples_to_opd"], tuple(analysis["samples_ci"]))],
-        ["SFT / OPD FLOPs from the n0 checkpoint, student only (paper: ~9x)",
-         count(analysis["student_ratio"], tuple(analysis["student_ratio_ci"]), "x")],
-        ["SFT / OPD FLOPs from the n0 checkpoint, teacher + student (paper: ~30x)",
-         count(analysis["total_ratio"], tuple(analysis["total_ratio_ci"]), "x")]]
+        [
+            f"SFT samples to OPD's accuracy (fit: {fit['a']:.3f} + {fit['b_per_ln_sample']:.3f} ln n){extrapolated}",
+            count(analysis["samples_to_opd"], tuple(analysis["samples_ci"])),
+        ],
+        [
+            "SFT / OPD FLOPs from the n0 checkpoint, student only (paper: ~9x)",
+            count(analysis["student_ratio"], tuple(analysis["student_ratio_ci"]), "x"),
+        ],
+        [
+            "SFT / OPD FLOPs from the n0 checkpoint, teacher + student (paper: ~30x)",
+            count(analysis["total_ratio"], tuple(analysis["total_ratio_ci"]), "x"),
+        ],
+    ]
     return {
-        "a2_models": ("A2: SFT on a stochastic teacher's samples vs OPD (test split, Wilson 95%)",
-                      ["model", "steps", "accuracy", "student FLOPs", "teacher FLOPs"], model_rows),
-        "a2_ratios": ("A2: the paper's FLOP ratios by the log-linear fit (95% bootstrap intervals)"
-                      + (f". OPD ended below its own start (the n0 checkpoint, {pct(start)}): SFT needs no further "
-                         "sample to match it, so every ratio is 0 (OPD spent FLOPs to lose accuracy)"
-                         if analysis["opd_accuracy"] < start else ""),
-                      ["quantity", "measured"], ratio_rows)}
+        "a2_models": (
+            "A2: SFT on a stochastic teacher's samples vs OPD (test split, Wilson 95%)",
+            ["model", "steps", "accuracy", "student FLOPs", "teacher FLOPs"],
+            model_rows,
+        ),
+        "a2_ratios": (
+            "A2: the paper's FLOP ratios by the log-linear fit (95% bootstrap intervals)"
+            + (
+                f". OPD ended below its own start (the n0 checkpoint, {pct(start)}): SFT needs no further "
+                "sample to match it, so every ratio is 0 (OPD spent FLOPs to lose accuracy)"
+                if analysis["opd_accuracy"] < start
+                else ""
+            ),
+            ["quantity", "measured"],
+            ratio_rows,
+        ),
+    }
 
 
 def plot_compute(a2: dict, path: Path) -> None:
@@ -212,7 +334,11 @@ def plot_compute(a2: dict, path: Path) -> None:
     axis.plot(grid * per_sample, fit["a"] + fit["b_per_ln_sample"] * np.log(grid), ":", label="log-linear fit")
     n0_flops = flops[0]
     points = [p for p in a2["opd"]["curve"] if p["step"] > 0]
-    axis.plot([n0_flops + p["flops"] for p in points], [p["accuracy"] for p in points], "s-",
-              label="OPD from n0 (FLOPs added to n0's)")
+    axis.plot(
+        [n0_flops + p["flops"] for p in points],
+        [p["accuracy"] for p in points],
+        "s-",
+        label="OPD from n0 (FLOPs added to n0's)",
+    )
     axis.set(xscale="log", xlabel="FLOPs, teacher + student (log)", title="A2: accuracy vs compute")
     finish_plot(fig, axis, path)

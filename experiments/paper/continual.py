@@ -17,8 +17,38 @@ from mentor.tasks.base import Problem
 from mentor.tasks.graders import check_instructions, exact_match
 
 ATTRIBUTES = ("badge", "desk")
-WORDS = ("cat", "sun", "map", "pen", "box", "cup", "owl", "fig", "jam", "kit", "log", "net", "oak", "pig", "rug",
-         "tea", "van", "web", "yak", "zip", "bee", "cow", "dog", "egg", "fox", "hat", "ink", "jet", "key", "lid")
+WORDS = (
+    "cat",
+    "sun",
+    "map",
+    "pen",
+    "box",
+    "cup",
+    "owl",
+    "fig",
+    "jam",
+    "kit",
+    "log",
+    "net",
+    "oak",
+    "pig",
+    "rug",
+    "tea",
+    "van",
+    "web",
+    "yak",
+    "zip",
+    "bee",
+    "cow",
+    "dog",
+    "egg",
+    "fox",
+    "hat",
+    "ink",
+    "jet",
+    "key",
+    "lid",
+)
 
 
 def _names(n: int, rng: random.Random) -> list[str]:
@@ -36,8 +66,11 @@ class InternalDocs:
 
     def __init__(self, num_people: int = 32, seed: int = 7):
         rng = random.Random(seed)
-        self.facts = [(person, attribute, str(rng.randint(100, 999)))
-                      for person in _names(num_people, rng) for attribute in ATTRIBUTES]
+        self.facts = [
+            (person, attribute, str(rng.randint(100, 999)))
+            for person in _names(num_people, rng)
+            for attribute in ATTRIBUTES
+        ]
 
     def documents(self) -> list[tuple[str, str]]:
         """(prompt, completion) pairs: the memo header is the prompt, the loss is on the statement."""
@@ -61,10 +94,18 @@ class Instructions:
         word = rng.choice(WORDS)
         if kind == 0:
             n = rng.randint(2, 5)
-            return Problem(f"say {word} {n} times:", "", " ".join([word] * n), meta={
-                "instruction_id_list": ["keywords:frequency", "length_constraints:number_words"],
-                "kwargs": [{"keyword": word, "frequency": n, "relation": "exactly"},
-                           {"num_words": n, "relation": "exactly"}]})
+            return Problem(
+                f"say {word} {n} times:",
+                "",
+                " ".join([word] * n),
+                meta={
+                    "instruction_id_list": ["keywords:frequency", "length_constraints:number_words"],
+                    "kwargs": [
+                        {"keyword": word, "frequency": n, "relation": "exactly"},
+                        {"num_words": n, "relation": "exactly"},
+                    ],
+                },
+            )
         if kind == 1:
             return Problem(f"spell {word} backwards:", word[::-1], word[::-1])
         n = rng.randint(2, 7)
@@ -106,45 +147,81 @@ def experiment_continual(out: Path, scale, quiet: bool) -> dict:
     chat = _encode(tokenizer, [(p.prompt, p.solution, p) for p in instructions.train_problems(20_000, seed=1)])
     documents = _encode(tokenizer, [(prompt, text, None) for prompt, text in docs.documents()])
     arch = dict(STUDENT_ARCH)  # the demo student's size: B is about forgetting, not capacity
-    init = save_tiny(build_tiny_model(tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer,
-                                                  max_positions=64, **arch), seed=5), tokenizer, out / "init")
-    sft = dict(batch_size=64, group_size=1, learning_rate=2e-3, adam_beta2=0.99, warmup_steps=20, max_new_tokens=16,
-               overwrite=True, quiet=quiet, model="")
+    init = save_tiny(
+        build_tiny_model(
+            tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer, max_positions=64, **arch), seed=5
+        ),
+        tokenizer,
+        out / "init",
+    )
+    sft = dict(
+        batch_size=64,
+        group_size=1,
+        learning_rate=2e-3,
+        adam_beta2=0.99,
+        warmup_steps=20,
+        max_new_tokens=16,
+        overwrite=True,
+        quiet=quiet,
+        model="",
+    )
     base = _sft_stage(out / "chat", init, chat, scale.chat_sft_steps, sft)
     mixed = _mix(documents, chat, 0.7, seed=0)
     mid_100 = _sft_stage(out / "mid_100", base, documents, scale.midtrain_steps, dict(sft, learning_rate=1e-3))
     mid_70 = _sft_stage(out / "mid_70", base, mixed, scale.midtrain_steps, dict(sft, learning_rate=1e-3))
-    prompts = [EncodedExample(tokenizer(p.prompt)["input_ids"], None, p.prompt, p)
-               for p in instructions.train_problems(2_000, seed=2)]
+    prompts = [
+        EncodedExample(tokenizer(p.prompt)["input_ids"], None, p.prompt, p)
+        for p in instructions.train_problems(2_000, seed=2)
+    ]
     # the prompts come from Python (examples=), so the start-up check, which reads --prompts, is off
-    config = DistillConfig(student=str(mid_70), teacher=str(base), prompts="(built in)", check=False,
-                           output_dir=str(out / "opd"),
-                           steps=scale.self_distill_steps, batch_size=16, group_size=4, max_new_tokens=16,
-                           learning_rate=2 * DEMO_OPD_LR, overwrite=True, quiet=quiet)
+    config = DistillConfig(
+        student=str(mid_70),
+        teacher=str(base),
+        prompts="(built in)",
+        check=False,
+        output_dir=str(out / "opd"),
+        steps=scale.self_distill_steps,
+        batch_size=16,
+        group_size=4,
+        max_new_tokens=16,
+        learning_rate=2 * DEMO_OPD_LR,
+        overwrite=True,
+        quiet=quiet,
+    )
     trainer, _ = run_distill(config, examples=prompts)
-    stages = {"chat model (base)": base, "+ midtrain, 100% docs": mid_100, "+ midtrain, 70% docs / 30% chat": mid_70,
-              "+ midtrain (70%) + OPD self-distillation": trainer.run.path / "final"}
+    stages = {
+        "chat model (base)": base,
+        "+ midtrain, 100% docs": mid_100,
+        "+ midtrain, 70% docs / 30% chat": mid_70,
+        "+ midtrain (70%) + OPD self-distillation": trainer.run.path / "final",
+    }
     rows = {}
     for label, path in stages.items():
         model = load_model(str(path))
         qa = evaluate(model, tokenizer, docs, docs.test_problems(), 8)
         following = evaluate(model, tokenizer, instructions, instructions.test_problems(scale.eval_size), 16)
-        rows[label] = {"internal_qa": qa.accuracy, "instructions": following.accuracy,
-                       "internal_qa_ci": wilson_interval(sum(qa.correct), len(qa.correct)),
-                       "instructions_ci": wilson_interval(sum(following.correct), len(following.correct))}
+        rows[label] = {
+            "internal_qa": qa.accuracy,
+            "instructions": following.accuracy,
+            "internal_qa_ci": wilson_interval(sum(qa.correct), len(qa.correct)),
+            "instructions_ci": wilson_interval(sum(following.correct), len(following.correct)),
+        }
     return {"rows": rows, "facts": len(docs.facts), "instruction_problems": scale.eval_size}
 
 
 def continual_table(b: dict) -> tuple[str, list[str], list[list[str]]]:
     """(title, headers, rows) of the tiny Experiment B, each accuracy with its Wilson 95% interval."""
+
     def cell(v: dict, key: str) -> str:
         low, high = v.get(f"{key}_ci", (v[key], v[key]))
         return f"{v[key]:.1%} [{low:.1%}, {high:.1%}]"
 
     rows = [[label, cell(v, "internal_qa"), cell(v, "instructions")] for label, v in b["rows"].items()]
-    return ("Experiment B: continual learning (tiny models; 95% Wilson intervals)",
-            ["model", f"internal QA ({b['facts']} facts)" if "facts" in b else "internal QA",
-             "instruction following"], rows)
+    return (
+        "Experiment B: continual learning (tiny models; 95% Wilson intervals)",
+        ["model", f"internal QA ({b['facts']} facts)" if "facts" in b else "internal QA", "instruction following"],
+        rows,
+    )
 
 
 def plot_continual(rows: dict[str, dict], path: Path) -> None:
@@ -156,16 +233,19 @@ def plot_continual(rows: dict[str, dict], path: Path) -> None:
     fig, axis = plt.subplots(figsize=(8, 4))
     labels = list(rows)
     width = 0.38
-    for offset, (key, name) in zip((-width / 2, width / 2), (("internal_qa", "internal QA"),
-                                                             ("instructions", "instruction following"))):
+    for offset, (key, name) in zip(
+        (-width / 2, width / 2), (("internal_qa", "internal QA"), ("instructions", "instruction following"))
+    ):
         values = [rows[label][key] for label in labels]
         intervals = [rows[label].get(f"{key}_ci", (rows[label][key],) * 2) for label in labels]
         errors = [[v - ci[0] for v, ci in zip(values, intervals)], [ci[1] - v for v, ci in zip(values, intervals)]]
         axis.bar([i + offset for i in range(len(labels))], values, width, yerr=errors, capsize=3, label=name)
-    axis.set_xticks(range(len(labels)), [label.replace(", ", ",\n").replace(" + OPD", "\n+ OPD") for label in labels],
-                    fontsize=8)
-    axis.set(ylabel="accuracy (95% interval)", ylim=(0, 1.05),
-             title="B: knowledge vs behaviour through continual learning")
+    axis.set_xticks(
+        range(len(labels)), [label.replace(", ", ",\n").replace(" + OPD", "\n+ OPD") for label in labels], fontsize=8
+    )
+    axis.set(
+        ylabel="accuracy (95% interval)", ylim=(0, 1.05), title="B: knowledge vs behaviour through continual learning"
+    )
     axis.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -175,8 +255,10 @@ def plot_continual(rows: dict[str, dict], path: Path) -> None:
 def _encode(tokenizer, items) -> list:
     from mentor.data.prompts import EncodedExample, encode_completion
 
-    return [EncodedExample(tokenizer(prompt)["input_ids"], encode_completion(tokenizer, completion), prompt, ref)
-            for prompt, completion, ref in items]
+    return [
+        EncodedExample(tokenizer(prompt)["input_ids"], encode_completion(tokenizer, completion), prompt, ref)
+        for prompt, completion, ref in items
+    ]
 
 
 def _mix(documents: list, chat: list, docs_share: float, seed: int) -> list:

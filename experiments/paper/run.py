@@ -75,11 +75,30 @@ class PaperScale:
 
 FULL = PaperScale()
 # the same protocol at smoke-test scale: every stage runs, the numbers mean little
-QUICK = PaperScale(start_sft_steps=60, start_candidates=1, start_gate_stops=False, grid_steps=4, val_size=40,
-                   rl_steps=12, opd_steps=6, eval_every=3, opd_eval_every=2, test_size=100, plateau_evals=2,
-                   teacher_sft_steps=60, samples_n0=128,
-                   compute_opd_steps=4, student_sft_steps=60, eval_size=60, chat_sft_steps=60, midtrain_steps=40,
-                   self_distill_steps=4, people=8, one_prompt_steps=3, one_prompt_samples=16)
+QUICK = PaperScale(
+    start_sft_steps=60,
+    start_candidates=1,
+    start_gate_stops=False,
+    grid_steps=4,
+    val_size=40,
+    rl_steps=12,
+    opd_steps=6,
+    eval_every=3,
+    opd_eval_every=2,
+    test_size=100,
+    plateau_evals=2,
+    teacher_sft_steps=60,
+    samples_n0=128,
+    compute_opd_steps=4,
+    student_sft_steps=60,
+    eval_size=60,
+    chat_sft_steps=60,
+    midtrain_steps=40,
+    self_distill_steps=4,
+    people=8,
+    one_prompt_steps=3,
+    one_prompt_samples=16,
+)
 
 
 def selected(only: str) -> list[str]:
@@ -90,8 +109,9 @@ def selected(only: str) -> list[str]:
     return [e for e in EXPERIMENTS if e in names or (e.startswith("A") and "A" in names)]
 
 
-def run_paper(out: str = "runs/paper", quick: bool = False, quiet: bool = False, only: str = "ABC",
-              **overrides) -> dict:
+def run_paper(
+    out: str = "runs/paper", quick: bool = False, quiet: bool = False, only: str = "ABC", **overrides
+) -> dict:
     quiet_transformers()
     chosen = selected(only)
     scale = replace(QUICK if quick else FULL, **{k: v for k, v in overrides.items() if v is not None})
@@ -100,8 +120,12 @@ def run_paper(out: str = "runs/paper", quick: bool = False, quiet: bool = False,
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = out_dir / "results.json"  # experiments run separately (--only) into one --out share one report
     result, timings = {"scale": asdict(scale), "quick": quick}, {}
-    experiments = {"A1": experiment_steps, "A2": experiment_compute, "B": experiment_continual,
-                   "C": experiment_one_prompt}
+    experiments = {
+        "A1": experiment_steps,
+        "A2": experiment_compute,
+        "B": experiment_continual,
+        "C": experiment_one_prompt,
+    }
     write_protocol(out_dir, scale, quick)  # the protocol is on disk before any number
     for name in chosen:
         t0 = time.perf_counter()
@@ -142,12 +166,20 @@ def write_protocol(out: Path, scale: PaperScale, quick: bool) -> Path:
     """``protocol.md``: every experiment's protocol and this run's sizes, before any number exists."""
     from experiments.paper import compute, continual, one_prompt, steps
 
-    docs = {"A1": steps.__doc__, "A2": compute.__doc__, "B": continual.experiment_continual.__doc__,
-            "C": one_prompt.__doc__}
+    docs = {
+        "A1": steps.__doc__,
+        "A2": compute.__doc__,
+        "B": continual.experiment_continual.__doc__,
+        "C": one_prompt.__doc__,
+    }
     # every experiment's protocol, whichever run now: processes that share an --out (--only A1, --only A2)
     # write the same file
-    parts = [f"# mentor bench paper: protocol{' (--quick)' if quick else ''}", "",
-             f"Sizes: `{json.dumps(asdict(scale))}`.", ""]
+    parts = [
+        f"# mentor bench paper: protocol{' (--quick)' if quick else ''}",
+        "",
+        f"Sizes: `{json.dumps(asdict(scale))}`.",
+        "",
+    ]
     for name in EXPERIMENTS:
         if name in docs:
             parts += [f"## {name}", "", docs[name].strip(), ""]
@@ -180,8 +212,12 @@ PLOT_AFTER = {"A1": "a1_steps", "A2": "a2_ratios", "B": "continual", "C": "one_p
 
 def write_report(result: dict, out: Path) -> Path:
     tables = report_tables(result)
-    plotters = {"A1": plot_steps, "A2": plot_compute, "B": lambda b, path: plot_continual(b["rows"], path),
-                "C": plot_one_prompt}
+    plotters = {
+        "A1": plot_steps,
+        "A2": plot_compute,
+        "B": lambda b, path: plot_continual(b["rows"], path),
+        "C": plot_one_prompt,
+    }
     for name, plot in plotters.items():
         if name in result:
             plot(result[name], out / PLOTS[name])
@@ -193,11 +229,15 @@ def write_report(result: dict, out: Path) -> Path:
             table.add_row(*row)
         console.print(table)
     m = result["minutes"]
-    parts = [f"# mentor bench paper{' (--quick)' if result.get('quick') else ''}", "",
-             f"Wall time {m['total']:.1f} min on this machine ("
-             + ", ".join(f"{k} {v:.1f}" for k, v in m.items() if k != "total") + "). "
-             f"Scale: `{json.dumps(result['scale'])}`. Protocols: [protocol.md](protocol.md), written before the runs.",
-             ""]
+    parts = [
+        f"# mentor bench paper{' (--quick)' if result.get('quick') else ''}",
+        "",
+        f"Wall time {m['total']:.1f} min on this machine ("
+        + ", ".join(f"{k} {v:.1f}" for k, v in m.items() if k != "total")
+        + "). "
+        f"Scale: `{json.dumps(result['scale'])}`. Protocols: [protocol.md](protocol.md), written before the runs.",
+        "",
+    ]
     for key, (title, headers, rows) in tables.items():
         parts += [f"## {title}", "", markdown_table(headers, rows), ""]
         plot = next((name for name, first in PLOT_AFTER.items() if first == key), None)

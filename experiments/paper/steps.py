@@ -72,18 +72,24 @@ def experiment_steps(out: Path, scale, quiet: bool) -> dict:
     rl_lr = max(grids["rl"], key=grids["rl"].get)
     rl_runs = {seed: _rl(out / f"rl_seed{seed}", start, rl_lr, seed, scale, quiet) for seed in range(scale.seeds)}
     first_teacher = rl_runs[0][0]
-    grids["opd"] = grid_search(lambda lr: _opd(out / "grid" / f"opd_{lr:g}", start, first_teacher, lr, 0, scale, quiet,
-                                               grid=True))
+    grids["opd"] = grid_search(
+        lambda lr: _opd(out / "grid" / f"opd_{lr:g}", start, first_teacher, lr, 0, scale, quiet, grid=True)
+    )
     opd_lr = max(grids["opd"], key=grids["opd"].get)
     seeds = {}
     for seed in range(scale.seeds):
         teacher, rl_history = rl_runs[seed]
         _, opd_history = _opd(out / f"opd_seed{seed}", start, teacher, opd_lr, seed, scale, quiet)
         seeds[seed] = {"rl": curve(rl_history), "opd": curve(opd_history)}
-    return {"start": start_profile, "start_candidates": candidates,
-            "grid": {m: {f"{lr:g}": v for lr, v in g.items()} for m, g in grids.items()},
-            "learning_rates": {"rl": rl_lr, "opd": opd_lr}, "seeds": {str(s): v for s, v in seeds.items()},
-            "analysis": analyse(seeds, scale.plateau_evals, scale.test_size), "gates": GATES}
+    return {
+        "start": start_profile,
+        "start_candidates": candidates,
+        "grid": {m: {f"{lr:g}": v for lr, v in g.items()} for m, g in grids.items()},
+        "learning_rates": {"rl": rl_lr, "opd": opd_lr},
+        "seeds": {str(s): v for s, v in seeds.items()},
+        "analysis": analyse(seeds, scale.plateau_evals, scale.test_size),
+        "gates": GATES,
+    }
 
 
 def grid_search(run) -> dict[float, float]:
@@ -99,8 +105,10 @@ def grid_search(run) -> dict[float, float]:
 
 def passes_gate(start: dict) -> bool:
     """Per-step accuracy high and whole-chain accuracy low: the regime the claim is about."""
-    return (start["step_accuracy"] >= GATES["start_step_accuracy_min"]
-            and start["chain_accuracy"] <= GATES["start_chain_accuracy_max"])
+    return (
+        start["step_accuracy"] >= GATES["start_step_accuracy_min"]
+        and start["chain_accuracy"] <= GATES["start_chain_accuracy_max"]
+    )
 
 
 def select_start(out: Path, scale, quiet: bool) -> tuple[Path, list[dict]]:
@@ -127,9 +135,11 @@ def select_start(out: Path, scale, quiet: bool) -> tuple[Path, list[dict]]:
             validation = profile(path, scale.val_size, VALIDATION_TASK)
             passes = passes_gate(validation)
             candidates.append({"steps": steps, "path": str(path), "validation": validation, "passes": passes})
-            console.print(f"S0 candidate, {steps} annealed SFT steps: validation per-step "
-                          f"{validation['step_accuracy']:.1%}, chain {validation['chain_accuracy']:.1%}"
-                          f"{' (passes the gate)' if passes else ''}")
+            console.print(
+                f"S0 candidate, {steps} annealed SFT steps: validation per-step "
+                f"{validation['step_accuracy']:.1%}, chain {validation['chain_accuracy']:.1%}"
+                f"{' (passes the gate)' if passes else ''}"
+            )
             if passes:
                 chosen = path
                 break
@@ -141,12 +151,17 @@ def select_start(out: Path, scale, quiet: bool) -> tuple[Path, list[dict]]:
                     f"A1 stops: no annealed start among {[c['steps'] for c in candidates]} SFT steps passes the gate "
                     f"(per-step >= {GATES['start_step_accuracy_min']:.0%}, chain <= "
                     f"{GATES['start_chain_accuracy_max']:.0%} on the validation split): "
-                    + "; ".join(f"{c['steps']}: {c['validation']['step_accuracy']:.1%} / "
-                                f"{c['validation']['chain_accuracy']:.1%}" for c in candidates)
-                    + ". RL and OPD from such a start would not test the claim")
+                    + "; ".join(
+                        f"{c['steps']}: {c['validation']['step_accuracy']:.1%} / "
+                        f"{c['validation']['chain_accuracy']:.1%}"
+                        for c in candidates
+                    )
+                    + ". RL and OPD from such a start would not test the claim"
+                )
             chosen = Path(candidates[-1]["path"])
-        chosen_file.write_text(json.dumps({"path": str(chosen), "candidates": candidates,
-                                           "settings": start_settings(scale)}, indent=1))
+        chosen_file.write_text(
+            json.dumps({"path": str(chosen), "candidates": candidates, "settings": start_settings(scale)}, indent=1)
+        )
         return chosen, candidates
     finally:
         pending.unlink(missing_ok=True)
@@ -154,8 +169,18 @@ def select_start(out: Path, scale, quiet: bool) -> tuple[Path, list[dict]]:
 
 def start_settings(scale) -> dict:
     """The sizes that decide S0: a start chosen under others is not this run's."""
-    return {name: getattr(scale, name) for name in ("start_sft_steps", "start_sft_step_increment", "start_candidates",
-                                                    "start_lr", "warmup_steps", "val_size", "start_gate_stops")}
+    return {
+        name: getattr(scale, name)
+        for name in (
+            "start_sft_steps",
+            "start_sft_step_increment",
+            "start_candidates",
+            "start_lr",
+            "warmup_steps",
+            "val_size",
+            "start_gate_stops",
+        )
+    }
 
 
 def recorded_start(out: Path, scale) -> dict | None:
@@ -174,11 +199,14 @@ def wait_for_start(out: Path, scale, quiet: bool, poll_s: float = 10.0, patience
     waited = 0.0
     while (out / "start.pending").exists() and not (out / "start.json").exists():
         if waited == 0:
-            console.print(f"A2 waits for A1's start S0 ({out / 'start.pending'} exists: another process is "
-                          "choosing it)")
+            console.print(
+                f"A2 waits for A1's start S0 ({out / 'start.pending'} exists: another process is choosing it)"
+            )
         if waited >= patience_s:
-            raise MentorError(f"A2 waited {patience_s / 3600:.0f} h for A1's S0; remove {out / 'start.pending'} if no "
-                              "other bench process is running")
+            raise MentorError(
+                f"A2 waited {patience_s / 3600:.0f} h for A1's S0; remove {out / 'start.pending'} if no "
+                "other bench process is running"
+            )
         time.sleep(poll_s)
         waited += poll_s
     if waited and (out / "start.json").exists():  # chosen for this run by the process we waited for
@@ -186,14 +214,30 @@ def wait_for_start(out: Path, scale, quiet: bool, poll_s: float = 10.0, patience
     return select_start(out, scale, quiet)[0]
 
 
-def annealed_start(out: Path, steps: int, lr: float, warmup: int, quiet: bool, seed: int = 2,
-                   name: str = "start_sft") -> Path:
+def annealed_start(
+    out: Path, steps: int, lr: float, warmup: int, quiet: bool, seed: int = 2, name: str = "start_sft"
+) -> Path:
     """SFT on ground truth with a warmup and a cosine decay to zero, so no later arm gains by annealing."""
     init = fresh_model(out / "student_init", STUDENT_ARCH, seed)
-    config = SFTConfig(model=str(init), task=TASK, output_dir=str(out / name), steps=steps, batch_size=64,
-                       group_size=1, learning_rate=lr, lr_schedule="cosine", warmup_steps=min(warmup, steps),
-                       min_lr_ratio=0.0, adam_beta2=0.99, eval_size=100, max_new_tokens=MAX_NEW_TOKENS,
-                       train_size=steps * 64, seed=seed, overwrite=True, quiet=quiet)
+    config = SFTConfig(
+        model=str(init),
+        task=TASK,
+        output_dir=str(out / name),
+        steps=steps,
+        batch_size=64,
+        group_size=1,
+        learning_rate=lr,
+        lr_schedule="cosine",
+        warmup_steps=min(warmup, steps),
+        min_lr_ratio=0.0,
+        adam_beta2=0.99,
+        eval_size=100,
+        max_new_tokens=MAX_NEW_TOKENS,
+        train_size=steps * 64,
+        seed=seed,
+        overwrite=True,
+        quiet=quiet,
+    )
     trainer, _ = run_sft(config)
     return trainer.run.path / "final"
 
@@ -211,21 +255,35 @@ def profile(model_path: Path, size: int, split: str = TASK) -> dict:
     problems = task.test_problems(size)
     result = evaluate(load_model(str(model_path)), load_tokenizer(str(model_path)), task, problems, MAX_NEW_TOKENS)
     steps = [step_accuracy(c, p) for c, p in zip(result.completions, problems)]
-    return {"chain_accuracy": result.accuracy, "chain_ci": wilson_interval(sum(result.correct), size),
-            "step_accuracy": float(np.mean(steps)),
-            "step_ci": wilson_interval(sum(steps) * STEPS, len(steps) * STEPS),  # steps counted as independent
-            "size": size, "example": result.completions[0]}
+    return {
+        "chain_accuracy": result.accuracy,
+        "chain_ci": wilson_interval(sum(result.correct), size),
+        "step_accuracy": float(np.mean(steps)),
+        "step_ci": wilson_interval(sum(steps) * STEPS, len(steps) * STEPS),  # steps counted as independent
+        "size": size,
+        "example": result.completions[0],
+    }
 
 
-def _on_policy_options(output_dir: Path, lr: float, seed: int, scale, quiet: bool, grid: bool, eval_every: int,
-                       steps: int) -> dict:
+def _on_policy_options(
+    output_dir: Path, lr: float, seed: int, scale, quiet: bool, grid: bool, eval_every: int, steps: int
+) -> dict:
     steps = scale.grid_steps if grid else steps
-    return dict(task=VALIDATION_TASK if grid else TASK, output_dir=str(output_dir), seed=seed,
-                steps=steps, batch_size=scale.prompts_per_step,
-                group_size=scale.group_size, learning_rate=lr, warmup_steps=min(scale.warmup_steps, steps),
-                eval_every=max(1, scale.grid_steps // 2) if grid else eval_every,
-                eval_size=scale.val_size if grid else scale.test_size, max_new_tokens=MAX_NEW_TOKENS,
-                overwrite=True, quiet=quiet)
+    return dict(
+        task=VALIDATION_TASK if grid else TASK,
+        output_dir=str(output_dir),
+        seed=seed,
+        steps=steps,
+        batch_size=scale.prompts_per_step,
+        group_size=scale.group_size,
+        learning_rate=lr,
+        warmup_steps=min(scale.warmup_steps, steps),
+        eval_every=max(1, scale.grid_steps // 2) if grid else eval_every,
+        eval_size=scale.val_size if grid else scale.test_size,
+        max_new_tokens=MAX_NEW_TOKENS,
+        overwrite=True,
+        quiet=quiet,
+    )
 
 
 def _rl(output_dir: Path, start: Path, lr: float, seed: int, scale, quiet: bool, grid: bool = False):
@@ -250,8 +308,11 @@ def _validation_score(run: tuple[Path, list[dict]]) -> float:
 
 def curve(history: list[dict]) -> list[dict]:
     """(step, accuracy, cumulative FLOPs) at every evaluation; step 0 is the start."""
-    return [{"step": r["step"], "accuracy": r["accuracy"], "flops": r.get("flops_total", 0.0)}
-            for r in history if "accuracy" in r]
+    return [
+        {"step": r["step"], "accuracy": r["accuracy"], "flops": r.get("flops_total", 0.0)}
+        for r in history
+        if "accuracy" in r
+    ]
 
 
 # --- analysis: target, steps to target, intervals ----------------------------------------------------
@@ -267,7 +328,7 @@ def _seed_statistics(rl: list[dict], opd: list[dict], plateau_evals: int):
     opd_steps = np.array([p["step"] for p in opd], dtype=float)
 
     def statistics(accuracies: np.ndarray) -> tuple[float, float, float, float]:
-        rl_acc, opd_acc = accuracies[: len(rl)], accuracies[len(rl):]
+        rl_acc, opd_acc = accuracies[: len(rl)], accuracies[len(rl) :]
         target = float(np.mean(rl_acc[-plateau_evals:]))
         # RL's gain: T_RL's plateau over S0 (step 0); only a T_RL better than S0 has anything to teach
         return target, steps_to(rl_steps, rl_acc, target), steps_to(opd_steps, opd_acc, target), target - rl_acc[0]
@@ -293,24 +354,34 @@ def analyse(seeds: dict, plateau_evals: int, eval_size: int, replicates: int = 2
         rl_acc = [p["accuracy"] for p in runs["rl"]]
         third = max(1, len(rl_acc) // 3)
         per_seed[str(seed)] = {
-            "target": target, "target_ci": percentile_interval(boot[0]),
-            "rl_steps": rl_steps, "rl_steps_ci": percentile_interval(boot[1]),
-            "opd_steps": opd_steps, "opd_steps_ci": percentile_interval(boot[2]),
+            "target": target,
+            "target_ci": percentile_interval(boot[0]),
+            "rl_steps": rl_steps,
+            "rl_steps_ci": percentile_interval(boot[1]),
+            "opd_steps": opd_steps,
+            "opd_steps_ci": percentile_interval(boot[2]),
             "ratio": _ratio(rl_steps, opd_steps),
             "ratio_ci": percentile_interval(np.array([_ratio(r, o) for r, o in zip(boot[1], boot[2])])),
             "opd_unreached_share": float(np.mean(~np.isfinite(boot[2]))),
-            "rl_gain": gain, "rl_gain_ci": percentile_interval(boot[3]),
-            "plateau_change": float(np.mean(rl_acc[-third:]) - np.mean(rl_acc[-2 * third:-third]))
-            if len(rl_acc) >= 2 * third + 1 else None}
+            "rl_gain": gain,
+            "rl_gain_ci": percentile_interval(boot[3]),
+            "plateau_change": float(np.mean(rl_acc[-third:]) - np.mean(rl_acc[-2 * third : -third]))
+            if len(rl_acc) >= 2 * third + 1
+            else None,
+        }
     rl_mean = np.mean([d[1] for d in draws], axis=0)
     opd_mean = np.mean([d[2] for d in draws], axis=0)
     point_rl = float(np.mean([s["rl_steps"] for s in per_seed.values()]))
     point_opd = float(np.mean([s["opd_steps"] for s in per_seed.values()]))
-    pooled = {"rl_steps": point_rl, "opd_steps": point_opd, "ratio": _ratio(point_rl, point_opd),
-              "ratio_ci": percentile_interval(np.array([_ratio(r, o) for r, o in zip(rl_mean, opd_mean)])),
-              "interval": "parametric binomial bootstrap, 2,000 replicates, percentile",
-              # the claim is about reaching a better teacher's level: moot when RL did not beat its start
-              "rl_beats_start": all(s["rl_gain_ci"][0] > 0 for s in per_seed.values())}
+    pooled = {
+        "rl_steps": point_rl,
+        "opd_steps": point_opd,
+        "ratio": _ratio(point_rl, point_opd),
+        "ratio_ci": percentile_interval(np.array([_ratio(r, o) for r, o in zip(rl_mean, opd_mean)])),
+        "interval": "parametric binomial bootstrap, 2,000 replicates, percentile",
+        # the claim is about reaching a better teacher's level: moot when RL did not beat its start
+        "rl_beats_start": all(s["rl_gain_ci"][0] > 0 for s in per_seed.values()),
+    }
     return {"per_seed": per_seed, "pooled": pooled}
 
 
@@ -323,8 +394,10 @@ def pct(x: float | None, interval: tuple[float, float] | None = None) -> str:
 
 def count(x: float, interval: tuple[float, float] | None = None, unit: str = "") -> str:
     """A step count or a ratio with its interval; inf is 'not reached' (0 for a ratio: OPD never got there)."""
+
     def one(v: float) -> str:
         return "not reached" if not np.isfinite(v) else f"{v:.3g}{unit}"
+
     return one(x) + (f" [{one(interval[0])}, {one(interval[1])}]" if interval else "")
 
 
@@ -332,39 +405,79 @@ def steps_tables(a1: dict) -> dict[str, tuple[str, list[str], list[list[str]]]]:
     start, lrs = a1["start"], a1["learning_rates"]
     gates = a1["gates"]
     passed = passes_gate(start)
-    bounds = (f"(per-step >= {gates['start_step_accuracy_min']:.0%}, "
-              f"chain <= {gates['start_chain_accuracy_max']:.0%})")
-    start_rows = [[f"candidate: {c['steps']} annealed steps (validation split, {c['validation']['size']})",
-                   pct(c["validation"]["step_accuracy"], c["validation"]["step_ci"]),
-                   pct(c["validation"]["chain_accuracy"], c["validation"]["chain_ci"]),
-                   f"{'pass' if c['passes'] else 'fail'} {bounds}: what chose S0"]
-                  for c in a1.get("start_candidates", [])]
-    start_rows.append([f"S0 (test split, {start['size']})", pct(start["step_accuracy"], start["step_ci"]),
-                       pct(start["chain_accuracy"], start["chain_ci"]),
-                       f"{'pass' if passed else 'FAIL'} {bounds}: reported, not used to choose"])
-    grid_rows = [[method, lr, pct(score), "chosen" if float(lr) == lrs[method] else ""]
-                 for method, scores in a1["grid"].items() for lr, score in scores.items()]
+    bounds = f"(per-step >= {gates['start_step_accuracy_min']:.0%}, chain <= {gates['start_chain_accuracy_max']:.0%})"
+    start_rows = [
+        [
+            f"candidate: {c['steps']} annealed steps (validation split, {c['validation']['size']})",
+            pct(c["validation"]["step_accuracy"], c["validation"]["step_ci"]),
+            pct(c["validation"]["chain_accuracy"], c["validation"]["chain_ci"]),
+            f"{'pass' if c['passes'] else 'fail'} {bounds}: what chose S0",
+        ]
+        for c in a1.get("start_candidates", [])
+    ]
+    start_rows.append(
+        [
+            f"S0 (test split, {start['size']})",
+            pct(start["step_accuracy"], start["step_ci"]),
+            pct(start["chain_accuracy"], start["chain_ci"]),
+            f"{'pass' if passed else 'FAIL'} {bounds}: reported, not used to choose",
+        ]
+    )
+    grid_rows = [
+        [method, lr, pct(score), "chosen" if float(lr) == lrs[method] else ""]
+        for method, scores in a1["grid"].items()
+        for lr, score in scores.items()
+    ]
     seed_rows = []
     for seed, s in a1["analysis"]["per_seed"].items():
-        gain = (f"{s['rl_gain']:+.1%} [{s['rl_gain_ci'][0]:+.1%}, {s['rl_gain_ci'][1]:+.1%}]"
-                if "rl_gain" in s else "n/a")
-        seed_rows.append([seed, pct(s["target"], s["target_ci"]), gain, count(s["rl_steps"], s["rl_steps_ci"]),
-                          count(s["opd_steps"], s["opd_steps_ci"]), count(s["ratio"], s["ratio_ci"], "x"),
-                          "n/a" if s["plateau_change"] is None else f"{s['plateau_change']:+.1%}"])
+        gain = (
+            f"{s['rl_gain']:+.1%} [{s['rl_gain_ci'][0]:+.1%}, {s['rl_gain_ci'][1]:+.1%}]" if "rl_gain" in s else "n/a"
+        )
+        seed_rows.append(
+            [
+                seed,
+                pct(s["target"], s["target_ci"]),
+                gain,
+                count(s["rl_steps"], s["rl_steps_ci"]),
+                count(s["opd_steps"], s["opd_steps_ci"]),
+                count(s["ratio"], s["ratio_ci"], "x"),
+                "n/a" if s["plateau_change"] is None else f"{s['plateau_change']:+.1%}",
+            ]
+        )
     pooled = a1["analysis"]["pooled"]
-    seed_rows.append(["mean", "", "", count(pooled["rl_steps"]), count(pooled["opd_steps"]),
-                      count(pooled["ratio"], pooled["ratio_ci"], "x"), ""])
+    seed_rows.append(
+        [
+            "mean",
+            "",
+            "",
+            count(pooled["rl_steps"]),
+            count(pooled["opd_steps"]),
+            count(pooled["ratio"], pooled["ratio_ci"], "x"),
+            "",
+        ]
+    )
     return {
-        "a1_start": ("A1: the annealed start S0 (Wilson 95%)",
-                     ["model", "per-step accuracy", "chain accuracy", "gate"], start_rows),
-        "a1_grid": ("A1: learning-rate grid (validation split, mean of the second half's evaluations)",
-                    ["method", "learning rate", "validation accuracy", ""], grid_rows),
-        "a1_steps": ("A1: steps to T_RL's plateau accuracy (paper: OPD 7-10x fewer; 95% bootstrap intervals)"
-                     + ("" if pooled.get("rl_beats_start", True) else
-                        ". RL did not beat S0 (T_RL - S0's interval reaches 0): the ratio does not test the claim"),
-                     ["seed", "target (T_RL plateau)", "T_RL - S0", "RL steps", "OPD steps", "RL / OPD",
-                      "RL plateau change"],
-                     seed_rows)}
+        "a1_start": (
+            "A1: the annealed start S0 (Wilson 95%)",
+            ["model", "per-step accuracy", "chain accuracy", "gate"],
+            start_rows,
+        ),
+        "a1_grid": (
+            "A1: learning-rate grid (validation split, mean of the second half's evaluations)",
+            ["method", "learning rate", "validation accuracy", ""],
+            grid_rows,
+        ),
+        "a1_steps": (
+            "A1: steps to T_RL's plateau accuracy (paper: OPD 7-10x fewer; 95% bootstrap intervals)"
+            + (
+                ""
+                if pooled.get("rl_beats_start", True)
+                else ". RL did not beat S0 (T_RL - S0's interval reaches 0): the ratio does not test the claim"
+            ),
+            ["seed", "target (T_RL plateau)", "T_RL - S0", "RL steps", "OPD steps", "RL / OPD", "RL plateau change"],
+            seed_rows,
+        ),
+    }
 
 
 def plot_steps(a1: dict, path: Path) -> None:
@@ -374,11 +487,18 @@ def plot_steps(a1: dict, path: Path) -> None:
     for seed, runs in a1["seeds"].items():
         for method, style in (("rl", "-"), ("opd", "--")):
             points = runs[method]
-            axis.plot([p["step"] for p in points], [p["accuracy"] for p in points], style, marker="o",
-                      markersize=3, label=f"{method.upper()} seed {seed}")
+            axis.plot(
+                [p["step"] for p in points],
+                [p["accuracy"] for p in points],
+                style,
+                marker="o",
+                markersize=3,
+                label=f"{method.upper()} seed {seed}",
+            )
         axis.axhline(a1["analysis"]["per_seed"][seed]["target"], color="gray", linewidth=0.8, linestyle=":")
-    axis.set(xlabel="gradient step (64 sequences each)",
-             title="A1: RL from S0 vs OPD from S0 with T_RL (dotted: targets)")
+    axis.set(
+        xlabel="gradient step (64 sequences each)", title="A1: RL from S0 vs OPD from S0 with T_RL (dotted: targets)"
+    )
     finish_plot(fig, axis, path)
 
 

@@ -25,10 +25,22 @@ from mentor.recipes.distill import run_distill  # noqa: E402
 
 
 def run(student: str, teacher: str, out: Path, lr: float, steps: int, extra: dict) -> list[dict]:
-    config = DistillConfig(student=student, teacher=teacher, task="arithmetic", output_dir=str(out),
-                           steps=steps, batch_size=FULL.batch_size, group_size=FULL.group_size,
-                           max_new_tokens=MAX_NEW_TOKENS, learning_rate=lr, eval_every=FULL.eval_every,
-                           eval_size=200, overwrite=True, quiet=True, **extra)
+    config = DistillConfig(
+        student=student,
+        teacher=teacher,
+        task="arithmetic",
+        output_dir=str(out),
+        steps=steps,
+        batch_size=FULL.batch_size,
+        group_size=FULL.group_size,
+        max_new_tokens=MAX_NEW_TOKENS,
+        learning_rate=lr,
+        eval_every=FULL.eval_every,
+        eval_size=200,
+        overwrite=True,
+        quiet=True,
+        **extra,
+    )
     _, history = run_distill(config)
     return history
 
@@ -53,23 +65,28 @@ def main() -> None:
     for ax, key in zip(axes, keys):
         for lr, history in curves.items():
             points = [(r["step"], r[key]) for r in history if key in r]
-            ax.plot(*zip(*points), label=f"lr {lr:g}", marker="o" if key == "accuracy" else None,
-                    markersize=3)
+            ax.plot(*zip(*points), label=f"lr {lr:g}", marker="o" if key == "accuracy" else None, markersize=3)
         ax.set(title=key, xlabel="step")
         ax.axvline(FULL.opd_steps, color="grey", linestyle=":")
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(out / "stability.png", dpi=110)
-    lines = [f"# OPD stability: {steps} steps ({args.multiple}x the demo), demo settings", "",
-             "| lr | acc @0 | acc @demo steps | best | final | min entropy | max grad norm |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# OPD stability: {steps} steps ({args.multiple}x the demo), demo settings",
+        "",
+        "| lr | acc @0 | acc @demo steps | best | final | min entropy | max grad norm |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for lr, history in curves.items():
         acc = {r["step"]: r["accuracy"] for r in history if "accuracy" in r}
         at_demo = acc.get(FULL.opd_steps, float("nan"))
         ent = min(r["entropy"] for r in history if "entropy" in r)
         gn = max(r["grad_norm"] for r in history if "grad_norm" in r)
-        lines.append(f"| {lr:g} | {acc[0]:.1%} | {at_demo:.1%} | {max(acc.values()):.1%} | {acc[max(acc)]:.1%} "
-                     f"| {ent:.3f} | {gn:.2f} |")
+        lines.append(
+            f"| {lr:g} | {acc[0]:.1%} | {at_demo:.1%} | {max(acc.values()):.1%} | {acc[max(acc)]:.1%} "
+            f"| {ent:.3f} | {gn:.2f} |"
+        )
     (out / "stability.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

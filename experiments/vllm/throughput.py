@@ -36,9 +36,19 @@ from mentor.sample.vllm import VLLMSampler  # noqa: E402
 from tests.real_assets import shared_file, smollm2_gguf  # noqa: E402
 
 SIZES = (8, 32, 64)
-QWEN3_0_6B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                  num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1_000_000.0,
-                  rms_norm_eps=1e-6, tie_word_embeddings=True, vocab_size=151936)  # Qwen/Qwen3-0.6B config.json
+QWEN3_0_6B = dict(
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    vocab_size=151936,
+)  # Qwen/Qwen3-0.6B config.json
 
 
 def questions(n: int) -> list[str]:
@@ -47,9 +57,14 @@ def questions(n: int) -> list[str]:
 
 
 def chat_prompts(tokenizer, n: int) -> list[list[int]]:
-    return [list(tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                               tokenize=True, return_dict=True)["input_ids"])
-            for q in questions(n)]
+    return [
+        list(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+        )
+        for q in questions(n)
+    ]
 
 
 def smollm2(root: Path) -> tuple[str, object, object]:
@@ -64,8 +79,13 @@ def qwen3_0_6b(root: Path) -> tuple[str, object, object]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     tokenizer = load_tokenizer(str(shared_file("tokenizers/qwen3")))
-    config = AutoConfig.for_model("qwen3", bos_token_id=None, eos_token_id=tokenizer.convert_tokens_to_ids(
-        "<|im_end|>"), pad_token_id=tokenizer.pad_token_id, **QWEN3_0_6B)
+    config = AutoConfig.for_model(
+        "qwen3",
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        **QWEN3_0_6B,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     path = root / "qwen3-0.6b-random"
@@ -86,8 +106,16 @@ def rate(sampler, prompts: list[list[int]], repeats: int) -> list[float]:
 def throughput(name: str, path: str, model, tokenizer, max_new_tokens: int, repeats: int) -> list[dict]:
     prompts = chat_prompts(tokenizer, max(SIZES))
     longest = max(len(p) for p in prompts)
-    engine = VLLMSampler(model, tokenizer, path, max_new_tokens, temperature=1.0, dtype="float32", seed=0,
-                         max_model_len=longest + max_new_tokens)
+    engine = VLLMSampler(
+        model,
+        tokenizer,
+        path,
+        max_new_tokens,
+        temperature=1.0,
+        dtype="float32",
+        seed=0,
+        max_model_len=longest + max_new_tokens,
+    )
     hf = HFSampler(model, tokenizer, max_new_tokens, temperature=1.0, batch_size=max(SIZES))
     rows = []
     try:
@@ -106,10 +134,22 @@ def opd_step_seconds(gguf: str, prompts_file: Path, out: Path, sampler: str) -> 
     from mentor.config import DistillConfig
     from mentor.recipes.distill import run_distill
 
-    config = DistillConfig(student=gguf, teacher="self", prompts=str(prompts_file), sampler=sampler, steps=3,
-                           batch_size=8, group_size=4, max_new_tokens=64, max_prompt_tokens=256,
-                           learning_rate=1e-5, micro_batch_size=8, check=False, output_dir=str(out / sampler),
-                           quiet=True)
+    config = DistillConfig(
+        student=gguf,
+        teacher="self",
+        prompts=str(prompts_file),
+        sampler=sampler,
+        steps=3,
+        batch_size=8,
+        group_size=4,
+        max_new_tokens=64,
+        max_prompt_tokens=256,
+        learning_rate=1e-5,
+        micro_batch_size=8,
+        check=False,
+        output_dir=str(out / sampler),
+        quiet=True,
+    )
     _, history = run_distill(config)
     steps = [row for row in history if "loss" in row][1:]
     keys = ("time_step", "time_sample", "time_score", "time_update")
@@ -117,21 +157,34 @@ def opd_step_seconds(gguf: str, prompts_file: Path, out: Path, sampler: str) -> 
 
 
 def write_report(out: Path, rows: list[dict], steps: dict, args) -> None:
-    lines = ["# vLLM (CPU build) against transformers `generate`: sampler throughput and one OPD step", "",
-             f"`experiments/vllm/throughput.py` (timed repeats after a warm-up; median and range; float32; "
-             f"{args.max_new_tokens} new tokens; temperature 1; this machine's 2 CPU cores).", "",
-             "| model | sequences | transformers tokens/s | vLLM tokens/s | vLLM / transformers |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# vLLM (CPU build) against transformers `generate`: sampler throughput and one OPD step",
+        "",
+        f"`experiments/vllm/throughput.py` (timed repeats after a warm-up; median and range; float32; "
+        f"{args.max_new_tokens} new tokens; temperature 1; this machine's 2 CPU cores).",
+        "",
+        "| model | sequences | transformers tokens/s | vLLM tokens/s | vLLM / transformers |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         hf, vl = statistics.median(row["hf"]), statistics.median(row["vllm"])
-        lines.append(f"| {row['model']} | {row['sequences']} | {hf:.0f} ({min(row['hf']):.0f}-{max(row['hf']):.0f})"
-                     f" | {vl:.0f} ({min(row['vllm']):.0f}-{max(row['vllm']):.0f}) | {vl / hf:.2f}x |")
+        lines.append(
+            f"| {row['model']} | {row['sequences']} | {hf:.0f} ({min(row['hf']):.0f}-{max(row['hf']):.0f})"
+            f" | {vl:.0f} ({min(row['vllm']):.0f}-{max(row['vllm']):.0f}) | {vl / hf:.2f}x |"
+        )
     if steps:
-        lines += ["", "One OPD step, SmolLM2-135M-Instruct (8 prompts x 4 samples, 64 new tokens; median of steps "
-                  "2-3), seconds:", "", "| sampler | step | sampling | teacher scoring | update |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "One OPD step, SmolLM2-135M-Instruct (8 prompts x 4 samples, 64 new tokens; median of steps 2-3), seconds:",
+            "",
+            "| sampler | step | sampling | teacher scoring | update |",
+            "|---|---|---|---|---|",
+        ]
         for sampler, t in steps.items():
-            lines.append(f"| {sampler} | {t['time_step']:.1f} | {t.get('time_sample', 0):.1f} | "
-                         f"{t.get('time_score', 0):.1f} | {t['time_update']:.1f} |")
+            lines.append(
+                f"| {sampler} | {t['time_step']:.1f} | {t.get('time_sample', 0):.1f} | "
+                f"{t.get('time_score', 0):.1f} | {t['time_update']:.1f} |"
+            )
         ratio = steps["hf"]["time_step"] / steps["vllm"]["time_step"]
         lines += ["", f"Step time, transformers / vLLM: {ratio:.2f}x."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -145,8 +198,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default=",".join(PARTS),
-                        help="which measurements to (re)run; the others are kept from the out folder's results.json")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="which measurements to (re)run; the others are kept from the out folder's results.json",
+    )
     parser.add_argument("--quick", action="store_true", help="SmolLM2 only, one repeat, no OPD step")
     args = parser.parse_args()
     parts = ["smollm2"] if args.quick else [p for p in args.parts.split(",") if p]
@@ -159,18 +215,22 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="mentor-bench-") as scratch:
         root = Path(scratch)
-        for part, name, build in (("smollm2", "SmolLM2-135M-Instruct", smollm2),
-                                  ("qwen3", "Qwen3-0.6B config, random weights", qwen3_0_6b)):
+        for part, name, build in (
+            ("smollm2", "SmolLM2-135M-Instruct", smollm2),
+            ("qwen3", "Qwen3-0.6B config, random weights", qwen3_0_6b),
+        ):
             if part in parts:  # each part is written as soon as it is measured: a stopped run keeps it
                 results["throughput"][name] = throughput(name, *build(root), args.max_new_tokens, args.repeats)
                 saved.write_text(json.dumps(results, indent=1))
         if "opd" in parts:
             prompts_file = root / "prompts.jsonl"
-            prompts_file.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n"
-                                            for q in questions(64)))
+            prompts_file.write_text(
+                "".join(json.dumps({"messages": [{"role": "user", "content": q}]}) + "\n" for q in questions(64))
+            )
             for sampler in ("hf", "vllm"):
-                results["opd_step"][sampler] = opd_step_seconds(str(smollm2_gguf()), prompts_file, root / "opd",
-                                                                sampler)
+                results["opd_step"][sampler] = opd_step_seconds(
+                    str(smollm2_gguf()), prompts_file, root / "opd", sampler
+                )
                 saved.write_text(json.dumps(results, indent=1))
     rows = [row for model_rows in results["throughput"].values() for row in model_rows]
     write_report(out, rows, results["opd_step"] if len(results["opd_step"]) == 2 else {}, args)

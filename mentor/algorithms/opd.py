@@ -48,10 +48,24 @@ class OnPolicyDistillation:
     name = "opd"
     on_policy = True
 
-    def __init__(self, sampler: Sampler, teacher: Teacher | TeacherPerSource, tokenizer, *, group_size: int,
-                 temperature: float, kl_coef: float = 1.0, kl_discount: float = 0.0, reward_coef: float = 0.0,
-                 grader: Grader | None = None, divergence: str = "sampled",
-                 kl_top_k: int = 0, clip_ratio: float = 0.0, jsd_beta: float = 0.5, tis_cap: float = 0.0):
+    def __init__(
+        self,
+        sampler: Sampler,
+        teacher: Teacher | TeacherPerSource,
+        tokenizer,
+        *,
+        group_size: int,
+        temperature: float,
+        kl_coef: float = 1.0,
+        kl_discount: float = 0.0,
+        reward_coef: float = 0.0,
+        grader: Grader | None = None,
+        divergence: str = "sampled",
+        kl_top_k: int = 0,
+        clip_ratio: float = 0.0,
+        jsd_beta: float = 0.5,
+        tis_cap: float = 0.0,
+    ):
         self.sampler, self.teacher, self.tokenizer = sampler, teacher, tokenizer
         self.group_size, self.temperature = group_size, temperature
         self.kl_coef, self.kl_discount = kl_coef, kl_discount
@@ -82,10 +96,13 @@ class OnPolicyDistillation:
             student_logprob=float((batch.sampler_logprobs * mask).sum()) / num_tokens,
             completion_length=float(mask.sum(1).mean()),
             sampled_tokens=float(batch.attention_mask.sum()),
-            teacher_tokens=float((batch.attention_mask if batch.teacher_attention_mask is None
-                                  else batch.teacher_attention_mask).sum()),
+            teacher_tokens=float(
+                (batch.attention_mask if batch.teacher_attention_mask is None else batch.teacher_attention_mask).sum()
+            ),
             truncated_fraction=float(batch.truncated.float().mean()),
-            time_sample=t1 - t0, time_score=t2 - t1)
+            time_sample=t1 - t0,
+            time_score=t2 - t1,
+        )
         return batch, metrics
 
     def _check_teacher_context(self, batch: RolloutBatch) -> None:
@@ -95,9 +112,11 @@ class OnPolicyDistillation:
             return
         longest = int(batch.teacher_attention_mask.sum(1).max())
         if longest > self.teacher_context:
-            raise MentorError(f"the teacher's prompt and the completion make {longest} tokens, over the teacher's "
-                              f"context of {self.teacher_context}: shorten the teacher's prompt or lower "
-                              "--max-new-tokens")
+            raise MentorError(
+                f"the teacher's prompt and the completion make {longest} tokens, over the teacher's "
+                f"context of {self.teacher_context}: shorten the teacher's prompt or lower "
+                "--max-new-tokens"
+            )
 
     def _teacher_top_k(self, batch: RolloutBatch) -> TeacherTopK:
         """The teacher's top-``kl_top_k`` at the completion tokens, ``[B, T(, k)]`` on the CPU."""

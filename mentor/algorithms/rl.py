@@ -41,10 +41,21 @@ class ReinforcementLearning:
     name = "rl"
     on_policy = True
 
-    def __init__(self, sampler: Sampler, tokenizer, grader: Grader, *, group_size: int, temperature: float,
-                 normalize_std: bool = False, kl_coef: float = 0.0,
-                 reference: Teacher | None = None, drop_constant_groups: bool = True, clip_ratio: float = 0.0,
-                 tis_cap: float = 0.0):
+    def __init__(
+        self,
+        sampler: Sampler,
+        tokenizer,
+        grader: Grader,
+        *,
+        group_size: int,
+        temperature: float,
+        normalize_std: bool = False,
+        kl_coef: float = 0.0,
+        reference: Teacher | None = None,
+        drop_constant_groups: bool = True,
+        clip_ratio: float = 0.0,
+        tis_cap: float = 0.0,
+    ):
         if kl_coef and reference is None:
             raise ValueError("a KL penalty needs a reference model")
         self.sampler, self.tokenizer, self.grader = sampler, tokenizer, grader
@@ -59,9 +70,12 @@ class ReinforcementLearning:
         sampled_tokens = float(batch.attention_mask.sum())
         t1 = time.perf_counter()
         batch.rewards = torch.tensor([float(self.grader(c, e.reference)) for c, e in zip(batch.completions, repeated)])
-        metrics = {"reward": float(batch.rewards.mean()), "sampled_tokens": sampled_tokens,
-                   "completion_length": float(batch.loss_mask.sum(1).mean()),
-                   "truncated_fraction": float(batch.truncated.float().mean())}
+        metrics = {
+            "reward": float(batch.rewards.mean()),
+            "sampled_tokens": sampled_tokens,
+            "completion_length": float(batch.loss_mask.sum(1).mean()),
+            "truncated_fraction": float(batch.truncated.float().mean()),
+        }
         constant = constant_reward_groups(batch.rewards, batch.group_ids)
         metrics["constant_reward_groups"] = float(constant[:: self.group_size].sum())
         # when every group is constant there is nothing to drop *to*: the rows stay, their reward advantage
@@ -72,11 +86,13 @@ class ReinforcementLearning:
         batch.advantages = group_baseline_advantages(batch.rewards, batch.group_ids, mask, self.normalize_std)
         if self.kl_coef:
             batch.teacher_logprobs = score_with_teacher(self.reference, batch)
-            batch.advantages += distillation_advantages(batch.sampler_logprobs, batch.teacher_logprobs, mask,
-                                                        self.kl_coef)
+            batch.advantages += distillation_advantages(
+                batch.sampler_logprobs, batch.teacher_logprobs, mask, self.kl_coef
+            )
             num_tokens = max(float(mask.sum()), 1.0)
-            metrics["kl_to_reference"] = float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs,
-                                                          mask).sum()) / num_tokens
+            metrics["kl_to_reference"] = (
+                float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs, mask).sum()) / num_tokens
+            )
             metrics["reference_tokens"] = float(batch.attention_mask.sum())
         metrics.update(time_sample=t1 - t0, time_score=time.perf_counter() - t1)
         return batch, metrics

@@ -33,37 +33,57 @@ def moe_config(base_config, num_experts: int, top_k: int):
 
     arch = base_config.model_type
     if arch not in MOE_FAMILY:
-        raise MentorError(f"cannot build a CoE MoE from a {arch!r} base: supported bases are "
-                          f"{', '.join(sorted(MOE_FAMILY))} (Mixtral or Qwen3-MoE output)")
+        raise MentorError(
+            f"cannot build a CoE MoE from a {arch!r} base: supported bases are "
+            f"{', '.join(sorted(MOE_FAMILY))} (Mixtral or Qwen3-MoE output)"
+        )
     if not 1 <= top_k <= num_experts:
         raise MentorError(f"--top-k must be between 1 and the number of experts ({num_experts}), got {top_k}")
     if getattr(base_config, "hidden_act", "silu") != "silu":
         raise MentorError(f"the base uses {base_config.hidden_act!r} activations; Mixtral/Qwen3-MoE experts use silu")
     shared = dict(
-        vocab_size=base_config.vocab_size, hidden_size=base_config.hidden_size,
-        num_hidden_layers=base_config.num_hidden_layers, num_attention_heads=base_config.num_attention_heads,
+        vocab_size=base_config.vocab_size,
+        hidden_size=base_config.hidden_size,
+        num_hidden_layers=base_config.num_hidden_layers,
+        num_attention_heads=base_config.num_attention_heads,
         num_key_value_heads=base_config.num_key_value_heads,
         head_dim=getattr(base_config, "head_dim", None) or base_config.hidden_size // base_config.num_attention_heads,
-        hidden_act="silu", max_position_embeddings=base_config.max_position_embeddings,
-        rms_norm_eps=base_config.rms_norm_eps, rope_parameters=dict(base_config.rope_parameters),
-        tie_word_embeddings=base_config.tie_word_embeddings, attention_dropout=base_config.attention_dropout,
-        bos_token_id=base_config.bos_token_id, eos_token_id=base_config.eos_token_id,
-        pad_token_id=base_config.pad_token_id, initializer_range=ROUTER_INIT_STD,
-        num_experts_per_tok=top_k, output_router_logits=False)
+        hidden_act="silu",
+        max_position_embeddings=base_config.max_position_embeddings,
+        rms_norm_eps=base_config.rms_norm_eps,
+        rope_parameters=dict(base_config.rope_parameters),
+        tie_word_embeddings=base_config.tie_word_embeddings,
+        attention_dropout=base_config.attention_dropout,
+        bos_token_id=base_config.bos_token_id,
+        eos_token_id=base_config.eos_token_id,
+        pad_token_id=base_config.pad_token_id,
+        initializer_range=ROUTER_INIT_STD,
+        num_experts_per_tok=top_k,
+        output_router_logits=False,
+    )
     if MOE_FAMILY[arch] == "mixtral":
         if getattr(base_config, "attention_bias", False) or getattr(base_config, "mlp_bias", False):
             raise MentorError("the base has attention or MLP biases, which Mixtral has no place for")
-        return MixtralConfig(intermediate_size=base_config.intermediate_size, num_local_experts=num_experts,
-                             sliding_window=getattr(base_config, "sliding_window", None),
-                             router_jitter_noise=0.0, **shared)
-    return Qwen3MoeConfig(moe_intermediate_size=base_config.intermediate_size,
-                          intermediate_size=base_config.intermediate_size, num_experts=num_experts,
-                          norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[],
-                          attention_bias=base_config.attention_bias,
-                          use_sliding_window=getattr(base_config, "use_sliding_window", False),
-                          sliding_window=getattr(base_config, "sliding_window", None),
-                          max_window_layers=getattr(base_config, "max_window_layers", base_config.num_hidden_layers),
-                          **shared)
+        return MixtralConfig(
+            intermediate_size=base_config.intermediate_size,
+            num_local_experts=num_experts,
+            sliding_window=getattr(base_config, "sliding_window", None),
+            router_jitter_noise=0.0,
+            **shared,
+        )
+    return Qwen3MoeConfig(
+        moe_intermediate_size=base_config.intermediate_size,
+        intermediate_size=base_config.intermediate_size,
+        num_experts=num_experts,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        attention_bias=base_config.attention_bias,
+        use_sliding_window=getattr(base_config, "use_sliding_window", False),
+        sliding_window=getattr(base_config, "sliding_window", None),
+        max_window_layers=getattr(base_config, "max_window_layers", base_config.num_hidden_layers),
+        **shared,
+    )
 
 
 def _is_mlp(name: str) -> bool:
@@ -77,13 +97,20 @@ def _check_shared_weights(base: dict, experts: list[dict]) -> None:
             continue
         for i, expert in enumerate(experts):
             if not torch.equal(expert[name], tensor):
-                raise MentorError(f"expert {i} differs from the base in {name}: experts must be trained with "
-                                  "only FFN parameters trainable (mentor coe train-experts)")
+                raise MentorError(
+                    f"expert {i} differs from the base in {name}: experts must be trained with "
+                    "only FFN parameters trainable (mentor coe train-experts)"
+                )
 
 
 @torch.no_grad()
-def assemble_moe(base: nn.Module, experts: list[nn.Module] | None = None, num_experts: int | None = None,
-                 top_k: int = 2, seed: int = 0) -> nn.Module:
+def assemble_moe(
+    base: nn.Module,
+    experts: list[nn.Module] | None = None,
+    num_experts: int | None = None,
+    top_k: int = 2,
+    seed: int = 0,
+) -> nn.Module:
     """A transformers MoE model whose expert i in every layer is ``experts[i]``'s MLP.
 
     ``experts=None`` builds ``num_experts`` untrained copies of the base MLP (the MoE-from-copies ablation).
@@ -117,7 +144,9 @@ def assemble_moe(base: nn.Module, experts: list[nn.Module] | None = None, num_ex
         filled |= {f"{prefix}.experts.gate_up_proj", f"{prefix}.experts.down_proj", f"{prefix}.gate.weight"}
     missing = [n for n in moe_state if n not in filled and not (n == "lm_head.weight" and config.tie_word_embeddings)]
     if missing:
-        raise MentorError(f"assembly left {len(missing)} MoE tensors unset (e.g. {missing[0]}): unsupported base layout")
+        raise MentorError(
+            f"assembly left {len(missing)} MoE tensors unset (e.g. {missing[0]}): unsupported base layout"
+        )
     return moe
 
 

@@ -14,21 +14,30 @@ import re
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mentor.errors import MentorError
 from mentor.files import is_url
 
 DEFAULT_CATEGORIES = ("general", "math", "coding")
 DEFAULT_RULES = {
-    "coding": [r"print\(", r"\bdef\b", r"\breturn\b", r"```", r"\bcode\b", r"\bpython\b", r"\bfunction\b",
-               r"^\s*[a-z]\w*\s*=\s*[\w(]"],
-    "math": [r"\d+\s*[-+*/^]\s*\d+", r"\bsolve\b", r"\bequation\b", r"\bhow many\b", r"\bcalculate\b",
-             r"\bsum of\b"],
+    "coding": [
+        r"print\(",
+        r"\bdef\b",
+        r"\breturn\b",
+        r"```",
+        r"\bcode\b",
+        r"\bpython\b",
+        r"\bfunction\b",
+        r"^\s*[a-z]\w*\s*=\s*[\w(]",
+    ],
+    "math": [r"\d+\s*[-+*/^]\s*\d+", r"\bsolve\b", r"\bequation\b", r"\bhow many\b", r"\bcalculate\b", r"\bsum of\b"],
 }
-CLASSIFY_PROMPT = ("Classify the user request below into exactly one category: {categories}.\n"
-                   "Answer with the category name only.\n\nRequest:\n{text}\n\nCategory:")
+CLASSIFY_PROMPT = (
+    "Classify the user request below into exactly one category: {categories}.\n"
+    "Answer with the category name only.\n\nRequest:\n{text}\n\nCategory:"
+)
 
 
 def record_text(record: dict) -> str:
@@ -47,16 +56,22 @@ class FieldLabeler:
     def label_record(self, record: dict) -> str:
         category = record.get("category")
         if category not in self.categories:
-            raise MentorError(f"record has category {category!r}, not one of {', '.join(self.categories)}: "
-                              "fix the data or use --labeler keyword|llm")
+            raise MentorError(
+                f"record has category {category!r}, not one of {', '.join(self.categories)}: "
+                "fix the data or use --labeler keyword|llm"
+            )
         return category
 
 
 class KeywordLabeler:
-    def __init__(self, rules: dict[str, list[str]] | None = None, default: str = "general",
-                 categories=DEFAULT_CATEGORIES):
-        self.rules = [(cat, re.compile(p, re.IGNORECASE | re.MULTILINE))
-                      for cat, patterns in (rules or DEFAULT_RULES).items() for p in patterns]
+    def __init__(
+        self, rules: dict[str, list[str]] | None = None, default: str = "general", categories=DEFAULT_CATEGORIES
+    ):
+        self.rules = [
+            (cat, re.compile(p, re.IGNORECASE | re.MULTILINE))
+            for cat, patterns in (rules or DEFAULT_RULES).items()
+            for p in patterns
+        ]
         self.default, self.categories = default, tuple(categories)
 
     def __call__(self, text: str) -> str:
@@ -86,8 +101,9 @@ class LLMLabeler:
         return self(record_text(record))
 
 
-def http_chat_completer(url: str, model: str = "", api_key: str = "", timeout: float = 60.0,
-                        max_tokens: int = 8) -> Callable[[str], str]:
+def http_chat_completer(
+    url: str, model: str = "", api_key: str = "", timeout: float = 60.0, max_tokens: int = 8
+) -> Callable[[str], str]:
     """An OpenAI-compatible chat endpoint (vLLM, SGLang, OpenAI): ``url`` is the server root or the full path."""
     endpoint = url.rstrip("/")
     if not endpoint.endswith("/chat/completions"):
@@ -95,8 +111,14 @@ def http_chat_completer(url: str, model: str = "", api_key: str = "", timeout: f
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
 
     def complete(prompt: str) -> str:
-        body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
-                           "max_tokens": max_tokens, "temperature": 0.0}).encode()
+        body = json.dumps(
+            {
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+            }
+        ).encode()
         request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -122,13 +144,13 @@ def local_completer(model_path: str, max_new_tokens: int = 8) -> Callable[[str],
     @torch.no_grad()
     def complete(prompt: str) -> str:
         if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)["input_ids"]
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
         else:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-        return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
     return complete
 

@@ -45,13 +45,13 @@ class CoEConfig(DataConfig, TrainConfig):
     labeler: str = setting("field", "field (records carry `category`), keyword (regex rules) or llm")
     labeler_model: str = setting("", "--labeler llm: a local model directory, or http://host:port[/v1]#model-name")
     expert_steps: int = setting(100, "stage 1: each expert's FFN-only SFT steps")
-    trainable_tokens: str = setting("", "comma list of new special tokens whose embedding rows also train in "
-                                        "stage 1")
+    trainable_tokens: str = setting("", "comma list of new special tokens whose embedding rows also train in stage 1")
     expert_learning_rate: float = setting(0.0, "stage 1 learning rate (0: --learning-rate)")
     top_k: int = setting(2, "experts routed to per token")
     num_experts: int = setting(0, "experts with --expert-init copies (0: one per category)")
-    expert_init: str = setting("trained", "trained (one FFN-trained expert per category) or copies (the "
-                                          "MoE-from-copies ablation)")
+    expert_init: str = setting(
+        "trained", "trained (one FFN-trained expert per category) or copies (the MoE-from-copies ablation)"
+    )
     train: str = setting("non-ffn", "what stage 2 trains: non-ffn, full or router")
     router_loss: str = setting("margin", "stage 2 routing loss: margin, ce or none")
     router_loss_coef: float = setting(1.0, "weight of the routing loss")
@@ -78,19 +78,23 @@ class CoEConfig(DataConfig, TrainConfig):
             raise MentorError("--categories is empty: name the categories, e.g. general,math,coding")
         bad = [c for c in names if not re.fullmatch(r"[A-Za-z0-9][\w-]*", c)]
         if bad or len(set(names)) != len(names):
-            raise MentorError(f"--categories must be distinct names of letters, digits, _ and - (got "
-                              f"{(bad or names)[0]!r}): each becomes a file and an expert")
+            raise MentorError(
+                f"--categories must be distinct names of letters, digits, _ and - (got "
+                f"{(bad or names)[0]!r}): each becomes a file and an expert"
+            )
         if self.labeler not in ("field", "keyword", "llm"):
             raise MentorError(f"--labeler {self.labeler!r} is unknown: use field, keyword or llm")
         if self.num_experts < 0 or not 1 <= self.top_k <= self.expert_count:
-            raise MentorError(f"--top-k must lie in 1..{self.expert_count} (the number of experts; got "
-                              f"{self.top_k})")
+            raise MentorError(f"--top-k must lie in 1..{self.expert_count} (the number of experts; got {self.top_k})")
         for name in ("expert_steps", "train_size"):
             if getattr(self, name) < 1:
                 raise MentorError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if self.expert_init == "trained":  # each expert's SFT warms up too
-            require_warmup_within(self.warmup_steps, self.expert_steps * self.num_substeps,
-                                  "--expert-steps x --num-substeps, of each expert")
+            require_warmup_within(
+                self.warmup_steps,
+                self.expert_steps * self.num_substeps,
+                "--expert-steps x --num-substeps, of each expert",
+            )
         if self.expert_learning_rate < 0 or self.router_loss_coef < 0:
             raise MentorError("--expert-learning-rate and --router-loss-coef cannot be negative")
 
@@ -117,8 +121,7 @@ def builtin_records(train_size: int, seed: int) -> list[dict]:
 
 def label_step(config: CoEConfig) -> Path:
     records = builtin_records(config.train_size, config.seed) if config.builtin else read_jsonl(config.data)
-    labeler = make_labeler("field" if config.builtin else config.labeler, config.category_list,
-                           config.labeler_model)
+    labeler = make_labeler("field" if config.builtin else config.labeler, config.category_list, config.labeler_model)
     # everything CoE writes goes under --output-dir by these names: claimed (recorded) before the first write
     RunDirectory(config.output_dir).claim_entries("labels", "experts", "moe", "stage2", "inspect", "resources.json")
     out = Path(config.output_dir) / "labels"
@@ -126,8 +129,7 @@ def label_step(config: CoEConfig) -> Path:
     return out
 
 
-def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], only: str | None = None,
-                           model=None):
+def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], only: str | None = None, model=None):
     """Encoded SFT examples (``prompt``/``completion`` or chat ``messages`` ending with the assistant's turn);
     ``reference`` holds the category index (the routing label). ``model``'s generation config says which
     tokens end a chat turn."""
@@ -139,11 +141,13 @@ def load_category_examples(tokenizer, labels_dir: Path, categories: list[str], o
         path = _labelled(labels_dir, category)
         if path is None:
             if only is not None:
-                raise MentorError(f"no record was labelled {category!r} (in {labels_dir}): an expert needs "
-                                  "training data")
+                raise MentorError(
+                    f"no record was labelled {category!r} (in {labels_dir}): an expert needs training data"
+                )
             continue  # the labeler put nothing in this category: no routing data for it
-        encoded, _ = encode_examples(tokenizer, load_examples(path, need_completion=True), need_completion=True,
-                                     stop_ids=stop_ids)
+        encoded, _ = encode_examples(
+            tokenizer, load_examples(path, need_completion=True), need_completion=True, stop_ids=stop_ids
+        )
         for e in encoded:
             e.reference = index
         examples += encoded
@@ -158,10 +162,15 @@ def train_expert(config: CoEConfig, category: str) -> Path:
     tokenizer = load_tokenizer(config.base)
     model = load_model(config.base, config.dtype)
     freeze_for_expert_training(model, _token_ids(tokenizer, config.trainable_tokens))
-    examples = load_category_examples(tokenizer, Path(config.output_dir) / "labels", config.category_list, category,
-                                      model)
-    sft = _sft_config(config, Path(config.output_dir) / "experts" / category, config.expert_steps,
-                      config.expert_learning_rate or config.learning_rate)
+    examples = load_category_examples(
+        tokenizer, Path(config.output_dir) / "labels", config.category_list, category, model
+    )
+    sft = _sft_config(
+        config,
+        Path(config.output_dir) / "experts" / category,
+        config.expert_steps,
+        config.expert_learning_rate or config.learning_rate,
+    )
     trainer, _ = run_sft(sft, model, tokenizer, examples)
     _record_resources(config, f"expert {category}", model)
     return trainer.run.path / "final"
@@ -186,8 +195,11 @@ def _sft_config(config: CoEConfig, out: Path, steps: int, lr: float) -> SFTConfi
 # --- step 3 -------------------------------------------------------------------------------------------
 def assemble_step(config: CoEConfig) -> Path:
     quiet_transformers()
-    trained = [earlier_step(Path(config.output_dir) / "experts" / c / "final", "train-experts")
-               for c in config.category_list] if config.expert_init == "trained" else None
+    trained = (
+        [earlier_step(Path(config.output_dir) / "experts" / c / "final", "train-experts") for c in config.category_list]
+        if config.expert_init == "trained"
+        else None
+    )
     tokenizer = load_tokenizer(config.base)
     base = load_model(config.base, config.dtype)
     experts = None if trained is None else [load_model(path, config.dtype) for path in trained]
@@ -209,10 +221,16 @@ def train_router_step(config: CoEConfig) -> Path:
         for e in examples:
             e.reference %= config.expert_count
     stage2 = _sft_config(config, out / "stage2", config.steps, config.learning_rate)
-    trainer = Trainer(stage2, model, tokenizer, ExampleStream(examples, config.batch_size, seed=config.seed),
-                      progress_keys=("loss", "router_loss"))
-    algorithm = CoEExpertUtilization(tokenizer.pad_token_id, model, config.top_k, config.router_loss,
-                                     config.router_loss_coef)
+    trainer = Trainer(
+        stage2,
+        model,
+        tokenizer,
+        ExampleStream(examples, config.batch_size, seed=config.seed),
+        progress_keys=("loss", "router_loss"),
+    )
+    algorithm = CoEExpertUtilization(
+        tokenizer.pad_token_id, model, config.top_k, config.router_loss, config.router_loss_coef
+    )
     try:
         trainer.train(algorithm)
     finally:
@@ -222,8 +240,13 @@ def train_router_step(config: CoEConfig) -> Path:
 
 
 # --- step 6 -------------------------------------------------------------------------------------------
-def inspect_step(model_path: str, out_dir: str | Path, prompts: dict[str, list[str]], expert_names: list[str],
-                 max_new_tokens: int = 32) -> dict:
+def inspect_step(
+    model_path: str,
+    out_dir: str | Path,
+    prompts: dict[str, list[str]],
+    expert_names: list[str],
+    max_new_tokens: int = 32,
+) -> dict:
     """Routing PNG + HTML for one prompt per category and expert usage over all given prompts."""
     quiet_transformers()
     tokenizer, model = load_tokenizer(model_path), load_model(model_path)
@@ -231,23 +254,34 @@ def inspect_step(model_path: str, out_dir: str | Path, prompts: dict[str, list[s
         raise MentorError(f"{model_path} is not an MoE model: inspect the output of mentor coe (stage2/final)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    traces = [{**routing_trace(model, tokenizer, p, max_new_tokens), "category": c}
-              for c, ps in prompts.items() for p in ps]
+    traces = [
+        {**routing_trace(model, tokenizer, p, max_new_tokens), "category": c} for c, ps in prompts.items() for p in ps
+    ]
     shown = [next(t for t in traces if t["category"] == c) for c in prompts]
-    names = expert_names if len(expert_names) == model.config.num_local_experts \
+    names = (
+        expert_names
+        if len(expert_names) == model.config.num_local_experts
         else [f"e{i}" for i in range(model.config.num_local_experts)]
+    )
     usage = expert_usage(traces, len(names))
     (out / "usage.json").write_text(json.dumps({"experts": names, "usage": usage}, indent=1))
-    return {"png": str(plot_routing(shown, names, out / "routing.png")),
-            "html": str(routing_html(shown, names, out / "routing.html")), "usage": usage, "experts": names}
+    return {
+        "png": str(plot_routing(shown, names, out / "routing.png")),
+        "html": str(routing_html(shown, names, out / "routing.html")),
+        "usage": usage,
+        "experts": names,
+    }
 
 
 def labelled_prompts(labels_dir: Path, categories: list[str], per_category: int = 8) -> dict[str, list[str]]:
     """The user text of the first records of each non-empty category (``prompt``, or ``messages``' user turns)."""
     earlier_step(labels_dir, "label")
     paths = {category: _labelled(labels_dir, category) for category in categories}
-    return {category: [record_text(r) for r in read_jsonl(path)[:per_category]]
-            for category, path in paths.items() if path is not None}
+    return {
+        category: [record_text(r) for r in read_jsonl(path)[:per_category]]
+        for category, path in paths.items()
+        if path is not None
+    }
 
 
 def _labelled(labels_dir: Path, category: str) -> Path | None:

@@ -32,13 +32,20 @@ def routing_loss_per_token(logits: torch.Tensor, labels: torch.Tensor, top_k: in
         labelled = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         return torch.relu(kth_largest - labelled)  # = max(0, -(C - K_th))
     if kind == "ce":
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                               reduction="none").reshape(labels.shape)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none").reshape(
+            labels.shape
+        )
     raise MentorError(f"--router-loss {kind!r} is unknown: use {', '.join(ROUTER_LOSSES)}")
 
 
-def routing_loss(layer_logits: list[torch.Tensor], labels: torch.Tensor, mask: torch.Tensor, top_k: int,
-                 kind: str, num_tokens: int | None = None) -> torch.Tensor:
+def routing_loss(
+    layer_logits: list[torch.Tensor],
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    top_k: int,
+    kind: str,
+    num_tokens: int | None = None,
+) -> torch.Tensor:
     """Per-layer loss over masked tokens, averaged over layers.
 
     ``layer_logits``: one ``[B*T, E]`` (or ``[B, T, E]``) tensor per MoE layer; ``labels``: ``[B]`` expert
@@ -48,8 +55,10 @@ def routing_loss(layer_logits: list[torch.Tensor], labels: torch.Tensor, mask: t
     batch, length = mask.shape
     token_labels = labels.view(batch, 1).expand(batch, length)
     denominator = max(num_tokens if num_tokens is not None else float(mask.sum()), 1)
-    per_layer = [(routing_loss_per_token(logits.view(batch, length, -1), token_labels, top_k, kind) * mask).sum()
-                 for logits in layer_logits]
+    per_layer = [
+        (routing_loss_per_token(logits.view(batch, length, -1), token_labels, top_k, kind) * mask).sum()
+        for logits in layer_logits
+    ]
     return torch.stack(per_layer).mean() / denominator
 
 
@@ -93,8 +102,9 @@ class CoEExpertUtilization(SupervisedFineTuning):
 
     name = "coe"
 
-    def __init__(self, pad_id: int, model: nn.Module, top_k: int, router_loss: str = "margin",
-                 router_loss_coef: float = 1.0):
+    def __init__(
+        self, pad_id: int, model: nn.Module, top_k: int, router_loss: str = "margin", router_loss_coef: float = 1.0
+    ):
         super().__init__(pad_id)
         if router_loss not in ROUTER_LOSSES:
             raise MentorError(f"--router-loss {router_loss!r} is unknown: use {', '.join(ROUTER_LOSSES)}")
@@ -117,6 +127,12 @@ class CoEExpertUtilization(SupervisedFineTuning):
         logits = self.recorder.take()
         if self.router_loss == "none" or not logits:
             return torch.zeros(()), {}
-        loss = routing_loss(logits, micro.categories.to(micro.loss_mask.device), micro.loss_mask, self.top_k,
-                            self.router_loss, num_tokens)
+        loss = routing_loss(
+            logits,
+            micro.categories.to(micro.loss_mask.device),
+            micro.loss_mask,
+            self.top_k,
+            self.router_loss,
+            num_tokens,
+        )
         return self.coef * loss, {"router_loss": float(loss.detach())}

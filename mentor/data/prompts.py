@@ -32,8 +32,9 @@ class Example:
 
 def read_data_file(path: str | Path) -> bytes:
     """A data file's bytes, or one line saying why there are none."""
-    return read_user_file(path, "data file", missing="check the path",
-                          not_a_file=f"pass a {Path(path).suffix or '.jsonl'} file")
+    return read_user_file(
+        path, "data file", missing="check the path", not_a_file=f"pass a {Path(path).suffix or '.jsonl'} file"
+    )
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -54,10 +55,13 @@ def parse_jsonl(lines: list[bytes], where: str) -> list[dict]:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as exc:
             reason = getattr(exc, "msg", "nested too deeply")
-            raise MentorError(f"{where}:{number}: not valid JSON ({reason}); each line must be one JSON object") from None
+            raise MentorError(
+                f"{where}:{number}: not valid JSON ({reason}); each line must be one JSON object"
+            ) from None
         if not isinstance(record, dict):
-            raise MentorError(f"{where}:{number}: expected a JSON object such as {{\"prompt\": \"...\"}}, "
-                              f"got {type(record).__name__}")
+            raise MentorError(
+                f'{where}:{number}: expected a JSON object such as {{"prompt": "..."}}, got {type(record).__name__}'
+            )
         records.append(record)
     if not records:
         raise MentorError(f"{where} holds no records: write one JSON object per line")
@@ -103,8 +107,9 @@ def parse_example(record: dict, where: str, need_completion: bool = False) -> Ex
     if need_completion and not isinstance(example.completion, str):
         raise MentorError(f"{where}: SFT needs a 'completion' field or a final assistant message")
     _read_teacher_fields(example, record, where)
-    example.meta = {k: v for k, v in record.items()
-                    if k not in ("prompt", "messages", "completion", "response", *TEACHER_FIELDS)}
+    example.meta = {
+        k: v for k, v in record.items() if k not in ("prompt", "messages", "completion", "response", *TEACHER_FIELDS)
+    }
     return example
 
 
@@ -114,16 +119,20 @@ TEACHER_FIELDS = ("teacher_prompt", "teacher_messages", "context")  # what the t
 def _read_teacher_fields(example: Example, record: dict, where: str) -> None:
     given = [name for name in TEACHER_FIELDS if record.get(name) is not None]
     if len(given) > 1:
-        raise MentorError(f"{where}: give the teacher one of 'teacher_prompt', 'teacher_messages' or 'context', "
-                          f"not {' and '.join(map(repr, given))}")
+        raise MentorError(
+            f"{where}: give the teacher one of 'teacher_prompt', 'teacher_messages' or 'context', "
+            f"not {' and '.join(map(repr, given))}"
+        )
     if not given:
         return
     name, value = given[0], record[given[0]]
     if name == "teacher_messages":
         example.teacher_messages = _check_messages(value, f"{where}: teacher_messages")
         if value[-1]["role"] == "assistant":
-            raise MentorError(f"{where}: 'teacher_messages' ends with an assistant turn: end it where the student's "
-                              "completion starts (a user turn)")
+            raise MentorError(
+                f"{where}: 'teacher_messages' ends with an assistant turn: end it where the student's "
+                "completion starts (a user turn)"
+            )
     elif not isinstance(value, str) or not value.strip():
         raise MentorError(f"{where}: {name!r} must be a non-empty string")
     else:
@@ -137,8 +146,9 @@ _PLACEHOLDER = re.compile(r"\{(context|prompt)\}")
 def check_context_template(template: str) -> None:
     missing = [name for name in ("{context}", "{prompt}") if name not in template]
     if missing:
-        raise MentorError(f"--teacher-context-template needs {' and '.join(missing)}: e.g. "
-                          f"{DEFAULT_CONTEXT_TEMPLATE!r}")
+        raise MentorError(
+            f"--teacher-context-template needs {' and '.join(missing)}: e.g. {DEFAULT_CONTEXT_TEMPLATE!r}"
+        )
 
 
 def fill_context(template: str, context: str, prompt: str) -> str:
@@ -150,14 +160,18 @@ def read_context(value: str) -> str:
     """``--teacher-context``: a file's text when ``value`` names a file, otherwise ``value`` itself."""
     if os.path.isfile(value):
         try:
-            return read_user_file(value, "teacher context file", missing="check the path",
-                                  not_a_file="pass a text file").decode("utf-8")
+            return read_user_file(
+                value, "teacher context file", missing="check the path", not_a_file="pass a text file"
+            ).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise MentorError(f"teacher context file {value!r}: not UTF-8 text (byte {exc.start}): save it as "
-                              "UTF-8") from None
+            raise MentorError(
+                f"teacher context file {value!r}: not UTF-8 text (byte {exc.start}): save it as UTF-8"
+            ) from None
     if not any(c.isspace() for c in value) and re.search(r"[/\\]|\.(txt|md|json|jsonl)$", value):
-        raise MentorError(f"--teacher-context {value!r} looks like a path but no such file exists: check the path "
-                          "(or write the context itself, with spaces)")
+        raise MentorError(
+            f"--teacher-context {value!r} looks like a path but no such file exists: check the path "
+            "(or write the context itself, with spaces)"
+        )
     return value
 
 
@@ -256,8 +270,12 @@ class TeacherPrompts:
         ``teacher_messages`` always go through the teacher's chat template; ``teacher_prompt`` and a context are
         encoded as the student's prompt is (in the chat template when it is); in a chat a context is filled
         into the last user message."""
-        if example.teacher_messages is None and example.teacher_prompt is None and example.context is None \
-                and self.context is None:
+        if (
+            example.teacher_messages is None
+            and example.teacher_prompt is None
+            and example.context is None
+            and self.context is None
+        ):
             return None
         if callable(self.tokenizer) and not hasattr(self.tokenizer, "get_vocab"):
             self.tokenizer = self.tokenizer()  # loaded once, on first use
@@ -265,14 +283,16 @@ class TeacherPrompts:
         if example.teacher_messages is not None:
             return chat_ids(tokenizer, example.teacher_messages, add_generation_prompt=True)
         if example.teacher_prompt is not None:
-            return encode_prompt(tokenizer, Example(prompt=example.teacher_prompt),
-                                 use_chat_template or example.messages is not None)
+            return encode_prompt(
+                tokenizer, Example(prompt=example.teacher_prompt), use_chat_template or example.messages is not None
+            )
         context = example.context if example.context is not None else self.context
         if context is None:
             return None
         if example.messages is None:
-            return encode_prompt(tokenizer, Example(prompt=fill_context(self.template, context, example.prompt)),
-                                 use_chat_template)
+            return encode_prompt(
+                tokenizer, Example(prompt=fill_context(self.template, context, example.prompt)), use_chat_template
+            )
         messages = [dict(m) for m in example.messages]
         users = [i for i, m in enumerate(messages) if m["role"] == "user"] or [len(messages) - 1]
         messages[users[-1]]["content"] = fill_context(self.template, context, messages[users[-1]]["content"])
@@ -281,8 +301,10 @@ class TeacherPrompts:
     def too_long(self, ids: list[int], where: str) -> str | None:
         """Why ``ids`` cannot be the teacher's prompt (one line naming ``where``), or None when it fits."""
         if self.max_tokens is not None and len(ids) > self.max_tokens:
-            return (f"{where}: the teacher's prompt has {len(ids)} tokens, over the {self.max_tokens} that its "
-                    "context leaves beside --max-new-tokens: shorten the context")
+            return (
+                f"{where}: the teacher's prompt has {len(ids)} tokens, over the {self.max_tokens} that its "
+                "context leaves beside --max-new-tokens: shorten the context"
+            )
         return None
 
 
@@ -291,10 +313,17 @@ def longest_token(tokenizer) -> int:
     return max((len(token) for token in tokenizer.get_vocab()), default=1) or 1
 
 
-def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bool = False,
-                    max_prompt_tokens: int | None = None, long_prompts: str = "skip",
-                    need_completion: bool = False, stop_ids: list[int] | None = None,
-                    teacher: TeacherPrompts | None = None) -> tuple[list[EncodedExample], int]:
+def encode_examples(
+    tokenizer,
+    examples: list[Example],
+    *,
+    use_chat_template: bool = False,
+    max_prompt_tokens: int | None = None,
+    long_prompts: str = "skip",
+    need_completion: bool = False,
+    stop_ids: list[int] | None = None,
+    teacher: TeacherPrompts | None = None,
+) -> tuple[list[EncodedExample], int]:
     """Encode examples; prompts longer than ``max_prompt_tokens`` are skipped (counted) or fail.
 
     ``stop_ids`` (the model's end-of-turn tokens, ``mentor.models.chat.stop_token_ids``) end chat targets.
@@ -310,15 +339,19 @@ def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bo
         chars = len(example.prompt or "") + sum(len(m["content"]) for m in example.messages or [])
         if max_chars and chars > max_chars:
             if long_prompts == "fail":
-                raise MentorError(f"example {i + 1}: prompt has {chars} characters, far over the limit of "
-                                  f"{max_prompt_tokens} tokens: shorten it or pass --long-prompts skip")
+                raise MentorError(
+                    f"example {i + 1}: prompt has {chars} characters, far over the limit of "
+                    f"{max_prompt_tokens} tokens: shorten it or pass --long-prompts skip"
+                )
             skipped += 1
             continue
         ids = encode_prompt(tokenizer, example, use_chat_template)
         if max_prompt_tokens and len(ids) > max_prompt_tokens:
             if long_prompts == "fail":
-                raise MentorError(f"example {i + 1}: prompt has {len(ids)} tokens, over the limit of "
-                                  f"{max_prompt_tokens}: shorten it or pass --long-prompts skip")
+                raise MentorError(
+                    f"example {i + 1}: prompt has {len(ids)} tokens, over the limit of "
+                    f"{max_prompt_tokens}: shorten it or pass --long-prompts skip"
+                )
             skipped += 1
             continue
         teacher_ids = teacher.encode(example, use_chat_template) if teacher is not None else None
@@ -332,10 +365,14 @@ def encode_examples(tokenizer, examples: list[Example], *, use_chat_template: bo
         text = example.prompt if example.prompt is not None else example.messages[-1]["content"]
         encoded.append(EncodedExample(ids, completion, text, example.answer, teacher_prompt_ids=teacher_ids))
     if not encoded and teacher_skipped:
-        raise MentorError(f"all {skipped} prompts are too long, {teacher_skipped} of them the teacher's (over "
-                          f"{teacher.max_tokens} tokens with its context): shorten the context or lower "
-                          "--max-new-tokens")
+        raise MentorError(
+            f"all {skipped} prompts are too long, {teacher_skipped} of them the teacher's (over "
+            f"{teacher.max_tokens} tokens with its context): shorten the context or lower "
+            "--max-new-tokens"
+        )
     if not encoded:
-        raise MentorError(f"all {skipped} prompts are longer than {max_prompt_tokens} tokens: raise "
-                          "--max-prompt-tokens or use a model with a longer context")
+        raise MentorError(
+            f"all {skipped} prompts are longer than {max_prompt_tokens} tokens: raise "
+            "--max-prompt-tokens or use a model with a longer context"
+        )
     return encoded, skipped

@@ -26,15 +26,30 @@ from mentor.tasks.graders import numeric_match
 MAX_EXPRESSION_CHARS = 200
 MAX_MAGNITUDE = 1e30  # larger intermediate values are refused (no 10**10**10)
 
-TOOL = {"type": "function", "function": {
-    "name": "calculator",
-    "description": "Evaluate an arithmetic expression (numbers, + - * / // % ** and parentheses) and return its value.",
-    "parameters": {"type": "object", "properties": {
-        "expression": {"type": "string", "description": "for example 3*(4+5)/2"}}, "required": ["expression"]}}}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate an arithmetic expression (numbers, + - * / // % ** and parentheses) and return "
+        "its value.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string", "description": "for example 3*(4+5)/2"}},
+            "required": ["expression"],
+        },
+    },
+}
 PLAIN_NAME = "calc"
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
@@ -63,8 +78,9 @@ def _value(node: ast.AST) -> int | float:
         return _UNARY[type(node.op)](_value(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _value(node.left), _value(node.right)
-        if isinstance(node.op, ast.Pow) and (abs(right) > 64 or (abs(left) > 1 and
-                                                                 abs(right) * math.log10(abs(left)) > 30)):
+        if isinstance(node.op, ast.Pow) and (
+            abs(right) > 64 or (abs(left) > 1 and abs(right) * math.log10(abs(left)) > 30)
+        ):
             raise CalculatorError("power too large")
         try:
             return _bounded(_BINARY[type(node.op)](left, right))
@@ -76,8 +92,11 @@ def _value(node: ast.AST) -> int | float:
 
 
 def _bounded(value) -> int | float:
-    if isinstance(value, complex) or (isinstance(value, float) and not math.isfinite(value)) \
-            or abs(value) > MAX_MAGNITUDE:
+    if (
+        isinstance(value, complex)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or abs(value) > MAX_MAGNITUDE
+    ):
         raise CalculatorError("value out of range")
     return value
 
@@ -123,5 +142,6 @@ class Calculator:
         return EnvReply("tool_result", calculate(arguments["expression"]))
 
 
-register_env(EnvSpec("calculator", Calculator, "a Python-expression calculator tool; the final answer is graded "
-                                               "like GSM8K"))
+register_env(
+    EnvSpec("calculator", Calculator, "a Python-expression calculator tool; the final answer is graded like GSM8K")
+)

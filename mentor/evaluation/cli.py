@@ -23,8 +23,8 @@ from mentor.models.chat import has_chat_template
 from mentor.models.loading import load_model, load_tokenizer
 from mentor.recipes.common import quiet_transformers
 from mentor.tasks.base import Problem
-from mentor.tasks.registry import get_task
 from mentor.tasks.graders import get_grader, ifeval_result
+from mentor.tasks.registry import get_task
 from mentor.train.progress import console
 
 stdout = Console()  # results; ``console`` (stderr) keeps the notes
@@ -37,8 +37,10 @@ def resolve_model_path(path: str) -> str:
     if not (Path(path) / "config.yaml").exists():
         return path
     if not final.is_dir():
-        raise MentorError(f"{path} is a run directory without final/ (the run has not finished): run its command "
-                          "again to finish it, or evaluate a model directory")
+        raise MentorError(
+            f"{path} is a run directory without final/ (the run has not finished): run its command "
+            "again to finish it, or evaluate a model directory"
+        )
     return str(final)
 
 
@@ -65,11 +67,15 @@ def run_eval(args) -> dict:
     if args.size < 1 or args.samples < 1 or not 1 <= k <= args.samples:
         raise MentorError("--size and --samples must be at least 1, and --k between 1 and --samples")
     if args.max_new_tokens < 1:
-        raise MentorError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens}): the answer is sampled "
-                          "within this many tokens")
+        raise MentorError(
+            f"--max-new-tokens must be at least 1 (got {args.max_new_tokens}): the answer is sampled "
+            "within this many tokens"
+        )
     if args.samples > 1 and not args.temperature > 0:
-        raise MentorError(f"--samples {args.samples} at --temperature {args.temperature} draws the same greedy "
-                          "answer every time, so pass@k would be pass@1: use a temperature above 0 (e.g. 0.8)")
+        raise MentorError(
+            f"--samples {args.samples} at --temperature {args.temperature} draws the same greedy "
+            "answer every time, so pass@k would be pass@1: use a temperature above 0 (e.g. 0.8)"
+        )
     path = resolve_model_path(args.model)
     task = get_task(args.task)  # a built-in name, or SCHEMA:PATH for a local gsm8k/math/humaneval/ifeval file
     if getattr(args, "grader", ""):
@@ -85,15 +91,26 @@ def run_eval(args) -> dict:
     samples, instructions = [], []  # a record per (problem, sample); IFEval's verdicts per sample
     start = time.perf_counter()
     for sample in range(args.samples):
-        result = evaluate(model, tokenizer, task, problems, args.max_new_tokens, greedy=greedy,
-                          temperature=args.temperature, chat_template=chat_template, sampler=sampler)
+        result = evaluate(
+            model,
+            tokenizer,
+            task,
+            problems,
+            args.max_new_tokens,
+            greedy=greedy,
+            temperature=args.temperature,
+            chat_template=chat_template,
+            sampler=sampler,
+        )
         passes = [count + ok for count, ok in zip(passes, result.correct)]
         for index, (problem, completion, ok) in enumerate(zip(problems, result.completions, result.correct)):
             samples.append(_record(index, sample, problem, completion, ok))
             if is_ifeval:
                 instructions.append(ifeval_result(completion, problem))
-                samples[-1].update(reference={k: problem.meta[k] for k in ("instruction_id_list", "kwargs")},
-                                   **instructions[-1].as_record())
+                samples[-1].update(
+                    reference={k: problem.meta[k] for k in ("instruction_id_list", "kwargs")},
+                    **instructions[-1].as_record(),
+                )
     seconds = time.perf_counter() - start
     if sampler is not None:
         sampler.close()
@@ -106,12 +123,24 @@ def run_eval(args) -> dict:
         scores = ifeval_scores(instructions)
     _print_table(task.name, len(problems), path, scores, seconds, chat_template)
     for record in samples[: args.show]:
-        stdout.print(f"  {escape(record['prompt'])}{escape(record['completion'])}   "
-                     f"[dim](reference {escape(str(record['reference']))})[/]", highlight=False, soft_wrap=True)
+        stdout.print(
+            f"  {escape(record['prompt'])}{escape(record['completion'])}   "
+            f"[dim](reference {escape(str(record['reference']))})[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     records_path = _write_records(records_path, samples)
     stdout.print(f"per-sample records: {records_path}", highlight=False, soft_wrap=True)
-    record = {"task": task.name, "metric": metric, "accuracy": accuracy, "problems": len(problems), "model": path,
-              "chat_template": chat_template, "seconds": round(seconds, 1), "records": str(records_path)}
+    record = {
+        "task": task.name,
+        "metric": metric,
+        "accuracy": accuracy,
+        "problems": len(problems),
+        "model": path,
+        "chat_template": chat_template,
+        "seconds": round(seconds, 1),
+        "records": str(records_path),
+    }
     if is_ifeval:
         record["ifeval"] = scores
     if path != args.model:  # a run directory: keep the result next to its metrics
@@ -129,8 +158,15 @@ def _engine(args, model, tokenizer, path: str, problems: list[Problem], chat_tem
     from mentor.sample.vllm import VLLMSampler
 
     longest = max(len(encode_prompt(tokenizer, Example(prompt=p.prompt), chat_template)) for p in problems)
-    return VLLMSampler(model, tokenizer, path, args.max_new_tokens, args.temperature, dtype=args.dtype,
-                       max_model_len=longest + args.max_new_tokens)
+    return VLLMSampler(
+        model,
+        tokenizer,
+        path,
+        args.max_new_tokens,
+        args.temperature,
+        dtype=args.dtype,
+        max_model_len=longest + args.max_new_tokens,
+    )
 
 
 def _use_chat_template(args, tokenizer) -> bool:
@@ -138,23 +174,35 @@ def _use_chat_template(args, tokenizer) -> bool:
     (its config.yaml's ``chat_template``), any other model with its chat template when the tokenizer has one."""
     asked = getattr(args, "chat_template", None)
     if asked and not has_chat_template(tokenizer):
-        raise MentorError(f"--chat-template: the tokenizer of {args.model} has no chat template: "
-                          "drop the flag (or pass --no-chat-template)")
+        raise MentorError(
+            f"--chat-template: the tokenizer of {args.model} has no chat template: "
+            "drop the flag (or pass --no-chat-template)"
+        )
     if asked is None and (Path(args.model) / "config.yaml").is_file():
-        trained = (yaml.safe_load((Path(args.model) / "config.yaml").read_text(encoding="utf-8")) or {})
+        trained = yaml.safe_load((Path(args.model) / "config.yaml").read_text(encoding="utf-8")) or {}
         asked = trained.get("chat_template") if isinstance(trained, dict) else None
     return has_chat_template(tokenizer) if asked is None else bool(asked) and has_chat_template(tokenizer)
 
 
 def _record(index: int, sample: int, problem: Problem, completion: str, correct: bool) -> dict:
-    record = {"problem": index, "sample": sample, "prompt": problem.prompt, "completion": completion,
-              "reference": problem.answer or problem.solution, "correct": bool(correct)}
+    record = {
+        "problem": index,
+        "sample": sample,
+        "prompt": problem.prompt,
+        "completion": completion,
+        "reference": problem.answer or problem.solution,
+        "correct": bool(correct),
+    }
     ident = next((problem.meta[k] for k in ("task_id", "unique_id", "key") if k in problem.meta), None)
     return record if ident is None else {"id": ident, **record}
 
 
-_LABELS = {"prompt_strict": "prompt-level strict", "instruction_strict": "instruction-level strict",
-           "prompt_loose": "prompt-level loose", "instruction_loose": "instruction-level loose"}
+_LABELS = {
+    "prompt_strict": "prompt-level strict",
+    "instruction_strict": "instruction-level strict",
+    "prompt_loose": "prompt-level loose",
+    "instruction_loose": "instruction-level loose",
+}
 
 
 def _print_table(name: str, size: int, model: str, scores: dict, seconds: float, chat_template: bool) -> None:

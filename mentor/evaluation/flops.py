@@ -27,14 +27,13 @@ from fractions import Fraction
 from torch import nn
 
 
-
 @dataclass(frozen=True)
 class MatmulParams:
     total: int  # weights in matrix multiplies (frozen and trainable)
     trainable: int  # of those, the ones that get weight gradients
 
     @classmethod
-    def of(cls, model: nn.Module) -> "MatmulParams":
+    def of(cls, model: nn.Module) -> MatmulParams:
         """Weights one token meets in matrix multiplies: linear layers, the active share of MoE experts, routers."""
         share = _token_share(model)
         total = trainable = Fraction(0)

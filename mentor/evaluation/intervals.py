@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -20,8 +20,13 @@ def wilson_interval(correct: int | float, total: int, z: float = Z95) -> tuple[f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def binomial_bootstrap(accuracies: Sequence[float], sizes: Sequence[int], statistic: Callable[[np.ndarray], object],
-                       replicates: int = 2000, seed: int = 0) -> np.ndarray:
+def binomial_bootstrap(
+    accuracies: Sequence[float],
+    sizes: Sequence[int],
+    statistic: Callable[[np.ndarray], object],
+    replicates: int = 2000,
+    seed: int = 0,
+) -> np.ndarray:
     """``statistic`` over accuracies redrawn as Binomial(size, accuracy) / size, once per replicate.
 
     A parametric bootstrap: each measured accuracy is taken as the truth of its own evaluation set and drawn
@@ -38,12 +43,15 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     """The central ``level`` share of bootstrap values, picked from the values themselves (inf is kept as inf)."""
     tail = (1 - level) / 2
     ordered = np.sort(np.asarray(values, dtype=float))
-    return (float(np.quantile(ordered, tail, method="inverted_cdf")),
-            float(np.quantile(ordered, 1 - tail, method="inverted_cdf")))
+    return (
+        float(np.quantile(ordered, tail, method="inverted_cdf")),
+        float(np.quantile(ordered, 1 - tail, method="inverted_cdf")),
+    )
 
 
-def paired_difference_interval(a: Sequence[float], b: Sequence[float], replicates: int = 2000, seed: int = 0,
-                               level: float = 0.95) -> tuple[float, float]:
+def paired_difference_interval(
+    a: Sequence[float], b: Sequence[float], replicates: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap of ``mean(a) - mean(b)`` over items scored twice (the same items resampled for both)."""
     a_, b_ = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     picks = np.random.default_rng(seed).integers(0, len(a_), size=(replicates, len(a_)))

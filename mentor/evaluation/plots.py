@@ -10,8 +10,13 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_training(history: list[dict], path: str | Path, title: str, references: dict[str, float] | None = None,
-                  curves: dict[str, list[dict]] | None = None) -> Path:
+def plot_training(
+    history: list[dict],
+    path: str | Path,
+    title: str,
+    references: dict[str, float] | None = None,
+    curves: dict[str, list[dict]] | None = None,
+) -> Path:
     """Accuracy vs step (with horizontal reference lines, e.g. the teacher) and reverse KL vs step."""
     curves = curves or {"student": history}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))

@@ -24,8 +24,10 @@ def stop_token_ids(tokenizer, model: nn.Module | None = None) -> list[int]:
         if isinstance(value, int) and value not in ids:
             ids.append(value)
     if not ids:
-        raise MentorError("the tokenizer defines no EOS token and the model's generation config lists none: "
-                          "set eos_token in tokenizer_config.json or eos_token_id in generation_config.json")
+        raise MentorError(
+            "the tokenizer defines no EOS token and the model's generation config lists none: "
+            "set eos_token in tokenizer_config.json or eos_token_id in generation_config.json"
+        )
     return ids
 
 
@@ -35,8 +37,10 @@ def has_chat_template(tokenizer) -> bool:
 
 def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
     if not has_chat_template(tokenizer):
-        raise MentorError("this data needs a chat template but the tokenizer has none: "
-                          "use plain 'prompt' records or a tokenizer with a chat_template")
+        raise MentorError(
+            "this data needs a chat template but the tokenizer has none: "
+            "use plain 'prompt' records or a tokenizer with a chat_template"
+        )
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
@@ -46,8 +50,10 @@ def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> li
 def check_prompt_messages(messages: list[dict], where: str = "prompt") -> None:
     """A prompt asks for the next assistant turn: it cannot already end with one."""
     if messages and messages[-1].get("role") == "assistant":
-        raise MentorError(f"{where}: the chat ends with an assistant turn, so there is nothing for the model to "
-                          "answer: end prompts with a user turn (or train on it with sft)")
+        raise MentorError(
+            f"{where}: the chat ends with an assistant turn, so there is nothing for the model to "
+            "answer: end prompts with a user turn (or train on it with sft)"
+        )
 
 
 def assistant_turn_ids(tokenizer, prompt_messages: list[dict], content: str, stop_ids: list[int]) -> list[int]:
@@ -58,22 +64,28 @@ def assistant_turn_ids(tokenizer, prompt_messages: list[dict], content: str, sto
     because sampling stops there.
     """
     prompt = chat_ids(tokenizer, prompt_messages, add_generation_prompt=True)
-    full = chat_ids(tokenizer, prompt_messages + [{"role": "assistant", "content": content}],
-                    add_generation_prompt=False)
+    full = chat_ids(
+        tokenizer, prompt_messages + [{"role": "assistant", "content": content}], add_generation_prompt=False
+    )
     if full[: len(prompt)] != prompt:
-        raise MentorError("the chat template renders the conversation differently with and without the "
-                          "assistant turn, so the turn cannot be cut out of it: use a template whose generation "
-                          "prompt is a prefix of the rendered assistant turn")
-    turn = full[len(prompt):]
+        raise MentorError(
+            "the chat template renders the conversation differently with and without the "
+            "assistant turn, so the turn cannot be cut out of it: use a template whose generation "
+            "prompt is a prefix of the rendered assistant turn"
+        )
+    turn = full[len(prompt) :]
     ends = [i for i, token in enumerate(turn) if token in stop_ids]
     if not ends:
-        raise MentorError(f"the chat template ends an assistant turn with none of the model's end-of-turn tokens "
-                          f"{stop_ids}: add the template's end-of-turn token to generation_config.eos_token_id")
+        raise MentorError(
+            f"the chat template ends an assistant turn with none of the model's end-of-turn tokens "
+            f"{stop_ids}: add the template's end-of-turn token to generation_config.eos_token_id"
+        )
     return turn[: ends[0] + 1]
 
 
-def describe_differences(student_tokenizer, teacher_tokenizer, student_stops: list[int],
-                         teacher_stops: list[int]) -> list[str]:
+def describe_differences(
+    student_tokenizer, teacher_tokenizer, student_stops: list[int], teacher_stops: list[int]
+) -> list[str]:
     """What a teacher and student disagree on about turns (the teacher grades text formatted for the student)."""
     problems = []
     if (student_tokenizer.chat_template or "") != (getattr(teacher_tokenizer, "chat_template", None) or ""):

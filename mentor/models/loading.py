@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -63,14 +62,17 @@ def _source_kwargs(path: str, what: str) -> tuple[str, dict]:
         local = Path(path).expanduser()
         ggufs = sorted(local.glob("*.gguf")) if local.is_dir() and not (local / "config.json").exists() else []
         if ggufs:  # a llama.cpp / Ollama folder: transformers would fail on its missing tokenizer files
-            raise MentorError(f"{what} {path!r} holds GGUF files, not a transformers model: pass the file itself, "
-                              f"e.g. {str(ggufs[0])!r}")
+            raise MentorError(
+                f"{what} {path!r} holds GGUF files, not a transformers model: pass the file itself, "
+                f"e.g. {str(ggufs[0])!r}"
+            )
         return path, {}
     try:
         import gguf  # noqa: F401  (transformers' GGUF reader needs it)
     except ImportError:
-        raise MentorError(f"{what} {path!r} is a GGUF file, which needs the gguf package: "
-                          "pip install 'mentor[gguf]'") from None
+        raise MentorError(
+            f"{what} {path!r} is a GGUF file, which needs the gguf package: pip install 'mentor[gguf]'"
+        ) from None
     return directory, {"gguf_file": gguf_file}
 
 
@@ -81,8 +83,10 @@ def load_tokenizer(path: str, what: str = "model"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except Exception as exc:  # the tokenizers library raises bare Exceptions and KeyErrors on corrupt files
-        raise MentorError(f"cannot load the {what} tokenizer from {path!r} ({_reason(exc)}): check its "
-                          "tokenizer files (tokenizer.json, tokenizer_config.json)") from None
+        raise MentorError(
+            f"cannot load the {what} tokenizer from {path!r} ({_reason(exc)}): check its "
+            "tokenizer files (tokenizer.json, tokenizer_config.json)"
+        ) from None
     if tokenizer.pad_token_id is None:
         # generation and batching need a pad id; EOS is the common choice and is masked out anyway. It is
         # mentor's choice, not the model's: save_pretrained leaves it out of the saved tokenizer.
@@ -91,8 +95,7 @@ def load_tokenizer(path: str, what: str = "model"):
     return tokenizer
 
 
-def load_model(path: str, dtype: str = "float32", device: str | torch.device = "cpu",
-               what: str = "model") -> nn.Module:
+def load_model(path: str, dtype: str = "float32", device: str | torch.device = "cpu", what: str = "model") -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     source, kwargs = _source_kwargs(path, what)
@@ -100,20 +103,25 @@ def load_model(path: str, dtype: str = "float32", device: str | torch.device = "
         kwargs.update(_dequantized(kwargs["gguf_file"]))
     local = Path(source).expanduser()
     if "gguf_file" not in kwargs and local.is_dir() and not (local / "config.json").is_file():
-        raise MentorError(f"{what} {path!r} holds no config.json: pass the directory a model was saved to "
-                          "(config.json and weights)")
+        raise MentorError(
+            f"{what} {path!r} holds no config.json: pass the directory a model was saved to (config.json and weights)"
+        )
     dtype_ = resolve_dtype(dtype)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype_, output_loading_info=True, **kwargs)
     except Exception as exc:  # safetensors, json and torch raise their own types on corrupt or cut files
-        raise MentorError(f"cannot load the {what} from {path!r} ({_reason(exc)}): check that its config.json and "
-                          "weight files are complete") from None
+        raise MentorError(
+            f"cannot load the {what} from {path!r} ({_reason(exc)}): check that its config.json and "
+            "weight files are complete"
+        ) from None
     if "gguf_file" not in kwargs:
         _check_loaded_weights(path, what, info)
     for name, tensor in model.state_dict().items():  # a damaged checkpoint must not train into a "result"
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise MentorError(f"the {what} {path!r} holds weights that are not finite ({name} has NaN or inf): "
-                              "the checkpoint is damaged; use another one")
+            raise MentorError(
+                f"the {what} {path!r} holds weights that are not finite ({name} has NaN or inf): "
+                "the checkpoint is damaged; use another one"
+            )
     return model.to(device)
 
 
@@ -125,15 +133,22 @@ def _reason(exc: Exception) -> str:
 def _check_loaded_weights(path: str, what: str, info: dict) -> None:
     """Every tensor of the weights found its place in the architecture config.json names, and vice versa:
     a ``model_type`` that does not match the weights would otherwise drop or re-initialise tensors silently."""
-    problems = [(kind, list(info.get(key) or [])) for kind, key in
-                (("unused by the architecture", "unexpected_keys"), ("missing from the weights", "missing_keys"),
-                 ("of another shape", "mismatched_keys"))]
+    problems = [
+        (kind, list(info.get(key) or []))
+        for kind, key in (
+            ("unused by the architecture", "unexpected_keys"),
+            ("missing from the weights", "missing_keys"),
+            ("of another shape", "mismatched_keys"),
+        )
+    ]
     problems = [(kind, keys) for kind, keys in problems if keys]
     if problems:
         kind, keys = problems[0]
         first = keys[0][0] if isinstance(keys[0], tuple) else keys[0]
-        raise MentorError(f"the {what} {path!r} does not match its config.json: {len(keys)} tensors {kind} (e.g. "
-                          f"{first}): check model_type and the architecture in config.json")
+        raise MentorError(
+            f"the {what} {path!r} does not match its config.json: {len(keys)} tensors {kind} (e.g. "
+            f"{first}): check model_type and the architecture in config.json"
+        )
 
 
 def _dequantized(gguf_file: str) -> dict:
@@ -162,7 +177,8 @@ def check_same_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
         raise MentorError(
             f"teacher and student tokenizers differ ({len(t_vocab)} vs {len(s_vocab)} tokens, {differing} "
             "entries differ): token-level distillation needs one vocabulary, so pick a teacher from the "
-            "student's model family")
+            "student's model family"
+        )
 
 
 def check_heads_cover_vocabulary(tokenizer, student_model: nn.Module, teacher_model: nn.Module) -> None:
@@ -170,8 +186,10 @@ def check_heads_cover_vocabulary(tokenizer, student_model: nn.Module, teacher_mo
     s_rows = student_model.get_output_embeddings().weight.shape[0]
     t_rows = teacher_model.get_output_embeddings().weight.shape[0]
     if min(s_rows, t_rows) < len(tokenizer):
-        raise MentorError(f"a model's output layer ({s_rows} or {t_rows} rows) is smaller than its "
-                          f"tokenizer ({len(tokenizer)} tokens): the checkpoint and tokenizer do not belong together")
+        raise MentorError(
+            f"a model's output layer ({s_rows} or {t_rows} rows) is smaller than its "
+            f"tokenizer ({len(tokenizer)} tokens): the checkpoint and tokenizer do not belong together"
+        )
 
 
 def context_length(model: nn.Module) -> int | None:
@@ -183,19 +201,23 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
-def apply_lora(model: nn.Module, rank: int, alpha: float, target_modules: list[str] | str,
-               dropout: float = 0.0) -> nn.Module:
+def apply_lora(
+    model: nn.Module, rank: int, alpha: float, target_modules: list[str] | str, dropout: float = 0.0
+) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM"
+    )
     try:
         return get_peft_model(model, config)
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-        raise MentorError(f"--lora-target-modules {target_modules if isinstance(target_modules, str) else ','.join(target_modules)} "
-                          f"matches no layer this model can adapt ({_reason(exc)[:80]}): use all-linear or some "
-                          f"of {','.join(names[:8])}") from None
+        raise MentorError(
+            f"--lora-target-modules {target_modules if isinstance(target_modules, str) else ','.join(target_modules)} "
+            f"matches no layer this model can adapt ({_reason(exc)[:80]}): use all-linear or some "
+            f"of {','.join(names[:8])}"
+        ) from None
 
 
 def is_peft(model: nn.Module) -> bool:

@@ -84,8 +84,9 @@ def token_logprobs(
     """
     hidden = last_hidden_states(model, input_ids, attention_mask)
     wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
-    return logprobs_from_hidden(model, hidden, input_ids, wanted, temperature=temperature,
-                                with_entropy=with_entropy, chunk_size=chunk_size)
+    return logprobs_from_hidden(
+        model, hidden, input_ids, wanted, temperature=temperature, with_entropy=with_entropy, chunk_size=chunk_size
+    )
 
 
 def last_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -93,9 +94,16 @@ def last_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask
     return causal_lm_of(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor, wanted: torch.Tensor, *,
-                         temperature: float = 1.0, with_entropy: bool = False,
-                         chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def logprobs_from_hidden(
+    model: nn.Module,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    wanted: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``token_logprobs`` from precomputed hidden states, at the bool ``[B, T]`` positions ``wanted``."""
     causal_lm = causal_lm_of(model)
     wanted = wanted.bool().clone()
@@ -129,8 +137,9 @@ def logprobs_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torc
     return out, entropy
 
 
-def naive_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         temperature: float = 1.0) -> torch.Tensor:
+def naive_token_logprobs(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Reference implementation: full logits, full float32 log-softmax. For tests and benchmarks."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float() / temperature
     logprobs = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)

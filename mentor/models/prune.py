@@ -67,13 +67,17 @@ class PruneResult:
     def summary(self) -> str:
         share = 1 - self.parameters_after / self.parameters_before
         big = self.parameters_before >= 10**6
-        before, after = ((f"{n / 1e6:.2f}M" if big else f"{n:,}") for n in (self.parameters_before,
-                                                                              self.parameters_after))
-        return (f"dropped layers {', '.join(map(str, self.dropped))} ({self.rule}): {self.layers_before} -> "
-                f"{self.layers_after} layers, parameters {before} -> {after} (-{share:.1%})")
+        before, after = (
+            (f"{n / 1e6:.2f}M" if big else f"{n:,}") for n in (self.parameters_before, self.parameters_after)
+        )
+        return (
+            f"dropped layers {', '.join(map(str, self.dropped))} ({self.rule}): {self.layers_before} -> "
+            f"{self.layers_after} layers, parameters {before} -> {after} (-{share:.1%})"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- the rules
+
 
 def parse_layers(text: str) -> list[int]:
     """``"12,16,20"`` -> [12, 16, 20] (0-based; ranges ``4-7`` allowed); syntax only, range checked later."""
@@ -86,8 +90,10 @@ def parse_layers(text: str) -> list[int]:
         try:
             ids = range(int(first), int(last) + 1) if dash and first else [int(part)]
         except ValueError:
-            raise MentorError(f"--drop {text!r}: {part!r} is not a layer index; give 0-based indices such as "
-                              "12,16,20 or a range 12-15") from None
+            raise MentorError(
+                f"--drop {text!r}: {part!r} is not a layer index; give 0-based indices such as "
+                "12,16,20 or a range 12-15"
+            ) from None
         if dash and first and int(last) < int(first):
             raise MentorError(f"--drop {text!r}: the range {part!r} is empty; write it low-high")
         layers.extend(ids)
@@ -101,8 +107,9 @@ def check_drop(drop: list[int], num_layers: int) -> list[int]:
     seen = set()
     for i in drop:
         if not 0 <= i < num_layers:
-            raise MentorError(f"layer {i} is out of range: the model has {num_layers} decoder layers (0 to "
-                              f"{num_layers - 1})")
+            raise MentorError(
+                f"layer {i} is out of range: the model has {num_layers} decoder layers (0 to {num_layers - 1})"
+            )
         if i in seen:
             raise MentorError(f"layer {i} is named twice: name each layer to drop once")
         seen.add(i)
@@ -117,8 +124,10 @@ def layers_every(num_layers: int, k: int) -> list[int]:
         raise MentorError(f"--drop-every {k}: K must be at least 2 (K=1 would drop every layer)")
     drop = [i for i in range(k - 1, num_layers - 1, k)]
     if not drop:
-        raise MentorError(f"--drop-every {k} drops nothing from a {num_layers}-layer model (the last layer is always "
-                          f"kept): use a smaller K")
+        raise MentorError(
+            f"--drop-every {k} drops nothing from a {num_layers}-layer model (the last layer is always "
+            f"kept): use a smaller K"
+        )
     return drop
 
 
@@ -134,8 +143,10 @@ def layers_evenly(num_layers: int, n: int) -> list[int]:
     if n < 1:
         raise MentorError(f"--drop-evenly {n}: N must be at least 1")
     if n > len(middle):
-        raise MentorError(f"--drop-evenly {n}: the middle half of a {num_layers}-layer model has only {len(middle)} "
-                          f"layers ({middle.start}-{middle.stop - 1}); name the layers with --drop instead")
+        raise MentorError(
+            f"--drop-evenly {n}: the middle half of a {num_layers}-layer model has only {len(middle)} "
+            f"layers ({middle.start}-{middle.stop - 1}); name the layers with --drop instead"
+        )
     width = len(middle) / n
     return [middle.start + math.floor((j + 0.5) * width) for j in range(n)]
 
@@ -153,6 +164,7 @@ def block_influence(model: nn.Module, tokenizer, prompts=INFLUENCE_PROMPTS) -> l
             y = output[0] if isinstance(output, (tuple, list)) else output
             cos = torch.nn.functional.cosine_similarity(x.float().flatten(0, -2), y.float().flatten(0, -2), dim=-1)
             sums[index] += float(cos.sum())
+
         return record
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
@@ -172,22 +184,30 @@ def block_influence(model: nn.Module, tokenizer, prompts=INFLUENCE_PROMPTS) -> l
 def layers_by_influence(scores: list[float], n: int) -> list[int]:
     """The n layers of lowest Block Influence (ties: the lower index)."""
     if not 1 <= n < len(scores):
-        raise MentorError(f"--drop-by-influence {n}: N must be between 1 and {len(scores) - 1} for a "
-                          f"{len(scores)}-layer model")
+        raise MentorError(
+            f"--drop-by-influence {n}: N must be between 1 and {len(scores) - 1} for a {len(scores)}-layer model"
+        )
     return sorted(sorted(range(len(scores)), key=lambda i: (scores[i], i))[:n])
 
 
 # ------------------------------------------------------------------------------------------- the surgery
 
+
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The model's list of decoder layers (``model.layers``, ``transformer.h``, ...), found by its length."""
     num_layers = model.config.get_text_config().num_hidden_layers
-    found = [(name, module) for name, module in model.named_modules()
-             if isinstance(module, nn.ModuleList) and len(module) == num_layers
-             and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks", "layer")]
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) == num_layers
+        and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks", "layer")
+    ]
     if len(found) != 1:
-        raise MentorError(f"cannot find this model's decoder layers ({type(model).__name__}: "
-                          f"{len(found)} lists of {num_layers} layers): mentor prunes decoder-only language models")
+        raise MentorError(
+            f"cannot find this model's decoder layers ({type(model).__name__}: "
+            f"{len(found)} lists of {num_layers} layers): mentor prunes decoder-only language models"
+        )
     return found[0]
 
 
@@ -223,12 +243,16 @@ def _pruned_config(config, keep: list[int]) -> dict:
         elif key in LEADING_COUNTS and isinstance(value, int) and not isinstance(value, bool):
             changes[key] = sum(1 for i in keep if i < value)
         elif key in PERIODS and isinstance(value, int) and value not in (0, 1):
-            raise MentorError(f"this model's config sets {key}={value} (a layer pattern that removing layers would "
-                              "shift): mentor cannot prune it by layer")
+            raise MentorError(
+                f"this model's config sets {key}={value} (a layer pattern that removing layers would "
+                "shift): mentor cannot prune it by layer"
+            )
         elif isinstance(value, (list, tuple)) and "layer" in key and "token" not in key:
             if len(value) != num_layers:
-                raise MentorError(f"this model's config field {key} ({len(value)} entries) is neither one entry per "
-                                  f"layer ({num_layers}) nor a known list of layer indices: mentor cannot prune it")
+                raise MentorError(
+                    f"this model's config field {key} ({len(value)} entries) is neither one entry per "
+                    f"layer ({num_layers}) nor a known list of layer indices: mentor cannot prune it"
+                )
             changes[key] = [value[i] for i in keep]
     step = getattr(config, "decoder_sparse_step", None)  # Qwen-MoE: sparse where (i + 1) % step == 0
     if isinstance(step, int) and step > 1 and getattr(config, "num_experts", 0):
@@ -246,12 +270,15 @@ def _check_structure(model: nn.Module) -> None:
     actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if expected != actual:
         differing = sorted(set(expected.items()) ^ set(actual.items()))
-        raise MentorError(f"after removing layers, this {type(model).__name__} no longer matches what its config "
-                          f"builds ({len(differing)} tensors differ, e.g. {differing[0][0]}): its layers are not all "
-                          "alike, and mentor cannot prune it by layer")
+        raise MentorError(
+            f"after removing layers, this {type(model).__name__} no longer matches what its config "
+            f"builds ({len(differing)} tensors differ, e.g. {differing[0][0]}): its layers are not all "
+            "alike, and mentor cannot prune it by layer"
+        )
 
 
 # ------------------------------------------------------------------------------------------- the command
+
 
 def check_out(out: str | Path) -> Path:
     """An output directory that does not exist yet, or exists empty: mentor never writes over a user's files."""
@@ -259,8 +286,10 @@ def check_out(out: str | Path) -> Path:
     if path.exists() and not path.is_dir():
         raise MentorError(f"--out {str(out)!r} is a file: pass a new directory")
     if path.is_dir() and any(path.iterdir()):
-        raise MentorError(f"--out {str(out)!r} exists and is not empty: pass a new directory (mentor never writes "
-                          "over existing files)")
+        raise MentorError(
+            f"--out {str(out)!r} exists and is not empty: pass a new directory (mentor never writes "
+            "over existing files)"
+        )
     return path
 
 
@@ -286,16 +315,25 @@ def _num_layers_and_dtype(model_path: str, dtype: str) -> tuple[int, str]:
     return num_layers, dtype
 
 
-def prune(model_path: str, out: str | Path, *, drop: str | list[int] | None = None, every: int | None = None,
-          evenly: int | None = None, by_influence: int | None = None, dtype: str = "auto",
-          log=print) -> PruneResult:
+def prune(
+    model_path: str,
+    out: str | Path,
+    *,
+    drop: str | list[int] | None = None,
+    every: int | None = None,
+    evenly: int | None = None,
+    by_influence: int | None = None,
+    dtype: str = "auto",
+    log=print,
+) -> PruneResult:
     """Load ``model_path`` (directory, .gguf file or hub id), remove layers by one rule, save to ``out``."""
     from mentor.models.loading import count_parameters, load_model, load_tokenizer
 
     rules = [r for r in (drop, every, evenly, by_influence) if r is not None]
     if len(rules) != 1:
-        raise MentorError("name the layers to drop in exactly one way: --drop, --drop-every, --drop-evenly or "
-                          "--drop-by-influence")
+        raise MentorError(
+            "name the layers to drop in exactly one way: --drop, --drop-every, --drop-evenly or --drop-by-influence"
+        )
     out = check_out(out)
     listed = parse_layers(drop) if isinstance(drop, str) else list(drop) if drop is not None else None
     num_layers, dtype = _num_layers_and_dtype(model_path, dtype)
@@ -317,10 +355,18 @@ def prune(model_path: str, out: str | Path, *, drop: str | list[int] | None = No
         chosen = layers_by_influence(scores, by_influence)
     before = count_parameters(model)
     prune_model(model, chosen)
-    result = PruneResult(source=model_path, out=str(out), rule=rule, dropped=chosen,
-                         kept=[i for i in range(num_layers) if i not in chosen], layers_before=num_layers,
-                         layers_after=num_layers - len(chosen), parameters_before=before,
-                         parameters_after=count_parameters(model), block_influence=[round(s, 6) for s in scores])
+    result = PruneResult(
+        source=model_path,
+        out=str(out),
+        rule=rule,
+        dropped=chosen,
+        kept=[i for i in range(num_layers) if i not in chosen],
+        layers_before=num_layers,
+        layers_after=num_layers - len(chosen),
+        parameters_before=before,
+        parameters_after=count_parameters(model),
+        block_influence=[round(s, 6) for s in scores],
+    )
     log(f"{model_path}: {result.summary()}")
     _save_atomically(model, tokenizer, out, result)
     log(f"wrote {out} (loads with AutoModelForCausalLM.from_pretrained; mentor_prune.json records the rule)")

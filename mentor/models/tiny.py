@@ -32,28 +32,53 @@ def build_char_tokenizer(alphabet: str = DEFAULT_ALPHABET, chat_template: str | 
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()
     core.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
-                                        pad_token="<pad>", unk_token="<pad>",
-                                        additional_special_tokens=["<|user|>", "<|assistant|>"])
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<pad>",
+        additional_special_tokens=["<|user|>", "<|assistant|>"],
+    )
     if chat_template:
         tokenizer.chat_template = chat_template
     return tokenizer
 
 
-def tiny_config(arch: str, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int,
-                intermediate_size: int | None = None, max_positions: int = 256, tokenizer=None):
+def tiny_config(
+    arch: str,
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int | None = None,
+    max_positions: int = 256,
+    tokenizer=None,
+):
     """A real transformers config (Qwen3 or Llama family) at toy scale."""
     from transformers import AutoConfig
 
     head_dim = hidden_size // num_heads
-    kwargs = dict(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
-                  num_attention_heads=num_heads, num_key_value_heads=max(1, num_heads // 2), head_dim=head_dim,
-                  intermediate_size=intermediate_size or 3 * hidden_size, max_position_embeddings=max_positions,
-                  tie_word_embeddings=True, rms_norm_eps=1e-6)
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
+        head_dim=head_dim,
+        intermediate_size=intermediate_size or 3 * hidden_size,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+    )
     if tokenizer is not None:
-        kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
+        kwargs.update(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     if arch not in ("qwen3", "llama", "mistral", "qwen2"):
         raise ValueError(f"no tiny config for architecture {arch!r}")
     return AutoConfig.for_model(arch, **kwargs)

@@ -62,8 +62,9 @@ class Recipe:
     before_training: Callable[[Parts], None] | None = None  # after every input check, before the run dir is written
 
 
-def run_recipe(config, recipe: Recipe, model: nn.Module | None = None, tokenizer=None,
-               examples: list[EncodedExample] | None = None) -> tuple[Trainer, list[dict]]:
+def run_recipe(
+    config, recipe: Recipe, model: nn.Module | None = None, tokenizer=None, examples: list[EncodedExample] | None = None
+) -> tuple[Trainer, list[dict]]:
     """Build what ``recipe`` says, train, save the final model. ``model``, ``tokenizer`` and ``examples``, given
     from Python, replace what the recipe would load or make."""
     quiet_transformers()
@@ -76,14 +77,30 @@ def run_recipe(config, recipe: Recipe, model: nn.Module | None = None, tokenizer
     examples = recipe.examples(parts) if examples is None else examples
     parts.sampler = recipe.sampler(parts) if recipe.sampler else None
     algorithm = recipe.algorithm(parts)
-    evaluator = (task_evaluator(parts.task, tokenizer, config.eval_size, config.max_new_tokens,
-                                chat_template=config.chat_template,
-                                sampler=engine_or_none(config, parts.sampler) if parts.sampler else None)
-                 if parts.task else None)
+    evaluator = (
+        task_evaluator(
+            parts.task,
+            tokenizer,
+            config.eval_size,
+            config.max_new_tokens,
+            chat_template=config.chat_template,
+            sampler=engine_or_none(config, parts.sampler) if parts.sampler else None,
+        )
+        if parts.task
+        else None
+    )
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     callbacks = standard_callbacks(teacher=parts.teacher.teacher if recipe.teacher_in_samples else None)
-    trainer = Trainer(config, model, tokenizer, stream, evaluator, progress_keys=recipe.progress_keys,
-                      ledger=recipe.ledger(parts), callbacks=callbacks)
+    trainer = Trainer(
+        config,
+        model,
+        tokenizer,
+        stream,
+        evaluator,
+        progress_keys=recipe.progress_keys,
+        ledger=recipe.ledger(parts),
+        callbacks=callbacks,
+    )
     try:
         if recipe.before_training is not None:
             recipe.before_training(parts)

@@ -63,12 +63,26 @@ def train_teacher(out: Path, steps: int = 3000, quiet: bool = False) -> Path:
     """SFT a tiny Qwen3 on ground-truth chains of thought until it is a strong teacher (~10 min on 2 cores)."""
     tokenizer = build_char_tokenizer()
     arch = dict(TEACHER_ARCH)
-    model = build_tiny_model(tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer, max_positions=64,
-                                         **arch), seed=0)
-    config = SFTConfig(model="(built in)", task="arithmetic", output_dir=str(out / "teacher_sft"), steps=steps,
-                       batch_size=64, group_size=1, learning_rate=2e-3, lr_schedule="cosine",
-                       warmup_steps=min(50, steps), adam_beta2=0.99, eval_size=200, max_new_tokens=MAX_NEW_TOKENS,
-                       train_size=200_000, overwrite=True, quiet=quiet)
+    model = build_tiny_model(
+        tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer, max_positions=64, **arch), seed=0
+    )
+    config = SFTConfig(
+        model="(built in)",
+        task="arithmetic",
+        output_dir=str(out / "teacher_sft"),
+        steps=steps,
+        batch_size=64,
+        group_size=1,
+        learning_rate=2e-3,
+        lr_schedule="cosine",
+        warmup_steps=min(50, steps),
+        adam_beta2=0.99,
+        eval_size=200,
+        max_new_tokens=MAX_NEW_TOKENS,
+        train_size=200_000,
+        overwrite=True,
+        quiet=quiet,
+    )
     trainer, _ = run_sft(config, model, tokenizer)
     return trainer.run.path / "final"
 
@@ -77,27 +91,48 @@ def init_student(out: Path, steps: int, quiet: bool) -> Path:
     """A weak SFT start (like the paper's 60% checkpoint): a little SFT on ground truth."""
     tokenizer = build_char_tokenizer()
     arch = dict(STUDENT_ARCH)
-    model = build_tiny_model(tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer, max_positions=64,
-                                         **arch), seed=2)
+    model = build_tiny_model(
+        tiny_config(arch.pop("arch"), len(tokenizer), tokenizer=tokenizer, max_positions=64, **arch), seed=2
+    )
     save_tiny(model, tokenizer, out / "student_init")
-    config = SFTConfig(model=str(out / "student_init"), task="arithmetic", output_dir=str(out / "student_sft"),
-                       steps=steps, batch_size=64, group_size=1, learning_rate=2e-3, lr_schedule="constant",
-                       warmup_steps=min(20, steps), adam_beta2=0.99, eval_size=100, max_new_tokens=MAX_NEW_TOKENS,
-                       train_size=100_000, seed=2, overwrite=True, quiet=quiet)
+    config = SFTConfig(
+        model=str(out / "student_init"),
+        task="arithmetic",
+        output_dir=str(out / "student_sft"),
+        steps=steps,
+        batch_size=64,
+        group_size=1,
+        learning_rate=2e-3,
+        lr_schedule="constant",
+        warmup_steps=min(20, steps),
+        adam_beta2=0.99,
+        eval_size=100,
+        max_new_tokens=MAX_NEW_TOKENS,
+        train_size=100_000,
+        seed=2,
+        overwrite=True,
+        quiet=quiet,
+    )
     trainer, _ = run_sft(config)
     return trainer.run.path / "final"
 
 
-def run_demo(out: str = "runs/demo", quick: bool = False, opd_steps: int | None = None,
-             retrain_teacher: bool = False, quiet: bool = False) -> dict:
+def run_demo(
+    out: str = "runs/demo",
+    quick: bool = False,
+    opd_steps: int | None = None,
+    retrain_teacher: bool = False,
+    quiet: bool = False,
+) -> dict:
     quiet_transformers()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     scale = QUICK if quick else FULL
     steps = opd_steps or scale.opd_steps
     out_dir = Path(out)
     # the demo writes these into --out, and only these: a directory holding anything else is refused
-    RunDirectory(out_dir).claim_entries("teacher_sft", "student_init", "student_sft", "opd", "accuracy.png",
-                                        "summary.md", flag="--out")
+    RunDirectory(out_dir).claim_entries(
+        "teacher_sft", "student_init", "student_sft", "opd", "accuracy.png", "summary.md", flag="--out"
+    )
     task = get_task("arithmetic")
     problems = task.test_problems(scale.eval_size)
     started = time.perf_counter()
@@ -124,10 +159,21 @@ def run_demo(out: str = "runs/demo", quick: bool = False, opd_steps: int | None 
 
     console.rule(f"3/3 on-policy distillation: {steps} steps")
     config = DistillConfig(
-        student=str(student_path), teacher=str(teacher_path), task="arithmetic", output_dir=str(out_dir / "opd"),
-        steps=steps, batch_size=scale.batch_size, group_size=scale.group_size, max_new_tokens=MAX_NEW_TOKENS,
-        learning_rate=DEMO_OPD_LR, eval_every=scale.eval_every, eval_size=scale.eval_size, save_every=steps,
-        overwrite=True, quiet=quiet)
+        student=str(student_path),
+        teacher=str(teacher_path),
+        task="arithmetic",
+        output_dir=str(out_dir / "opd"),
+        steps=steps,
+        batch_size=scale.batch_size,
+        group_size=scale.group_size,
+        max_new_tokens=MAX_NEW_TOKENS,
+        learning_rate=DEMO_OPD_LR,
+        eval_every=scale.eval_every,
+        eval_size=scale.eval_size,
+        save_every=steps,
+        overwrite=True,
+        quiet=quiet,
+    )
     opd_start = time.perf_counter()
     trainer, history = run_distill(config, teacher=teacher, teacher_tokenizer=tokenizer)
     opd_minutes = (time.perf_counter() - opd_start) / 60
@@ -136,11 +182,25 @@ def run_demo(out: str = "runs/demo", quick: bool = False, opd_steps: int | None 
     steps_records = [r for r in history if "time_step" in r]
     tokens = sum(r["tokens"] for r in steps_records)
 
-    plot = plot_training(history, out_dir / "accuracy.png", "on-policy distillation (arithmetic)",
-                         references={"teacher": teacher_acc, "student before OPD": before})
-    result = dict(teacher=teacher_acc, before=before, after=after, steps=steps, opd_minutes=opd_minutes,
-                  sft_minutes=sft_minutes, tokens=tokens, total_minutes=(time.perf_counter() - started) / 60,
-                  time_split=_time_split(steps_records), run_dir=str(trainer.run.path), plot=str(plot))
+    plot = plot_training(
+        history,
+        out_dir / "accuracy.png",
+        "on-policy distillation (arithmetic)",
+        references={"teacher": teacher_acc, "student before OPD": before},
+    )
+    result = dict(
+        teacher=teacher_acc,
+        before=before,
+        after=after,
+        steps=steps,
+        opd_minutes=opd_minutes,
+        sft_minutes=sft_minutes,
+        tokens=tokens,
+        total_minutes=(time.perf_counter() - started) / 60,
+        time_split=_time_split(steps_records),
+        run_dir=str(trainer.run.path),
+        plot=str(plot),
+    )
     _report(result, out_dir, len(problems))
     return result
 
@@ -160,21 +220,45 @@ def _report(result: dict, out_dir: Path, n: int) -> None:
     for col in ("model", "accuracy", "OPD steps", "wall time", "tokens seen"):
         table.add_column(col, justify="left" if col == "model" else "right")
     table.add_row("teacher (Qwen3 4x128)", f"{result['teacher']:.1%}", "", "", "")
-    table.add_row("student 4x64, before", f"{result['before']:.1%}", "0",
-                  f"{result['sft_minutes']:.1f} min SFT" if result["sft_minutes"] > 0.05 else "shipped", "")
-    table.add_row("student, after OPD", f"{result['after']:.1%}", str(result["steps"]),
-                  f"{result['opd_minutes']:.1f} min", f"{result['tokens']:,}")
+    table.add_row(
+        "student 4x64, before",
+        f"{result['before']:.1%}",
+        "0",
+        f"{result['sft_minutes']:.1f} min SFT" if result["sft_minutes"] > 0.05 else "shipped",
+        "",
+    )
+    table.add_row(
+        "student, after OPD",
+        f"{result['after']:.1%}",
+        str(result["steps"]),
+        f"{result['opd_minutes']:.1f} min",
+        f"{result['tokens']:,}",
+    )
     console.print(table)
     split = result["time_split"]
-    console.print(f"OPD step time: sampling {split['sample']:.0%}, teacher scoring {split['score']:.0%}, "
-                  f"student update {split['update']:.0%}")
+    console.print(
+        f"OPD step time: sampling {split['sample']:.0%}, teacher scoring {split['score']:.0%}, "
+        f"student update {split['update']:.0%}"
+    )
     console.print(f"plot: {result['plot']}   run directory: {result['run_dir']}")
-    rows = [["teacher", f"{result['teacher']:.1%}", "", "", ""],
-            ["student before OPD", f"{result['before']:.1%}", "0", f"{result['sft_minutes']:.1f} min SFT", ""],
-            ["student after OPD", f"{result['after']:.1%}", str(result["steps"]), f"{result['opd_minutes']:.1f} min",
-             f"{result['tokens']:,}"]]
-    lines = ["# mentor demo", "", markdown_table(["model", "accuracy", "OPD steps", "wall time", "tokens seen"], rows),
-             "",
-             f"Step time split: sampling {split['sample']:.0%}, teacher scoring {split['score']:.0%}, "
-             f"update {split['update']:.0%}.", ""]
+    rows = [
+        ["teacher", f"{result['teacher']:.1%}", "", "", ""],
+        ["student before OPD", f"{result['before']:.1%}", "0", f"{result['sft_minutes']:.1f} min SFT", ""],
+        [
+            "student after OPD",
+            f"{result['after']:.1%}",
+            str(result["steps"]),
+            f"{result['opd_minutes']:.1f} min",
+            f"{result['tokens']:,}",
+        ],
+    ]
+    lines = [
+        "# mentor demo",
+        "",
+        markdown_table(["model", "accuracy", "OPD steps", "wall time", "tokens seen"], rows),
+        "",
+        f"Step time split: sampling {split['sample']:.0%}, teacher scoring {split['score']:.0%}, "
+        f"update {split['update']:.0%}.",
+        "",
+    ]
     (out_dir / "summary.md").write_text("\n".join(lines))

@@ -24,12 +24,20 @@ from mentor.train.trainer import Trainer
 
 SELF_TEACHER = "self"  # --teacher self: a frozen copy of the student's starting weights
 
-PROGRESS_KEYS = ("reverse_kl", "full_reverse_kl", "generalized_jsd", "accuracy", "entropy", "completion_length",
-                 "grad_norm")
+PROGRESS_KEYS = (
+    "reverse_kl",
+    "full_reverse_kl",
+    "generalized_jsd",
+    "accuracy",
+    "entropy",
+    "completion_length",
+    "grad_norm",
+)
 
 
-def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=None, teacher_tokenizer=None,
-                examples=None) -> tuple[Trainer, list[dict]]:
+def run_distill(
+    config: DistillConfig, student=None, tokenizer=None, teacher=None, teacher_tokenizer=None, examples=None
+) -> tuple[Trainer, list[dict]]:
     """Distil ``config.student`` from ``config.teacher``. From Python, ``teacher`` may be a loaded model (with
     ``teacher_tokenizer``) or a ready ``Teacher``; ``examples`` replace the prompts."""
 
@@ -56,22 +64,48 @@ def run_distill(config: DistillConfig, student=None, tokenizer=None, teacher=Non
         prompts = teacher_prompts(config, spec, scorer, parts.tokenizer, teacher_tokenizer)
         if config.prompts:
             return file_examples(config.prompts, parts.tokenizer, parts.model, config, teacher=prompts)
-        return task_examples(parts.task, parts.tokenizer, 50_000, config.seed, with_solution=False,
-                             chat_template=config.chat_template, model=parts.model, teacher=prompts)
+        return task_examples(
+            parts.task,
+            parts.tokenizer,
+            50_000,
+            config.seed,
+            with_solution=False,
+            chat_template=config.chat_template,
+            model=parts.model,
+            teacher=prompts,
+        )
 
     def algorithm(parts: Parts) -> OnPolicyDistillation:
         return OnPolicyDistillation(
-            parts.sampler, parts.teacher.teacher, parts.tokenizer,
-            group_size=config.group_size, temperature=config.temperature, kl_coef=config.kl_coef,
-            kl_discount=config.kl_discount, reward_coef=config.reward_coef,
-            grader=parts.task.grade if parts.task else None, divergence=config.divergence, kl_top_k=config.kl_top_k,
-            jsd_beta=config.jsd_beta, clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
+            parts.sampler,
+            parts.teacher.teacher,
+            parts.tokenizer,
+            group_size=config.group_size,
+            temperature=config.temperature,
+            kl_coef=config.kl_coef,
+            kl_discount=config.kl_discount,
+            reward_coef=config.reward_coef,
+            grader=parts.task.grade if parts.task else None,
+            divergence=config.divergence,
+            kl_top_k=config.kl_top_k,
+            jsd_beta=config.jsd_beta,
+            clip_ratio=config.clip_ratio,
+            tis_cap=config.tis_cap,
+        )
 
-    recipe = Recipe(config.student, distill_examples, algorithm, PROGRESS_KEYS, what="student", check=check,
-                    sampler=lambda parts: make_sampler(config, parts.model, parts.tokenizer, config.student),
-                    # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
-                    ledger=lambda parts: ComputeLedger(teacher_params=parts.teacher.matmul_params),
-                    teacher_in_samples=True, before_training=before_training)
+    recipe = Recipe(
+        config.student,
+        distill_examples,
+        algorithm,
+        PROGRESS_KEYS,
+        what="student",
+        check=check,
+        sampler=lambda parts: make_sampler(config, parts.model, parts.tokenizer, config.student),
+        # a remote teacher's size is unknown here: its tokens are still counted, its FLOPs are not
+        ledger=lambda parts: ComputeLedger(teacher_params=parts.teacher.matmul_params),
+        teacher_in_samples=True,
+        before_training=before_training,
+    )
     return run_recipe(config, recipe, student, tokenizer, examples)
 
 
@@ -88,13 +122,22 @@ def _examples_per_source(config: DistillConfig, tokenizer, student, scorer) -> l
     """One teacher per data set (``--teacher math=A,code=B --prompts math=F1,code=F2``, names checked by the
     config): each prompt carries its data set's name, whose teacher grades its rollouts."""
     specs = named_paths(config.teacher)
-    return [replace(e, source=name) for name, path in named_paths(config.prompts).items()
-            for e in file_examples(path, tokenizer, student, config,
-                                   teacher=teacher_prompts(config, specs[name], scorer.teachers[name], tokenizer))]
+    return [
+        replace(e, source=name)
+        for name, path in named_paths(config.prompts).items()
+        for e in file_examples(
+            path,
+            tokenizer,
+            student,
+            config,
+            teacher=teacher_prompts(config, specs[name], scorer.teachers[name], tokenizer),
+        )
+    ]
 
 
-def teacher_prompts(config: DistillConfig, spec: str | None, scorer, tokenizer,
-                    teacher_tokenizer=None) -> TeacherPrompts:
+def teacher_prompts(
+    config: DistillConfig, spec: str | None, scorer, tokenizer, teacher_tokenizer=None
+) -> TeacherPrompts:
     """How the teacher named ``spec`` (serving as ``scorer``) gets its own prompts: its tokenizer renders them
     (its chat template may differ from the student's; loaded only if a teacher prompt needs it), its context
     bounds them. ``spec`` None: a teacher given from Python, with ``teacher_tokenizer`` or the student's."""
@@ -106,7 +149,10 @@ def teacher_prompts(config: DistillConfig, spec: str | None, scorer, tokenizer,
         with contextlib.suppress(MentorError):  # vLLM and serve-teacher say it; other servers refuse long prompts
             context_tokens = scorer.model_info().get("max_model_len")
     if teacher_tokenizer is None and spec and spec != SELF_TEACHER:
-        teacher_tokenizer = ((lambda: remote_teacher_tokenizer(scorer, config.teacher_tokenizer)) if is_url(spec)
-                             else (lambda: load_tokenizer(spec, "teacher")))
+        teacher_tokenizer = (
+            (lambda: remote_teacher_tokenizer(scorer, config.teacher_tokenizer))
+            if is_url(spec)
+            else (lambda: load_tokenizer(spec, "teacher"))
+        )
     limit = context_tokens - config.max_new_tokens if isinstance(context_tokens, int) else None
     return TeacherPrompts(teacher_tokenizer or tokenizer, context, config.teacher_context_template, limit)

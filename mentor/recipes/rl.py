@@ -20,31 +20,54 @@ def run_rl(config: RLConfig, model=None, tokenizer=None, examples=None) -> tuple
 
     def check_reference(tokenizer):
         # the KL penalty's reference is frozen: the starting weights unless another model (or a server) is named
-        return check_teacher(config.reference or config.model, config, tokenizer, "reference") \
-            if config.kl_coef else None
+        return (
+            check_teacher(config.reference or config.model, config, tokenizer, "reference") if config.kl_coef else None
+        )
 
     def algorithm(parts: Parts) -> ReinforcementLearning:
         return ReinforcementLearning(
-            parts.sampler, parts.tokenizer, grader or parts.task.grade, group_size=config.group_size,
-            temperature=config.temperature, normalize_std=config.normalize_std,
-            kl_coef=config.kl_coef, reference=parts.teacher.teacher, drop_constant_groups=config.drop_constant_groups,
-            clip_ratio=config.clip_ratio, tis_cap=config.tis_cap)
+            parts.sampler,
+            parts.tokenizer,
+            grader or parts.task.grade,
+            group_size=config.group_size,
+            temperature=config.temperature,
+            normalize_std=config.normalize_std,
+            kl_coef=config.kl_coef,
+            reference=parts.teacher.teacher,
+            drop_constant_groups=config.drop_constant_groups,
+            clip_ratio=config.clip_ratio,
+            tis_cap=config.tis_cap,
+        )
 
-    recipe = Recipe(config.model, lambda parts: rl_examples(config, parts), algorithm, PROGRESS_KEYS,
-                    check=check_reference,
-                    sampler=lambda parts: make_sampler(config, parts.model, parts.tokenizer, config.model),
-                    # None for a served reference: size unknown
-                    ledger=lambda parts: ComputeLedger(reference_params=parts.teacher.matmul_params))
+    recipe = Recipe(
+        config.model,
+        lambda parts: rl_examples(config, parts),
+        algorithm,
+        PROGRESS_KEYS,
+        check=check_reference,
+        sampler=lambda parts: make_sampler(config, parts.model, parts.tokenizer, config.model),
+        # None for a served reference: size unknown
+        ledger=lambda parts: ComputeLedger(reference_params=parts.teacher.matmul_params),
+    )
     return run_recipe(config, recipe, model, tokenizer, examples)
 
 
 def rl_examples(config: RLConfig, parts: Parts) -> list:
     if not config.prompts:
-        return task_examples(parts.task, parts.tokenizer, 50_000, config.seed, with_solution=False,
-                             chat_template=config.chat_template, model=parts.model)
+        return task_examples(
+            parts.task,
+            parts.tokenizer,
+            50_000,
+            config.seed,
+            with_solution=False,
+            chat_template=config.chat_template,
+            model=parts.model,
+        )
     examples = file_examples(config.prompts, parts.tokenizer, parts.model, config)
     missing = sum(e.reference is None for e in examples)
     if missing:  # its groups would all score 0, be dropped, and the run would learn nothing
-        raise MentorError(f"{missing} of {len(examples)} prompts in {config.prompts} have no 'answer' for the "
-                          "grader to check: give every RL record an answer")
+        raise MentorError(
+            f"{missing} of {len(examples)} prompts in {config.prompts} have no 'answer' for the "
+            "grader to check: give every RL record an answer"
+        )
     return examples

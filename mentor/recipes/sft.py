@@ -31,11 +31,22 @@ def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tup
             return found
         if config.data:
             return file_examples(config.data, parts.tokenizer, parts.model, config, need_completion=True)
-        return task_examples(parts.task, parts.tokenizer, config.train_size, config.seed,
-                             chat_template=config.chat_template, model=parts.model)
+        return task_examples(
+            parts.task,
+            parts.tokenizer,
+            config.train_size,
+            config.seed,
+            chat_template=config.chat_template,
+            model=parts.model,
+        )
 
-    recipe = Recipe(config.model, sft_examples, lambda parts: SupervisedFineTuning(parts.tokenizer.pad_token_id),
-                    ("loss", "accuracy"), ledger=lambda parts: ComputeLedger(offline=offline))
+    recipe = Recipe(
+        config.model,
+        sft_examples,
+        lambda parts: SupervisedFineTuning(parts.tokenizer.pad_token_id),
+        ("loss", "accuracy"),
+        ledger=lambda parts: ComputeLedger(offline=offline),
+    )
     return run_recipe(config, recipe, model, tokenizer, examples)
 
 
@@ -64,8 +75,10 @@ def teacher_examples(config: SFTConfig, tokenizer, student, task) -> tuple[list[
     if cached:
         console.print(f"teacher samples: {len(records)} read from {cache} (not re-sampled)")
     by_text = {p.text: p for p in prompts}
-    examples = [EncodedExample(r["prompt_ids"], r["completion_ids"], r["prompt"], by_text[r["prompt"]].reference)
-                for r in records]
+    examples = [
+        EncodedExample(r["prompt_ids"], r["completion_ids"], r["prompt"], by_text[r["prompt"]].reference)
+        for r in records
+    ]
     tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in records)
     return examples, {"flops_teacher_sample": forward_flops(records[0]["teacher_params"], tokens)}
 
@@ -74,14 +87,21 @@ def _teacher_prompts(config: SFTConfig, tokenizer, student, task) -> list[Encode
     if config.data:
         prompts = file_examples(config.data, tokenizer, student, config)
     else:
-        prompts = task_examples(task, tokenizer, config.teacher_prompts or config.train_size, config.seed,
-                                with_solution=False)
+        prompts = task_examples(
+            task, tokenizer, config.teacher_prompts or config.train_size, config.seed, with_solution=False
+        )
     return prompts[: config.teacher_prompts] if config.teacher_prompts else prompts
 
 
 def _cache_key(config: SFTConfig, prompts: list[EncodedExample]) -> str:
-    what = [config.from_teacher, config.teacher_samples, config.teacher_temperature, config.max_new_tokens,
-            config.seed, [p.prompt_ids for p in prompts]]
+    what = [
+        config.from_teacher,
+        config.teacher_samples,
+        config.teacher_temperature,
+        config.max_new_tokens,
+        config.seed,
+        [p.prompt_ids for p in prompts],
+    ]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
@@ -101,11 +121,14 @@ def _sample_teacher(config: SFTConfig, tokenizer, student, prompts: list[Encoded
     # the teacher is checked and loaded as distillation's is (vocabulary, output layer, turn ends), then samples
     teacher = make_teacher(config.from_teacher, config, tokenizer, student).teacher
     params = MatmulParams.of(teacher.model).total
-    sampler = make_sampler(config, teacher.model, tokenizer, config.from_teacher,
-                           temperature=config.teacher_temperature)
+    sampler = make_sampler(
+        config, teacher.model, tokenizer, config.from_teacher, temperature=config.teacher_temperature
+    )
     repeated = [p for p in prompts for _ in range(config.teacher_samples)]
-    console.print(f"teacher samples: drawing {len(repeated)} completions ({config.teacher_samples} per prompt) "
-                  f"from {config.from_teacher}")
+    console.print(
+        f"teacher samples: drawing {len(repeated)} completions ({config.teacher_samples} per prompt) "
+        f"from {config.from_teacher}"
+    )
     try:
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
@@ -113,5 +136,7 @@ def _sample_teacher(config: SFTConfig, tokenizer, student, prompts: list[Encoded
     finally:
         close_sampler(sampler)
     # a completion cut by max_new_tokens has no end-of-turn token: trained on as is (the student learns to go on)
-    return [{"prompt": p.text, "prompt_ids": p.prompt_ids, "completion_ids": c, "truncated": cut,
-             "teacher_params": params} for p, c, cut in zip(repeated, sampled.completion_ids, sampled.truncated)]
+    return [
+        {"prompt": p.text, "prompt_ids": p.prompt_ids, "completion_ids": c, "truncated": cut, "teacher_params": params}
+        for p, c, cut in zip(repeated, sampled.completion_ids, sampled.truncated)
+    ]

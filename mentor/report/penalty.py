@@ -56,8 +56,12 @@ def concentration(penalties: list[float], fractions: tuple[float, ...] = (0.01, 
 def forking_tokens(records: list[dict], top_fraction: float = 0.10, limit: int = 10) -> list[dict]:
     """The tokens that most often fall in the top ``top_fraction`` of penalties: token text, how many times,
     their mean penalty and how often the teacher would have written something else."""
-    flat = [(pen, rec["tokens"][t], rec.get("teacher_top1", [None] * len(rec["tokens"]))[t])
-            for rec in records for t, pen in enumerate(token_penalties(rec)) if pen is not None]
+    flat = [
+        (pen, rec["tokens"][t], rec.get("teacher_top1", [None] * len(rec["tokens"]))[t])
+        for rec in records
+        for t, pen in enumerate(token_penalties(rec))
+        if pen is not None
+    ]
     if not flat:
         return []
     k = max(1, math.ceil(top_fraction * len(flat)))
@@ -80,10 +84,15 @@ def forking_tokens(records: list[dict], top_fraction: float = 0.10, limit: int =
 
 def penalty_summary(records: list[dict]) -> dict:
     """Concentration and forking tokens for the whole run and for each logged step."""
+
     def block(recs):
         values = [v for r in recs for v in token_penalties(r) if v is not None]
-        return {"tokens": len(values), "mean_penalty": sum(values) / len(values) if values else None,
-                **concentration(values), "forking_tokens": forking_tokens(recs)}
+        return {
+            "tokens": len(values),
+            "mean_penalty": sum(values) / len(values) if values else None,
+            **concentration(values),
+            "forking_tokens": forking_tokens(recs),
+        }
 
     steps = sorted({r["step"] for r in records})
     return {"run": block(records), "steps": {str(s): block([r for r in records if r["step"] == s]) for s in steps}}
@@ -97,11 +106,15 @@ def load_samples(run: str | Path) -> list[dict]:
     log = SampleLog(run)
     records = log.read_strict()  # a damaged file is named with its line, not taken for a missing one
     if not records and log.path.is_file():
-        raise MentorError(f"{log.path} holds no sample records (JSON objects with `tokens`): pass the "
-                          "--output-dir of a mentor run, whose samples.jsonl training wrote")
+        raise MentorError(
+            f"{log.path} holds no sample records (JSON objects with `tokens`): pass the "
+            "--output-dir of a mentor run, whose samples.jsonl training wrote"
+        )
     if not records:
-        raise MentorError(f"{run} has no {SAMPLES_FILE}: runs log samples every --sample-log-every steps "
-                          "(SFT runs have none); train with --sample-log-every N (N > 0)")
+        raise MentorError(
+            f"{run} has no {SAMPLES_FILE}: runs log samples every --sample-log-every steps "
+            "(SFT runs have none); train with --sample-log-every N (N > 0)"
+        )
     return records
 
 
@@ -122,8 +135,14 @@ def parse_steps(text: str | None, available: list[int]) -> list[int]:
     return wanted
 
 
-def select(records: list[dict], steps: str | None = None, prompts: str | None = None, index: str | None = None,
-           worst: int = 0, best: int = 0) -> list[dict]:
+def select(
+    records: list[dict],
+    steps: str | None = None,
+    prompts: str | None = None,
+    index: str | None = None,
+    worst: int = 0,
+    best: int = 0,
+) -> list[dict]:
     """The records to show: at ``steps`` (``--worst``/``--best`` alone search every step), whose prompt contains
     ``prompts``, the ``index``-th of each step, then the N with the highest / lowest mean penalty."""
     if worst < 0 or best < 0:
@@ -145,8 +164,10 @@ def select(records: list[dict], steps: str | None = None, prompts: str | None = 
             by_step[r["step"]].append(r)
         out = [r for step in sorted(by_step) for i, r in enumerate(by_step[step]) if i in wanted]
         if not out:
-            raise MentorError(f"--index {index}: no logged sequence has that index (steps log "
-                              f"{max(len(v) for v in by_step.values()) if by_step else 0})")
+            raise MentorError(
+                f"--index {index}: no logged sequence has that index (steps log "
+                f"{max(len(v) for v in by_step.values()) if by_step else 0})"
+            )
     if worst or best:
         scored = [r for r in out if sequence_reverse_kl(r) is not None]
         if not scored:
@@ -227,8 +248,9 @@ def _tokens_html(record: dict, scale: float) -> str:
         text = html.escape(_visible(token)) or "&#8203;"
         if best is not None and best != token and pen is not None and pen >= ANNOTATE_FROM * scale:
             text = f"<ruby>{text}<rt>{html.escape(_visible(best).strip() or repr(best))}</rt></ruby>"
-        parts.append(f"<span class='t' style='background:{_css(shade(pen, scale))}'>{text}"
-                     f"<span class='tip'>{tip}</span></span>")
+        parts.append(
+            f"<span class='t' style='background:{_css(shade(pen, scale))}'>{text}<span class='tip'>{tip}</span></span>"
+        )
     return "".join(parts)
 
 
@@ -236,18 +258,22 @@ def _summary_html(summary: dict) -> str:
     def shares(block):
         def pct(key):
             return f"{100 * block[key]:.0f}%" if block["tokens"] else "-"
+
         mean = f"{block['mean_penalty']:.3f}" if block["mean_penalty"] is not None else "-"
         return f"<td>{block['tokens']}</td><td>{mean}</td><td>{pct('top_1%')}</td><td>{pct('top_10%')}</td>"
 
     def forks(block):
-        return ", ".join(f"<code>{html.escape(json.dumps(f['token'], ensure_ascii=False))}</code>&times;{f['count']}"
-                         for f in block["forking_tokens"][:6])
+        return ", ".join(
+            f"<code>{html.escape(json.dumps(f['token'], ensure_ascii=False))}</code>&times;{f['count']}"
+            for f in block["forking_tokens"][:6]
+        )
 
     rows = [f"<tr><th>whole run</th>{shares(summary['run'])}<td>{forks(summary['run'])}</td></tr>"]
     rows += [f"<tr><td>step {s}</td>{shares(b)}<td>{forks(b)}</td></tr>" for s, b in summary["steps"].items()]
-    return ("<table><tr><th></th><th>tokens</th><th>mean penalty (nats)</th><th>top 1% carry</th>"
-            "<th>top 10% carry</th><th>forking tokens (most often in the top 10%)</th></tr>" + "".join(rows)
-            + "</table>")
+    return (
+        "<table><tr><th></th><th>tokens</th><th>mean penalty (nats)</th><th>top 1% carry</th>"
+        "<th>top 10% carry</th><th>forking tokens (most often in the top 10%)</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def render_html(shown: list[dict], summary: dict, path: str | Path, title: str) -> Path:
@@ -263,20 +289,26 @@ def render_html(shown: list[dict], summary: dict, path: str | Path, title: str) 
             meta.append(f"reward {r['reward']:.3g}")
         if r.get("truncated"):
             meta.append("cut at max_new_tokens")
-        blocks.append(f"<div class='seq'><div class='meta'>{' &middot; '.join(meta)}</div>"
-                      f"<div class='prompt'>{html.escape(str(r.get('prompt', '')))}</div>"
-                      f"<div class='text'>{_tokens_html(r, scale)}</div></div>")
-    explain = (f"Each token of the student's completion is shaded by its penalty <code>log q(x) - log p_teacher(x)"
-               f"</code>: -{scale:.2f} <span class='legend'></span> +{scale:.2f} nats; red where the teacher would "
-               "rarely write the token, blue where it likes it more than the student. Hover a token for its numbers; "
-               "under a strongly penalised token is the teacher's own choice there, where the run recorded it."
-               if has_teacher else "These samples have no teacher log-probs (not an OPD run): hover a token for "
-               "its sampler log-prob.")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{explain}</p>"
-            f"<h2>Where the penalty concentrates</h2><p>Share of the positive penalty carried by the most "
-            f"penalised tokens, over every logged sample.</p>{_summary_html(summary)}"
-            f"<h2>Completions</h2>{''.join(blocks)}</body></html>\n")
+        blocks.append(
+            f"<div class='seq'><div class='meta'>{' &middot; '.join(meta)}</div>"
+            f"<div class='prompt'>{html.escape(str(r.get('prompt', '')))}</div>"
+            f"<div class='text'>{_tokens_html(r, scale)}</div></div>"
+        )
+    explain = (
+        f"Each token of the student's completion is shaded by its penalty <code>log q(x) - log p_teacher(x)"
+        f"</code>: -{scale:.2f} <span class='legend'></span> +{scale:.2f} nats; red where the teacher would "
+        "rarely write the token, blue where it likes it more than the student. Hover a token for its numbers; "
+        "under a strongly penalised token is the teacher's own choice there, where the run recorded it."
+        if has_teacher
+        else "These samples have no teacher log-probs (not an OPD run): hover a token for its sampler log-prob."
+    )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{explain}</p>"
+        f"<h2>Where the penalty concentrates</h2><p>Share of the positive penalty carried by the most "
+        f"penalised tokens, over every logged sample.</p>{_summary_html(summary)}"
+        f"<h2>Completions</h2>{''.join(blocks)}</body></html>\n"
+    )
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
@@ -305,8 +337,9 @@ def _wrap(tokens: list[str], width: int) -> list[list[tuple[int, str]]]:
     return [line for line in lines if line] or [[]]
 
 
-def render_png(shown: list[dict], path: str | Path, title: str, width: int = 84, max_sequences: int = 6,
-               max_lines: int = 14) -> Path:
+def render_png(
+    shown: list[dict], path: str | Path, title: str, width: int = 84, max_sequences: int = 6, max_lines: int = 14
+) -> Path:
     from matplotlib.colors import LinearSegmentedColormap
     from matplotlib.patches import Rectangle
 
@@ -342,7 +375,7 @@ def render_png(shown: list[dict], path: str | Path, title: str, width: int = 84,
         preferred = r.get("teacher_top1")
         kl = sequence_reverse_kl(r)
         prompt = " ".join(str(r.get("prompt", "")).split())
-        prompt = prompt if len(prompt) <= width - 30 else "..." + prompt[-(width - 33):]
+        prompt = prompt if len(prompt) <= width - 30 else "..." + prompt[-(width - 33) :]
         head = f"step {r['step']}" + (f" · mean penalty {kl:.2f}" if kl is not None else "") + f" · {prompt}"
         ax.text(0.3, y + 0.18, head, fontsize=8, color="#444", va="center", family="DejaVu Sans Mono")
         row_y = y + 0.5
@@ -351,21 +384,38 @@ def render_png(shown: list[dict], path: str | Path, title: str, width: int = 84,
             x = 0.3
             for i, piece in line:
                 pen = penalties[i]
-                ax.add_patch(Rectangle((x, row_y - 0.11), len(piece) * char_w, 0.22, facecolor=shade(pen, scale),
-                                       edgecolor="none"))
+                ax.add_patch(
+                    Rectangle(
+                        (x, row_y - 0.11), len(piece) * char_w, 0.22, facecolor=shade(pen, scale), edgecolor="none"
+                    )
+                )
                 ax.text(x, row_y, piece, fontsize=font, family="DejaVu Sans Mono", va="center", ha="left")
                 best = preferred[i] if preferred else None
-                if (best is not None and pen is not None and pen >= ANNOTATE_FROM * scale and best != r["tokens"][i]
-                        and i not in annotated):
+                if (
+                    best is not None
+                    and pen is not None
+                    and pen >= ANNOTATE_FROM * scale
+                    and best != r["tokens"][i]
+                    and i not in annotated
+                ):
                     annotated.add(i)
                     indent = (len(piece) - len(piece.lstrip())) * char_w  # under the word, not its space
-                    ax.text(x + indent, row_y + 0.21, (best.strip() or repr(best))[:12], fontsize=6.5, color="#8b0000",
-                            family="DejaVu Sans Mono", va="center", ha="left")
+                    ax.text(
+                        x + indent,
+                        row_y + 0.21,
+                        (best.strip() or repr(best))[:12],
+                        fontsize=6.5,
+                        color="#8b0000",
+                        family="DejaVu Sans Mono",
+                        va="center",
+                        ha="left",
+                    )
                 x += len(piece) * char_w
             row_y += line_h
         if cut:
-            ax.text(0.3, row_y, "... (cut; the HTML page has the whole completion)", fontsize=6.5, color="#777",
-                    va="center")
+            ax.text(
+                0.3, row_y, "... (cut; the HTML page has the whole completion)", fontsize=6.5, color="#777", va="center"
+            )
         y += height
     path = Path(path)
     fig.savefig(path, dpi=110)
@@ -374,8 +424,15 @@ def render_png(shown: list[dict], path: str | Path, title: str, width: int = 84,
 
 
 # --- the command -----------------------------------------------------------------------------------
-def inspect_run(run: str | Path, out: str | Path | None = None, steps: str | None = None,
-                prompts: str | None = None, index: str | None = None, worst: int = 0, best: int = 0) -> dict:
+def inspect_run(
+    run: str | Path,
+    out: str | Path | None = None,
+    steps: str | None = None,
+    prompts: str | None = None,
+    index: str | None = None,
+    worst: int = 0,
+    best: int = 0,
+) -> dict:
     """``mentor inspect RUN``: penalty.html, penalty.png and penalty_summary.json in ``out`` (RUN/inspect)."""
     from mentor.train.run_dir import RunDirectory
 
@@ -393,28 +450,35 @@ def inspect_run(run: str | Path, out: str | Path | None = None, steps: str | Non
     out.mkdir(parents=True, exist_ok=True)
     summary = penalty_summary(records)
     title = f"What the teacher penalises: {run.resolve().name}"
-    files = {"html": str(render_html(shown, summary, out / "penalty.html", title)),
-             "png": str(render_png(shown, out / "penalty.png", title))}
-    (out / "penalty_summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n",
-                                              encoding="utf-8")
+    files = {
+        "html": str(render_html(shown, summary, out / "penalty.html", title)),
+        "png": str(render_png(shown, out / "penalty.png", title)),
+    }
+    (out / "penalty_summary.json").write_text(
+        json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     files["summary"] = str(out / "penalty_summary.json")
     return {"files": files, "summary": summary, "shown": len(shown)}
 
 
 def summary_lines(summary: dict, steps: int = 6) -> list[str]:
     """The concentration summary as plain text (what ``mentor inspect`` prints)."""
+
     def line(name, block):
         if not block["tokens"]:
             return f"{name}: no teacher log-probs"
-        forks = ", ".join(f"{json.dumps(f['token'], ensure_ascii=False)}x{f['count']}"
-                          for f in block["forking_tokens"][:5])
-        return (f"{name}: {block['tokens']} tokens, mean penalty {block['mean_penalty']:.3f} nats; top 1% carry "
-                f"{100 * block['top_1%']:.0f}%, top 10% carry {100 * block['top_10%']:.0f}%; forking tokens: {forks}")
+        forks = ", ".join(
+            f"{json.dumps(f['token'], ensure_ascii=False)}x{f['count']}" for f in block["forking_tokens"][:5]
+        )
+        return (
+            f"{name}: {block['tokens']} tokens, mean penalty {block['mean_penalty']:.3f} nats; top 1% carry "
+            f"{100 * block['top_1%']:.0f}%, top 10% carry {100 * block['top_10%']:.0f}%; forking tokens: {forks}"
+        )
 
     out = [line("run", summary["run"])]
     keys = list(summary["steps"])
     if len(keys) > steps:  # the first and the last logged steps
-        keys = keys[:steps // 2] + keys[-(steps - steps // 2):]
+        keys = keys[: steps // 2] + keys[-(steps - steps // 2) :]
     for key in keys:
         out.append(line(f"step {key}", summary["steps"][key]))
     return out

@@ -34,18 +34,32 @@ PANELS = [
     (("grad_norm",), "gradient norm (before clipping)", "L2 norm"),
     (("skipped_steps",), "skipped steps (non-finite loss or gradient)", "cumulative count"),
 ]
-TABLE_KEYS = ("reverse_kl", "full_reverse_kl", "accuracy", "reward", "loss", "entropy", "completion_length",
-              "grad_norm", "truncated_fraction", "tokens_per_second")
+TABLE_KEYS = (
+    "reverse_kl",
+    "full_reverse_kl",
+    "accuracy",
+    "reward",
+    "loss",
+    "entropy",
+    "completion_length",
+    "grad_norm",
+    "truncated_fraction",
+    "tokens_per_second",
+)
 
 
 def _series(history: list[dict], key: str) -> list[tuple[int, float]]:
-    return [(r["step"], float(r[key])) for r in history
-            if key in r and isinstance(r[key], (int, float)) and math.isfinite(float(r[key])) and "step" in r]
+    return [
+        (r["step"], float(r[key]))
+        for r in history
+        if key in r and isinstance(r[key], (int, float)) and math.isfinite(float(r[key])) and "step" in r
+    ]
 
 
 def _same_curve(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
-    return len(a) == len(b) and all(x == y and math.isclose(u, v, rel_tol=1e-5, abs_tol=1e-7)
-                                    for (x, u), (y, v) in zip(a, b))
+    return len(a) == len(b) and all(
+        x == y and math.isclose(u, v, rel_tol=1e-5, abs_tol=1e-7) for (x, u), (y, v) in zip(a, b)
+    )
 
 
 def plot_run(history: list[dict], path: str | Path, title: str) -> Path | None:
@@ -84,7 +98,7 @@ def plot_run(history: list[dict], path: str | Path, title: str) -> Path | None:
         ax.set_ylabel(unit, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -110,8 +124,15 @@ def _metric_table(history: list[dict]) -> str:
             continue
         values = [v for _, v in points]
         better = max if key in ("accuracy", "reward", "tokens_per_second") else min
-        rows.append([key, f"{_fmt(values[0])} (step {points[0][0]})", f"{_fmt(values[-1])} (step {points[-1][0]})",
-                     _fmt(better(values)), _fmt(sum(values) / len(values))])
+        rows.append(
+            [
+                key,
+                f"{_fmt(values[0])} (step {points[0][0]})",
+                f"{_fmt(values[-1])} (step {points[-1][0]})",
+                _fmt(better(values)),
+                _fmt(sum(values) / len(values)),
+            ]
+        )
     return markdown_table(["metric", "first", "last", "best", "mean"], rows) if rows else ""
 
 
@@ -132,8 +153,9 @@ def resolve_run(path: str | Path) -> Path:
         return path
     if (path / "stage2" / "metrics.jsonl").is_file():
         return path / "stage2"
-    raise MentorError(f"{path} has no metrics.jsonl: pass the --output-dir of a mentor run (distill, sft, rl, or "
-                      "a CoE directory)")
+    raise MentorError(
+        f"{path} has no metrics.jsonl: pass the --output-dir of a mentor run (distill, sft, rl, or a CoE directory)"
+    )
 
 
 def write_report(run: str | Path, out: str | Path | None = None) -> dict:
@@ -162,15 +184,24 @@ def write_report(run: str | Path, out: str | Path | None = None) -> dict:
     name = run.resolve().name
     steps = [r["step"] for r in history if isinstance(r.get("step"), int)]
     last_step = max(steps) if steps else 0
-    recipe = ("on-policy distillation" if "teacher" in config else "RL" if "reference" in config
-              else "SFT" if "model" in config else "training")
+    recipe = (
+        "on-policy distillation"
+        if "teacher" in config
+        else "RL"
+        if "reference" in config
+        else "SFT"
+        if "model" in config
+        else "training"
+    )
     lines = [f"# {name}: {recipe}, {last_step} of {config.get('steps', '?')} steps", ""]
-    who = [f"{k} `{config[k]}`" for k in ("student", "teacher", "model", "prompts", "task", "data")
-           if config.get(k)]
+    who = [f"{k} `{config[k]}`" for k in ("student", "teacher", "model", "prompts", "task", "data") if config.get(k)]
     if who:
         lines += ["; ".join(who), ""]
-    shape = [f"{k.replace('_', ' ')} {config[k]}" for k in ("batch_size", "group_size", "learning_rate",
-                                                            "lora_rank", "max_new_tokens") if k in config]
+    shape = [
+        f"{k.replace('_', ' ')} {config[k]}"
+        for k in ("batch_size", "group_size", "learning_rate", "lora_rank", "max_new_tokens")
+        if k in config
+    ]
     if shape:
         lines += [", ".join(shape), ""]
     files = {"summary": str(out_dir / "summary.md")}
@@ -183,11 +214,18 @@ def write_report(run: str | Path, out: str | Path | None = None) -> dict:
         lines += ["## Metrics", "", table, ""]
     evals = [r for r in history if "accuracy" in r]
     if evals:
-        lines += ["Accuracy at each evaluation: " + ", ".join(f"step {r['step']}: {_fmt(float(r['accuracy']))}"
-                                                             for r in evals), ""]
+        lines += [
+            "Accuracy at each evaluation: "
+            + ", ".join(f"step {r['step']}: {_fmt(float(r['accuracy']))}" for r in evals),
+            "",
+        ]
     skipped = max((int(r.get("skipped_steps", 0)) for r in history), default=0)
-    lines += [f"Skipped updates (non-finite loss or gradient): {skipped}." if skipped else
-              "No update was skipped (every loss and gradient was finite).", ""]
+    lines += [
+        f"Skipped updates (non-finite loss or gradient): {skipped}."
+        if skipped
+        else "No update was skipped (every loss and gradient was finite).",
+        "",
+    ]
     samples = SampleLog(run).read()
     if any(r.get("teacher_logprobs") is not None for r in samples):
         from mentor.report.penalty import summary_lines
@@ -195,20 +233,34 @@ def write_report(run: str | Path, out: str | Path | None = None) -> dict:
         summary = penalty_summary(samples)
         view = inspect_run(run, out=figures)  # the last logged step
         files.update(penalty_png=view["files"]["png"], penalty_html=view["files"]["html"])
-        lines += ["## What the teacher penalises", "",
-                  "Share of the positive penalty `log q - log p_teacher` carried by the most penalised tokens, "
-                  "and the tokens that most often carry it (from samples.jsonl; `mentor inspect` shows more):", ""]
+        lines += [
+            "## What the teacher penalises",
+            "",
+            "Share of the positive penalty `log q - log p_teacher` carried by the most penalised tokens, "
+            "and the tokens that most often carry it (from samples.jsonl; `mentor inspect` shows more):",
+            "",
+        ]
         lines += [f"- {line}" for line in summary_lines(summary)]
-        lines += ["", f"![penalty view]({REPORT_DIR}/penalty.png) (hover the tokens in "
-                  f"[{REPORT_DIR}/penalty.html]({REPORT_DIR}/penalty.html))", ""]
+        lines += [
+            "",
+            f"![penalty view]({REPORT_DIR}/penalty.png) (hover the tokens in "
+            f"[{REPORT_DIR}/penalty.html]({REPORT_DIR}/penalty.html))",
+            "",
+        ]
     routing = _routing_figure(run)
     if routing is not None:
         files["routing"] = str(routing)
         lines += ["## Expert routing (CoE)", "", f"![routing]({os.path.relpath(routing, out_dir)})", ""]
     last_with_flops = next((r for r in reversed(history) if any(k.startswith("flops_") for k in r)), None)
     if last_with_flops is not None:
-        lines += ["## Compute", "", "FLOPs spent (forward 2N, backward 4N per token; see "
-                  "mentor/evaluation/flops.py)", "", summary_table(last_with_flops), ""]
+        lines += [
+            "## Compute",
+            "",
+            "FLOPs spent (forward 2N, backward 4N per token; see mentor/evaluation/flops.py)",
+            "",
+            summary_table(last_with_flops),
+            "",
+        ]
     text = "\n".join(lines).rstrip() + "\n"
     tmp = out_dir / ".tmp-summary.md"
     tmp.write_text(text, encoding="utf-8")
@@ -221,5 +273,8 @@ def write_report_after_training(run: str | Path) -> None:
     try:
         write_report(run)
     except Exception as exc:  # noqa: BLE001 - the model is saved after this returns; say why and go on
-        print(f"mentor: warning: the run report was not written ({type(exc).__name__}: {exc}); "
-              f"`mentor report {run}` tries again", file=sys.stderr)
+        print(
+            f"mentor: warning: the run report was not written ({type(exc).__name__}: {exc}); "
+            f"`mentor report {run}` tries again",
+            file=sys.stderr,
+        )

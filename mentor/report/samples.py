@@ -74,19 +74,27 @@ def sample_records(step: int, batch, tokenizer, rows: list[int], teacher=None) -
         # the teacher's own sequences (privileged context: its prompt + the completion), moved back onto the row's
         teacher_sequences, teacher_starts = batch.teacher_sequences()
         shifts = [teacher_starts[i] - start for i, start, _ in spans]
-        sequences = [teacher_sequences[i][:end + shift] for (i, _, end), shift in zip(spans, shifts)]
-        scored = teacher.logprobs_and_top1(sequences, score_from=[start + shift for (_, start, _), shift
-                                                                  in zip(spans, shifts)])
-        extra = {i: tuple(t[shift:] if shift >= 0 else torch.cat([t.new_zeros(-shift), t]) for t in pair)
-                 for (i, _, _), shift, pair in zip(spans, shifts, scored)}
+        sequences = [teacher_sequences[i][: end + shift] for (i, _, end), shift in zip(spans, shifts)]
+        scored = teacher.logprobs_and_top1(
+            sequences, score_from=[start + shift for (_, start, _), shift in zip(spans, shifts)]
+        )
+        extra = {
+            i: tuple(t[shift:] if shift >= 0 else torch.cat([t.new_zeros(-shift), t]) for t in pair)
+            for (i, _, _), shift, pair in zip(spans, shifts, scored)
+        }
     records = []
     for i, start, end in spans:
         ids = batch.input_ids[i, start:end].tolist()
-        record = {"step": step, "row": i, "group": int(batch.group_ids[i]),
-                  "prompt": batch.prompts[i] if i < len(batch.prompts) else "",
-                  "completion": batch.completions[i] if i < len(batch.completions) else tokenizer.decode(ids),
-                  "token_ids": ids, "tokens": token_strings(tokenizer, ids),
-                  "sampler_logprobs": _rounded(batch.sampler_logprobs[i, start:end].tolist())}
+        record = {
+            "step": step,
+            "row": i,
+            "group": int(batch.group_ids[i]),
+            "prompt": batch.prompts[i] if i < len(batch.prompts) else "",
+            "completion": batch.completions[i] if i < len(batch.completions) else tokenizer.decode(ids),
+            "token_ids": ids,
+            "tokens": token_strings(tokenizer, ids),
+            "sampler_logprobs": _rounded(batch.sampler_logprobs[i, start:end].tolist()),
+        }
         if batch.teacher_logprobs is not None:
             record["teacher_logprobs"] = _rounded(batch.teacher_logprobs[i, start:end].tolist())
         if i in extra:
@@ -140,9 +148,11 @@ class SampleLog:
             if isinstance(record, dict):
                 records.append(record)
             elif number < len(lines) or not records:
-                raise MentorError(f"{self.path} is not valid JSON at line {number} (each line must be one JSON "
-                                  "object, as training writes them): the sample log is damaged; train the run "
-                                  "again to write it anew")
+                raise MentorError(
+                    f"{self.path} is not valid JSON at line {number} (each line must be one JSON "
+                    "object, as training writes them): the sample log is damaged; train the run "
+                    "again to write it anew"
+                )
         return [r for r in records if _is_sample(r)]
 
     def truncate(self, last_step: int) -> None:

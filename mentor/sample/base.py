@@ -31,28 +31,36 @@ class Sampler(Protocol):
         """One completion per prompt (repeat a prompt to get a group); ``greedy`` for evaluation."""
 
 
-def to_rollout_batch(sampled: SampledBatch, group_ids: list[int], pad_id: int, tokenizer=None,
-                     prompts: list[str] | None = None) -> RolloutBatch:
+def to_rollout_batch(
+    sampled: SampledBatch, group_ids: list[int], pad_id: int, tokenizer=None, prompts: list[str] | None = None
+) -> RolloutBatch:
     """Prompt + completion, right-padded; loss mask and sampler log-probs on the completion tokens."""
     sequences = [p + c for p, c in zip(sampled.prompt_ids, sampled.completion_ids)]
     input_ids, attention_mask = right_pad(sequences, pad_id)
     loss_mask = torch.zeros(input_ids.shape, dtype=torch.float32)
     sampler_logprobs = torch.zeros(input_ids.shape, dtype=torch.float32)
     for i, (p, c, lp) in enumerate(zip(sampled.prompt_ids, sampled.completion_ids, sampled.completion_logprobs)):
-        loss_mask[i, len(p): len(p) + len(c)] = (1.0 if sampled.completion_mask is None
-                                                 else torch.tensor(sampled.completion_mask[i], dtype=torch.float32))
-        sampler_logprobs[i, len(p): len(p) + len(c)] = torch.tensor(lp, dtype=torch.float32)
+        loss_mask[i, len(p) : len(p) + len(c)] = (
+            1.0 if sampled.completion_mask is None else torch.tensor(sampled.completion_mask[i], dtype=torch.float32)
+        )
+        sampler_logprobs[i, len(p) : len(p) + len(c)] = torch.tensor(lp, dtype=torch.float32)
     completions = []
     if sampled.answers is not None:
         completions = list(sampled.answers)
     elif tokenizer is not None:
         completions = tokenizer.batch_decode(sampled.completion_ids, skip_special_tokens=True)
     return RolloutBatch(
-        input_ids=input_ids, attention_mask=attention_mask, loss_mask=loss_mask,
-        sampler_logprobs=sampler_logprobs, advantages=torch.zeros_like(sampler_logprobs),
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        loss_mask=loss_mask,
+        sampler_logprobs=sampler_logprobs,
+        advantages=torch.zeros_like(sampler_logprobs),
         prompt_lengths=torch.tensor([len(p) for p in sampled.prompt_ids]),
-        group_ids=torch.tensor(group_ids), truncated=torch.tensor(sampled.truncated),
-        completions=completions, prompts=prompts or [])
+        group_ids=torch.tensor(group_ids),
+        truncated=torch.tensor(sampled.truncated),
+        completions=completions,
+        prompts=prompts or [],
+    )
 
 
 def sample_groups(sampler: Sampler, tokenizer, examples: list, group_size: int) -> tuple[RolloutBatch, list]:

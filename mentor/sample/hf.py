@@ -13,17 +13,24 @@ import contextlib
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mentor.models.chat import stop_token_ids
-from mentor.sample.base import SampledBatch
 from mentor.models.logprobs import causal_lm_of
+from mentor.sample.base import SampledBatch
 
 
 class HFSampler:
-    def __init__(self, model: nn.Module, tokenizer, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, batch_size: int = 64):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        batch_size: int = 64,
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.top_k, self.top_p, self.batch_size = top_k, top_p, batch_size
@@ -33,14 +40,20 @@ class HFSampler:
         from transformers import GenerationConfig
 
         # always greedy over the scores: when sampling, SampleAndRecord has already drawn the token
-        return GenerationConfig(do_sample=False, max_new_tokens=self.max_new_tokens, eos_token_id=self.stop_ids,
-                                pad_token_id=self.tokenizer.pad_token_id, use_cache=True, return_dict_in_generate=True)
+        return GenerationConfig(
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+            return_dict_in_generate=True,
+        )
 
     @torch.no_grad()
     def sample(self, prompt_ids: list[list[int]], greedy: bool = False) -> SampledBatch:
         out = SampledBatch([], [], [], [])
         for start in range(0, len(prompt_ids), self.batch_size):
-            self._sample_chunk(prompt_ids[start: start + self.batch_size], greedy, out)
+            self._sample_chunk(prompt_ids[start : start + self.batch_size], greedy, out)
         return out
 
     def _sample_chunk(self, prompts: list[list[int]], greedy: bool, out: SampledBatch) -> None:
@@ -54,15 +67,18 @@ class HFSampler:
         input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for i, p in enumerate(prompts):
-            input_ids[i, width - len(p):] = torch.tensor(p)
-            attention_mask[i, width - len(p):] = 1
+            input_ids[i, width - len(p) :] = torch.tensor(p)
+            attention_mask[i, width - len(p) :] = 1
         from transformers import LogitsProcessorList
 
         recorder = None if greedy else SampleAndRecord(self.temperature, self.top_k, self.top_p)
         with neutral_generation_config(model):
-            result = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                    generation_config=self._generation_config(),
-                                    logits_processor=LogitsProcessorList([recorder] if recorder else []))
+            result = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=self._generation_config(),
+                logits_processor=LogitsProcessorList([recorder] if recorder else []),
+            )
         if was_training:
             model.train()
         generated = result.sequences[:, width:].cpu()
@@ -110,8 +126,9 @@ class SampleAndRecord:
         from transformers import TopKLogitsWarper, TopPLogitsWarper
 
         self.temperature = temperature
-        self.warpers = ([TopKLogitsWarper(top_k)] if top_k > 0 else []) + \
-                       ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+        self.warpers = ([TopKLogitsWarper(top_k)] if top_k > 0 else []) + (
+            [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+        )
         self.logprobs: list[torch.Tensor] = []  # [B] per step: log q(token) under the sampling distribution
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

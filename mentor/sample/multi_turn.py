@@ -31,15 +31,15 @@ def render(tokenizer, messages: list[dict], tools: list[dict] | None, add_genera
     if not has_chat_template(tokenizer):
         raise MentorError("--env needs a chat template to render the conversation, but the tokenizer has none")
     kwargs = {"tools": tools} if tools else {}
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
-                                        **kwargs)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True, **kwargs)
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return list(ids)
 
 
-def reply_ids(tokenizer, before_turn: list[dict], turn: str, reply: dict, tools: list[dict] | None,
-              stop_ids: list[int]) -> list[int]:
+def reply_ids(
+    tokenizer, before_turn: list[dict], turn: str, reply: dict, tools: list[dict] | None, stop_ids: list[int]
+) -> list[int]:
     """The ids the template writes after the student's ``turn`` (the assistant message after ``before_turn``)
     for ``reply``, up to and including the next generation prompt.
 
@@ -50,14 +50,18 @@ def reply_ids(tokenizer, before_turn: list[dict], turn: str, reply: dict, tools:
     prompt = render(tokenizer, before_turn, tools, True)
     full = render(tokenizer, before_turn + [{"role": "assistant", "content": turn}, reply], tools, True)
     if full[: len(prompt)] != prompt:
-        raise MentorError("the chat template renders the conversation differently once the environment's reply "
-                          "is added, so the reply's tokens cannot be cut out of it")
-    rest = full[len(prompt):]
+        raise MentorError(
+            "the chat template renders the conversation differently once the environment's reply "
+            "is added, so the reply's tokens cannot be cut out of it"
+        )
+    rest = full[len(prompt) :]
     ends = [i for i, token in enumerate(rest) if token in stop_ids]
     if not ends:
-        raise MentorError(f"the chat template ends the assistant turn with none of the end-of-turn tokens "
-                          f"{stop_ids}: the environment's reply cannot be placed after it")
-    return rest[ends[0] + 1:]
+        raise MentorError(
+            f"the chat template ends the assistant turn with none of the end-of-turn tokens "
+            f"{stop_ids}: the environment's reply cannot be placed after it"
+        )
+    return rest[ends[0] + 1 :]
 
 
 class MultiTurnSampler:
@@ -67,8 +71,16 @@ class MultiTurnSampler:
     ``max_length``: the longest conversation (prompt + completion); a turn that would not fit, or a reply that
     would leave no room for the next one, ends the conversation as truncated."""
 
-    def __init__(self, sampler: Sampler, tokenizer, env: EnvSpec, max_turns: int, max_new_tokens: int,
-                 max_length: int | None = None, model=None):
+    def __init__(
+        self,
+        sampler: Sampler,
+        tokenizer,
+        env: EnvSpec,
+        max_turns: int,
+        max_new_tokens: int,
+        max_length: int | None = None,
+        model=None,
+    ):
         if max_turns < 1:
             raise MentorError("--max-turns must be at least 1")
         self.sampler, self.tokenizer, self.env = sampler, tokenizer, env
@@ -92,9 +104,16 @@ class MultiTurnSampler:
         messages = [env.reset(e) for env, e in zip(envs, examples)]
         prompts = [render(self.tokenizer, m, env.tools, True) for m, env in zip(messages, envs)]
         n = len(examples)
-        out = SampledBatch(prompts, [[] for _ in range(n)], [[] for _ in range(n)], [False] * n,
-                           completion_mask=[[] for _ in range(n)], answers=[""] * n, turns=[0] * n,
-                           env_rewards=[None] * n)
+        out = SampledBatch(
+            prompts,
+            [[] for _ in range(n)],
+            [[] for _ in range(n)],
+            [False] * n,
+            completion_mask=[[] for _ in range(n)],
+            answers=[""] * n,
+            turns=[0] * n,
+            env_rewards=[None] * n,
+        )
         active = list(range(n))
         for turn_index in range(self.max_turns):
             rows = []
@@ -102,8 +121,10 @@ class MultiTurnSampler:
                 if self._fits(len(prompts[i]) + len(out.completion_ids[i])):
                     rows.append(i)
                 elif turn_index == 0:
-                    raise MentorError(f"a prompt of {len(prompts[i])} tokens leaves no room for --max-new-tokens "
-                                      f"{self.max_new_tokens} in a context of {self.max_length}")
+                    raise MentorError(
+                        f"a prompt of {len(prompts[i])} tokens leaves no room for --max-new-tokens "
+                        f"{self.max_new_tokens} in a context of {self.max_length}"
+                    )
                 else:
                     out.truncated[i] = True
             if not rows:
@@ -124,8 +145,7 @@ class MultiTurnSampler:
                     continue
                 reply = envs[i].step(text)
                 if not isinstance(reply, EnvReply):
-                    raise MentorError(f"environment {self.env.name!r} answered {type(reply).__name__}, "
-                                      "not an EnvReply")
+                    raise MentorError(f"environment {self.env.name!r} answered {type(reply).__name__}, not an EnvReply")
                 before = list(messages[i])
                 messages[i].append({"role": "assistant", "content": text})
                 if reply.kind == "done":

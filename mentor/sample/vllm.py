@@ -42,10 +42,23 @@ MIN_KV_CACHE_BYTES = 256 << 20
 
 
 class VLLMSampler:
-    def __init__(self, model: nn.Module, tokenizer, model_path: str, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, *, dtype: str = "bfloat16", seed: int = 0,
-                 gpu_memory_utilization: float = 0.3, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, enforce_eager: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        model_path: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        *,
+        dtype: str = "bfloat16",
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int | None = None,
+        enable_prefix_caching: bool = True,
+        enforce_eager: bool = False,
+    ):
         # forced, not defaulted: a separate engine process would need the trainer's tensors pickled to it
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's start-up log drowns the progress bar
@@ -53,13 +66,18 @@ class VLLMSampler:
             from vllm import LLM, SamplingParams
             from vllm.platforms import current_platform
         except ImportError as exc:
-            raise MentorError(f"--sampler vllm needs vLLM, which does not import here ({exc}): {INSTALL_HINT}") \
-                from None
+            raise MentorError(
+                f"--sampler vllm needs vLLM, which does not import here ({exc}): {INSTALL_HINT}"
+            ) from None
         _quiet_reload_warnings()
         self.model, self.tokenizer = model, tokenizer
         self._source = EngineSource(model, tokenizer, model_path)
-        engine: dict[str, Any] = dict(max_model_len=max_model_len, enable_prefix_caching=enable_prefix_caching,
-                                      enforce_eager=enforce_eager, logprobs_mode="processed_logprobs")
+        engine: dict[str, Any] = dict(
+            max_model_len=max_model_len,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=enforce_eager,
+            logprobs_mode="processed_logprobs",
+        )
         if current_platform.is_cpu():
             engine["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(model, max_model_len)
         else:
@@ -73,8 +91,15 @@ class VLLMSampler:
             raise MentorError(f"vLLM could not start on {model_path}: {_first_line(exc)}") from None
         stop = stop_token_ids(tokenizer, model)
         # logprobs=0: vLLM returns exactly the sampled token's log-prob at each step
-        self.params = dict(n=1, max_tokens=max_new_tokens, temperature=temperature, top_k=max(top_k, 0), top_p=top_p,
-                           logprobs=0, stop_token_ids=stop)
+        self.params = dict(
+            n=1,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=max(top_k, 0),
+            top_p=top_p,
+            logprobs=0,
+            stop_token_ids=stop,
+        )
         self._sampling_params = SamplingParams
         # built, not cloned and edited: __post_init__ makes temperature 0 greedy (and sampling_type is cached)
         self.greedy_params = SamplingParams(n=1, max_tokens=max_new_tokens, temperature=0.0, stop_token_ids=stop)
@@ -86,11 +111,13 @@ class VLLMSampler:
         """Copy the trainer's weights into the engine in place, and drop KV blocks cached under the old ones."""
         weights = list(named_weights(self.model))
         try:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
-                                                              "is_checkpoint_format": True})
+            self.llm.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+            )
         except (AttributeError, TypeError) as exc:  # a vLLM from before the in-place reload API
-            raise MentorError(f"this vLLM cannot reload weights in place ({_first_line(exc)}): mentor needs "
-                              "vllm>=0.20") from None
+            raise MentorError(
+                f"this vLLM cannot reload weights in place ({_first_line(exc)}): mentor needs vllm>=0.20"
+            ) from None
         self.llm.apply_model(repack_cpu_moe_experts)
         if not self.llm.reset_prefix_cache():  # False while requests run: their blocks hold the old weights
             raise RuntimeError("vLLM did not reset its prefix cache after a weight sync")
@@ -122,8 +149,9 @@ class VLLMSampler:
             self.sync_weights()
             self._synced_version = version
         params = self.greedy_params if greedy else self._seeded(len(prompt_ids))
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
-                                    use_tqdm=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params, use_tqdm=False
+        )
         out = SampledBatch([], [], [], [])
         for prompt, request in zip(prompt_ids, outputs):
             completion = request.outputs[0]
@@ -202,8 +230,11 @@ def named_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
         model.merge_adapter()
         try:
             base = model.get_base_model()
-            state = {name.replace(".base_layer", ""): tensor.detach().clone()
-                     for name, tensor in base.state_dict().items() if "lora_" not in name}
+            state = {
+                name.replace(".base_layer", ""): tensor.detach().clone()
+                for name, tensor in base.state_dict().items()
+                if "lora_" not in name
+            }
         finally:
             model.unmerge_adapter()
         yield from checkpoint_layout(base, state).items()

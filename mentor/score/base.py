@@ -37,7 +37,7 @@ def score_with_teacher(teacher: Teacher, batch: RolloutBatch) -> torch.Tensor:
     for i, (sequence, logprobs) in enumerate(zip(sequences, scored)):
         if logprobs.shape[0] != len(sequence):
             raise RuntimeError(f"teacher returned {logprobs.shape[0]} log-probs for a {len(sequence)}-token sequence")
-        out[i, :len(sequence)] = logprobs.float().cpu()
+        out[i, : len(sequence)] = logprobs.float().cpu()
     if batch.teacher_input_ids is None:
         return torch.nn.functional.pad(out, (0, batch.input_ids.shape[1] - out.shape[1]))
     return batch.to_student_positions(out)

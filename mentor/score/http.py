@@ -121,10 +121,22 @@ class HTTPTeacher:
 
     supports_top_k = True  # a ``TopKTeacher``: vLLM's prompt_logprobs=k (OPD's top_k divergence)
 
-    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
-                 timeout: float = 120.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 10.0,
-                 batch_size: int = 16, max_concurrency: int = 4, role: str = "teacher",
-                 notice_after: float = WAIT_NOTICE_AFTER, notice_every: float = WAIT_NOTICE_EVERY):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        batch_size: int = 16,
+        max_concurrency: int = 4,
+        role: str = "teacher",
+        notice_after: float = WAIT_NOTICE_AFTER,
+        notice_every: float = WAIT_NOTICE_EVERY,
+    ):
         self.role = role  # what the server is to this run ("teacher", "reference"): its errors say so
         if not is_url(base_url):
             raise MentorError(f"{role} URL {base_url!r} must start with http:// or https://")
@@ -142,7 +154,7 @@ class HTTPTeacher:
     # --- the Teacher interface --------------------------------------------------------------------
     def compute_logprobs(self, sequences: list[list[int]], score_from: list[int] | None = None) -> list[torch.Tensor]:
         # score_from is not sent: the completions protocol scores whole prompts (vLLM and SGLang alike)
-        batches = [sequences[i: i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
+        batches = [sequences[i : i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
         out: list[torch.Tensor] = []
         for scored in self._pool.map(self._score_batch, batches):
             out.extend(scored)
@@ -154,7 +166,7 @@ class HTTPTeacher:
         ``[n, k]``, ``[n, k]`` (descending; row 0 is zeros: nothing predicts the first token)."""
         if k < 1:
             raise MentorError(f"top-k prompt log-probs need k >= 1 (got {k})")
-        batches = [sequences[i: i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
+        batches = [sequences[i : i + self.batch_size] for i in range(0, len(sequences), self.batch_size)]
         out: list[TeacherTopK] = []
         for answers in self._pool.map(lambda batch: self._top_k_batch(batch, k), batches):
             out.extend(answers)
@@ -165,8 +177,14 @@ class HTTPTeacher:
         return top_k_from_sequences(self.compute_top_k, batch, k)
 
     def _score_batch(self, batch: list[list[int]]) -> list[torch.Tensor]:
-        body = {"echo": True, "logprobs": 0, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True,
-                "return_tokens_as_token_ids": True}
+        body = {
+            "echo": True,
+            "logprobs": 0,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "return_token_ids": True,
+            "return_tokens_as_token_ids": True,
+        }
         with self._naming_the_server():
             return [_prompt_logprobs(choice, seq) for choice, seq in zip(self._choices(batch, body), batch)]
 
@@ -190,16 +208,20 @@ class HTTPTeacher:
             answer = self._request("POST", "/completions", {"model": self.model, "prompt": batch, **fields})
         except RequestTooLarge:
             if len(batch) == 1:
-                raise MentorError(f"the {self.role} server refused a {len(batch[0])}-token sequence as too large: "
-                                  "raise its request limit (serve-teacher --max-request-tokens)") from None
+                raise MentorError(
+                    f"the {self.role} server refused a {len(batch[0])}-token sequence as too large: "
+                    "raise its request limit (serve-teacher --max-request-tokens)"
+                ) from None
             half = len(batch) // 2
             return self._choices(batch[:half], fields) + self._choices(batch[half:], fields)
         choices = answer.get("choices")
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise _not_openai(f"no list of choices, keys {sorted(answer)[:6]}")
         if len(choices) != len(batch):
-            raise MentorError(f"the {self.role} server answered {len(choices)} choices for {len(batch)} prompts: "
-                              "is it an OpenAI-compatible completions endpoint?")
+            raise MentorError(
+                f"the {self.role} server answered {len(choices)} choices for {len(batch)} prompts: "
+                "is it an OpenAI-compatible completions endpoint?"
+            )
         indexes = [c.get("index", i) for i, c in enumerate(choices)]
         if sorted(i for i in indexes if is_int(i)) != list(range(len(batch))):
             raise _not_openai(f"choice indexes {indexes[:8]} are not 0..{len(batch) - 1}")
@@ -218,8 +240,10 @@ class HTTPTeacher:
         listing = self._request("GET", "/models")
         models = listing.get("data") or []
         if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
-            raise MentorError(f"the {self.role} server at {self.base_url} answered /v1/models with no list of models: "
-                              "is it an OpenAI-compatible endpoint?")
+            raise MentorError(
+                f"the {self.role} server at {self.base_url} answered /v1/models with no list of models: "
+                "is it an OpenAI-compatible endpoint?"
+            )
         if not models:
             raise MentorError(f"the {self.role} server at {self.base_url} serves no model (/v1/models is empty)")
         if self._model is not None:
@@ -263,10 +287,14 @@ class HTTPTeacher:
                 if time.perf_counter() - started >= SLOW_ATTEMPT and attempt < self.max_retries:
                     from mentor.train.progress import console
 
-                    console.print(f"[yellow]{self.role} server {url}: {last_error}; retry {attempt + 1} of "
-                                  f"{self.max_retries}[/]", highlight=False)
-        raise MentorError(f"{self.role} server {url} failed {self.max_retries + 1} times (last: {last_error}): "
-                          "check that it is running and reachable, or raise --teacher-timeout")
+                    console.print(
+                        f"[yellow]{self.role} server {url}: {last_error}; retry {attempt + 1} of {self.max_retries}[/]",
+                        highlight=False,
+                    )
+        raise MentorError(
+            f"{self.role} server {url} failed {self.max_retries + 1} times (last: {last_error}): "
+            "check that it is running and reachable, or raise --teacher-timeout"
+        )
 
     def _send(self, method: str, url: str, body: dict | None) -> dict:
         data = None if body is None else json.dumps(body).encode()
@@ -280,9 +308,10 @@ class HTTPTeacher:
             with self._waiting(url), _OPENER.open(request, timeout=self.timeout) as response:
                 try:
                     raw = response.read()
-                except (TimeoutError, socket.timeout):
-                    raise RetryableError(f"the answer stopped arriving for {self.timeout:g} s "
-                                         "(--teacher-timeout)") from None
+                except TimeoutError:
+                    raise RetryableError(
+                        f"the answer stopped arriving for {self.timeout:g} s (--teacher-timeout)"
+                    ) from None
         except urllib.error.HTTPError as exc:
             message = _error_message(exc)
             if exc.code == 413:
@@ -290,17 +319,21 @@ class HTTPTeacher:
             if exc.code == 429 or exc.code >= 500:
                 raise RetryableError(f"HTTP {exc.code} {message}") from None
             if exc.code in (401, 403):
-                raise MentorError(f"the {self.role} server at {url} rejected the API key (HTTP {exc.code}): "
-                                  "pass the right --teacher-api-key") from None
-            raise MentorError(f"the {self.role} server at {url} refused the request (HTTP {exc.code}): "
-                              f"{message}") from None
+                raise MentorError(
+                    f"the {self.role} server at {url} rejected the API key (HTTP {exc.code}): "
+                    "pass the right --teacher-api-key"
+                ) from None
+            raise MentorError(
+                f"the {self.role} server at {url} refused the request (HTTP {exc.code}): {message}"
+            ) from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise RetryableError(f"could not connect within {min(self.timeout, CONNECT_TIMEOUT):g} s") from None
             raise RetryableError(f"{type(exc).__name__}: {exc.reason}") from None
-        except (TimeoutError, socket.timeout):
-            raise RetryableError(f"connected, but no answer within {self.timeout:g} s (waiting for its first "
-                                 "byte; --teacher-timeout)") from None
+        except TimeoutError:
+            raise RetryableError(
+                f"connected, but no answer within {self.timeout:g} s (waiting for its first byte; --teacher-timeout)"
+            ) from None
         except (ConnectionError, http.client.HTTPException) as exc:
             raise RetryableError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
         try:
@@ -308,17 +341,22 @@ class HTTPTeacher:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RetryableError(f"truncated or invalid JSON ({len(raw)} bytes)") from None
         if not isinstance(answer, dict):  # a whole, well-formed answer of another protocol: not retried
-            raise MentorError(f"the {self.role} server at {url} answered a JSON {type(answer).__name__}, not an "
-                              "object: is it an OpenAI-compatible endpoint (vLLM, SGLang, mentor serve-teacher)?")
+            raise MentorError(
+                f"the {self.role} server at {url} answered a JSON {type(answer).__name__}, not an "
+                "object: is it an OpenAI-compatible endpoint (vLLM, SGLang, mentor serve-teacher)?"
+            )
         return answer
-
 
     def _waiting(self, url: str) -> _WaitNotice:
         def say(waited: float) -> None:
             from mentor.train.progress import console
 
-            console.print(f"[yellow]waiting for the {self.role} server at {url} to answer ({waited:g} s of "
-                          f"--teacher-timeout {self.timeout:g} s)[/]", highlight=False, soft_wrap=True)
+            console.print(
+                f"[yellow]waiting for the {self.role} server at {url} to answer ({waited:g} s of "
+                f"--teacher-timeout {self.timeout:g} s)[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
 
         return _WaitNotice(say, self.notice_after, self.notice_every, self._speaker)
 
@@ -383,17 +421,22 @@ def _prompt_logprobs(choice: dict, sequence: list[int]) -> torch.Tensor:
     if token_logprobs is not None and len(token_logprobs) in (n, n + 1):  # + the one generated token
         values = token_logprobs[:n]
     elif prompt_logprobs is not None and len(prompt_logprobs) == n:
-        values = prompt_logprobs[:1] + [_entry_logprob(entry, token)
-                                        for token, entry in zip(sequence[1:], prompt_logprobs[1:])]
+        values = prompt_logprobs[:1] + [
+            _entry_logprob(entry, token) for token, entry in zip(sequence[1:], prompt_logprobs[1:])
+        ]
     else:
         got = len(token_logprobs if token_logprobs is not None else prompt_logprobs or [])
-        raise _BadAnswer(f" returned {got} prompt log-probs for a {n}-token sequence: it must "
-                          "score exactly the ids sent, with echo=true and logprobs (vLLM, SGLang and mentor "
-                          "serve-teacher do)")
+        raise _BadAnswer(
+            f" returned {got} prompt log-probs for a {n}-token sequence: it must "
+            "score exactly the ids sent, with echo=true and logprobs (vLLM, SGLang and mentor "
+            "serve-teacher do)"
+        )
     for position, value in enumerate(values):
         if value is None and position > 0:
-            raise _BadAnswer(f" returned a null log-prob for token {position} of a {n}-token "
-                              "sequence (only the first token may have none): it did not score the whole sequence")
+            raise _BadAnswer(
+                f" returned a null log-prob for token {position} of a {n}-token "
+                "sequence (only the first token may have none): it did not score the whole sequence"
+            )
         if value is not None and (not _is_number(value) or math.isnan(value)):
             raise _not_openai(f"log-prob {str(value)[:20]!r} at position {position} is not a number")
     return torch.tensor([0.0] + [float(v) for v in values[1:]], dtype=torch.float32)
@@ -404,40 +447,54 @@ def _prompt_top_k(choice: dict, sequence: list[int], k: int) -> TeacherTopK:
     n = len(sequence)
     prompt_logprobs = choice.get("prompt_logprobs")
     if prompt_logprobs is None:
-        raise _BadAnswer(" returned no prompt_logprobs: top-k teacher log-probs need a server "
-                          "that implements vLLM's prompt_logprobs (vLLM, mentor serve-teacher)")
+        raise _BadAnswer(
+            " returned no prompt_logprobs: top-k teacher log-probs need a server "
+            "that implements vLLM's prompt_logprobs (vLLM, mentor serve-teacher)"
+        )
     if not isinstance(prompt_logprobs, list):
         raise _not_openai(f"prompt_logprobs is a {type(prompt_logprobs).__name__}, not a list")
     if len(prompt_logprobs) != n:
-        raise _BadAnswer(f" returned {len(prompt_logprobs)} prompt_logprobs for a {n}-token "
-                          "sequence: it must score exactly the ids sent")
+        raise _BadAnswer(
+            f" returned {len(prompt_logprobs)} prompt_logprobs for a {n}-token "
+            "sequence: it must score exactly the ids sent"
+        )
     _check_scored_tokens(choice, {}, prompt_logprobs, sequence)
     token_logprobs, ids, logprobs = torch.zeros(n), torch.zeros((n, k), dtype=torch.long), torch.zeros((n, k))
     for position in range(1, n):
         entry = prompt_logprobs[position]
         if entry is None:
-            raise _BadAnswer(f" returned a null log-prob for token {position} of a {n}-token "
-                              "sequence (only the first token may have none): it did not score the whole sequence")
+            raise _BadAnswer(
+                f" returned a null log-prob for token {position} of a {n}-token "
+                "sequence (only the first token may have none): it did not score the whole sequence"
+            )
         if not all(token.isdigit() for token in entry):
             raise _not_openai(f"prompt_logprobs[{position}] has keys {list(entry)[:3]}, not token ids")
         values = {token: _top_k_value(value, position) for token, value in entry.items()}
         own = str(sequence[position])
         if len(values) not in (k, k + 1):
-            raise _BadAnswer(f" returned {len(values)} log-probs at position {position} where "
-                              f"prompt_logprobs={k} gives {k} or {k + 1}: it must return the top {k} (vLLM: start "
-                              f"it with --max-logprobs {k} or more)")
+            raise _BadAnswer(
+                f" returned {len(values)} log-probs at position {position} where "
+                f"prompt_logprobs={k} gives {k} or {k + 1}: it must return the top {k} (vLLM: start "
+                f"it with --max-logprobs {k} or more)"
+            )
         # vLLM adds the own token to the top k only when it is not one of them
         top = sorted(((v, t) for t, v in values.items() if len(values) == k or t != own), reverse=True)
         ranks = [entry[t].get("rank") if isinstance(entry[t], dict) else None for _, t in top]
         if all(is_int(r) for r in ranks) and sorted(ranks) != list(range(1, k + 1)):  # vLLM ranks them 1..k
-            raise _BadAnswer(f"'s top {k} have ranks {sorted(ranks)[:8]} at position {position}, "
-                              f"not 1..{k}: they are not its top-k log-probs")
+            raise _BadAnswer(
+                f"'s top {k} have ranks {sorted(ranks)[:8]} at position {position}, "
+                f"not 1..{k}: they are not its top-k log-probs"
+            )
         if len(values) == k + 1 and values[own] > top[-1][0] + 1e-4:
-            raise _BadAnswer(f"'s top {k} at position {position} leave out token {own}, which is "
-                              "likelier than one of them: they are not its top-k log-probs")
+            raise _BadAnswer(
+                f"'s top {k} at position {position} leave out token {own}, which is "
+                "likelier than one of them: they are not its top-k log-probs"
+            )
         if torch.logsumexp(torch.tensor([v for v, _ in top], dtype=torch.float64), 0) > 1e-3:
-            raise _BadAnswer(f"'s top-{k} probabilities at position {position} sum to more "
-                              "than 1: they are not log-probs (vLLM: keep --logprobs-mode raw_logprobs)")
+            raise _BadAnswer(
+                f"'s top-{k} probabilities at position {position} sum to more "
+                "than 1: they are not log-probs (vLLM: keep --logprobs-mode raw_logprobs)"
+            )
         token_logprobs[position] = values[own]
         ids[position] = torch.tensor([int(t) for _, t in top])
         logprobs[position] = torch.tensor([v for v, _ in top])
@@ -453,8 +510,10 @@ def _top_k_value(value, position: int) -> float:
     if not _is_number(value) or math.isnan(value):
         raise _not_openai(f"log-prob {str(value)[:20]!r} at position {position} is not a number")
     if value > 1e-4:
-        raise _BadAnswer(f" returned log-prob {value:g} > 0 at position {position}: it must "
-                          "return log-probs (vLLM: keep --logprobs-mode raw_logprobs)")
+        raise _BadAnswer(
+            f" returned log-prob {value:g} > 0 at position {position}: it must "
+            "return log-probs (vLLM: keep --logprobs-mode raw_logprobs)"
+        )
     return float(value)
 
 
@@ -497,19 +556,22 @@ def _compare(field: str, got: list[str], sent: list[str]) -> None:
         have = got[position] if position < len(got) else None
         want = sent[position] if position < len(sent) else None
         if have != want:
-            raise _mismatch(position, f"token {have} ({field})" if have is not None else f"no token ({field})",
-                            want)
+            raise _mismatch(position, f"token {have} ({field})" if have is not None else f"no token ({field})", want)
 
 
 def _mismatch(position: int, found: str, sent: str | None) -> _BadAnswer:
-    return _BadAnswer(f" scored other tokens than were sent: at position {position} its answer "
-                       f"has {found} where mentor sent {sent if sent is not None else 'nothing'}: it must score the "
-                       "token ids as given (no re-tokenization, added BOS or truncation)")
+    return _BadAnswer(
+        f" scored other tokens than were sent: at position {position} its answer "
+        f"has {found} where mentor sent {sent if sent is not None else 'nothing'}: it must score the "
+        "token ids as given (no re-tokenization, added BOS or truncation)"
+    )
 
 
 def _not_openai(what: str) -> _BadAnswer:
-    return _BadAnswer(f"'s answer is not an OpenAI completions answer ({what}): point --teacher "
-                       "at an OpenAI-compatible /v1 endpoint (vLLM, SGLang or mentor serve-teacher)")
+    return _BadAnswer(
+        f"'s answer is not an OpenAI completions answer ({what}): point --teacher "
+        "at an OpenAI-compatible /v1 endpoint (vLLM, SGLang or mentor serve-teacher)"
+    )
 
 
 def is_int(value) -> bool:
@@ -540,5 +602,7 @@ def remote_teacher_tokenizer(teacher: HTTPTeacher, tokenizer_name: str = ""):
             return load_tokenizer(name, "teacher tokenizer")
         except MentorError:
             continue
-    raise MentorError(f"cannot tell which tokenizer the {teacher.role} server at {teacher.base_url} uses: pass "
-                      "--teacher-tokenizer (a directory or hub id with the teacher's tokenizer)")
+    raise MentorError(
+        f"cannot tell which tokenizer the {teacher.role} server at {teacher.base_url} uses: pass "
+        "--teacher-tokenizer (a directory or hub id with the teacher's tokenizer)"
+    )

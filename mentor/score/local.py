@@ -25,13 +25,14 @@ class LocalTeacher:
         score_from = score_from or [0] * len(sequences)
         out: list[torch.Tensor] = []
         for start in range(0, len(sequences), self.batch_size):
-            chunk = sequences[start: start + self.batch_size]
+            chunk = sequences[start : start + self.batch_size]
             input_ids, attention_mask = right_pad(chunk, self.pad_id)
             # the LM head only runs where a log-prob is needed: prompts are context, not graded
-            first = torch.tensor(score_from[start: start + self.batch_size]).unsqueeze(1)
+            first = torch.tensor(score_from[start : start + self.batch_size]).unsqueeze(1)
             positions = torch.arange(input_ids.shape[1]).unsqueeze(0) >= first
-            logprobs, _ = token_logprobs(self.model, input_ids.to(device), attention_mask.to(device),
-                                         positions=positions.to(device))
+            logprobs, _ = token_logprobs(
+                self.model, input_ids.to(device), attention_mask.to(device), positions=positions.to(device)
+            )
             out.extend(logprobs[i, : len(seq)].cpu() for i, seq in enumerate(chunk))
         return out
 
@@ -45,14 +46,17 @@ class LocalTeacher:
         wanted = batch.to_teacher_positions(batch.loss_mask) > 0
         pieces = []
         for rows in torch.split(torch.arange(len(batch)), self.batch_size):
-            top = teacher_top_k(self.model, input_ids[rows].to(device), attention_mask[rows].to(device),
-                                wanted[rows].to(device), k)
+            top = teacher_top_k(
+                self.model, input_ids[rows].to(device), attention_mask[rows].to(device), wanted[rows].to(device), k
+            )
             pieces.append(TeacherTopK(*(t.cpu() for t in top[:3])))
         top = TeacherTopK(*(torch.cat(parts) for parts in zip(*(p[:3] for p in pieces))))
         return TeacherTopK(*(batch.to_student_positions(t) for t in top[:3]))
 
     @torch.no_grad()
-    def logprobs_and_top1(self, sequences: list[list[int]], score_from: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def logprobs_and_top1(
+        self, sequences: list[list[int]], score_from: list[int]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """For a few sequences (a run's sample log): the log-probs, and the teacher's likeliest token at each
         position (``top1[t]`` is its argmax given ``x_<t``; 0 before ``score_from`` and at t=0)."""
         from mentor.models.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
@@ -70,6 +74,6 @@ class LocalTeacher:
             start = max(first, 1)
             for lo in range(start, len(seq), 256):  # hidden state at t-1 predicts token t
                 hi = min(lo + 256, len(seq))
-                top1[lo:hi] = logits_of(hidden[0, lo - 1: hi - 1]).argmax(-1).cpu()
+                top1[lo:hi] = logits_of(hidden[0, lo - 1 : hi - 1]).argmax(-1).cpu()
             out.append((logprobs[0].cpu(), top1))
         return out

@@ -32,8 +32,9 @@ class TeacherPerSource:
         return out, flops
 
 
-def score_by_source(teacher: Teacher | TeacherPerSource, batch: RolloutBatch,
-                    sources: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+def score_by_source(
+    teacher: Teacher | TeacherPerSource, batch: RolloutBatch, sources: list[str]
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Teacher log-probs for every row of ``batch`` (``sources``: each row's data set), and the FLOPs one teacher
     per data set spent (``teacher_flops``; a single teacher's are counted by the trainer)."""
     if isinstance(teacher, TeacherPerSource):

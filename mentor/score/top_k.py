@@ -33,22 +33,46 @@ class TeacherTopK(NamedTuple):
 
 
 @torch.no_grad()
-def teacher_top_k(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor,
-                  k: int, *, vocab: int | None = None, with_ranks: bool = False,
-                  chunk_size: int | None = None) -> TeacherTopK:
+def teacher_top_k(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    wanted: torch.Tensor,
+    k: int,
+    *,
+    vocab: int | None = None,
+    with_ranks: bool = False,
+    chunk_size: int | None = None,
+) -> TeacherTopK:
     """``model``'s top-``k`` next-token log-probs at the bool ``[B, T]`` positions ``wanted`` (float32, chunked
     like ``token_logprobs``). ``vocab`` cuts a head padded past the shared vocabulary. The in-process ``top_k``
     divergence (``LocalTeacher.batch_top_k``) and ``mentor serve-teacher``'s ``prompt_logprobs=k`` both come
     from here."""
     hidden = last_hidden_states(model, input_ids, attention_mask)
-    return teacher_top_k_from_hidden(model, hidden, input_ids, wanted & attention_mask.bool(), k, vocab=vocab,
-                                     with_ranks=with_ranks, chunk_size=chunk_size)
+    return teacher_top_k_from_hidden(
+        model,
+        hidden,
+        input_ids,
+        wanted & attention_mask.bool(),
+        k,
+        vocab=vocab,
+        with_ranks=with_ranks,
+        chunk_size=chunk_size,
+    )
 
 
 @torch.no_grad()
-def teacher_top_k_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor, wanted: torch.Tensor,
-                              k: int, *, vocab: int | None = None, with_ranks: bool = False,
-                              chunk_size: int | None = None) -> TeacherTopK:
+def teacher_top_k_from_hidden(
+    model: nn.Module,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    wanted: torch.Tensor,
+    k: int,
+    *,
+    vocab: int | None = None,
+    with_ranks: bool = False,
+    chunk_size: int | None = None,
+) -> TeacherTopK:
     """``teacher_top_k`` from the decoder's final hidden states (a server that also needs them runs it once)."""
     wanted = wanted.bool().clone()
     wanted[:, 0] = False  # nothing predicts the first token
@@ -60,15 +84,18 @@ def teacher_top_k_from_hidden(model: nn.Module, hidden: torch.Tensor, input_ids:
     chunk = chunk_size or chunk_rows(vocab, hidden.device, tensors=2)
     pieces = []
     for start in range(0, flat_hidden.shape[0], chunk):
-        logprobs = F.log_softmax(logits_of(flat_hidden[start: start + chunk]), dim=-1)
-        token = logprobs.gather(-1, targets[start: start + chunk].unsqueeze(-1))
+        logprobs = F.log_softmax(logits_of(flat_hidden[start : start + chunk]), dim=-1)
+        token = logprobs.gather(-1, targets[start : start + chunk].unsqueeze(-1))
         top_logprobs, top_ids = logprobs.topk(k, dim=-1)
         ranks = (logprobs >= token).sum(-1) if with_ranks else None
         pieces.append((token.squeeze(-1), top_ids, top_logprobs, ranks))
     shape = input_ids.shape
-    out = TeacherTopK(hidden.new_zeros(shape, dtype=torch.float32), input_ids.new_zeros((*shape, k)),
-                      hidden.new_zeros((*shape, k), dtype=torch.float32),
-                      input_ids.new_zeros(shape) if with_ranks else None)
+    out = TeacherTopK(
+        hidden.new_zeros(shape, dtype=torch.float32),
+        input_ids.new_zeros((*shape, k)),
+        hidden.new_zeros((*shape, k), dtype=torch.float32),
+        input_ids.new_zeros(shape) if with_ranks else None,
+    )
     if pieces:
         for field, values in zip(out, zip(*pieces)):
             if field is not None:
@@ -100,5 +127,5 @@ def top_k_from_sequences(compute_top_k, batch: RolloutBatch, k: int) -> TeacherT
     out = TeacherTopK(torch.zeros(shape), torch.zeros((*shape, k), dtype=torch.long), torch.zeros((*shape, k)))
     for i, (sequence, answer) in enumerate(zip(sequences, answers)):
         for field, value in zip(out, answer[:3]):
-            field[i, :len(sequence)] = value
+            field[i, : len(sequence)] = value
     return TeacherTopK(*(batch.to_student_positions(t) for t in out[:3]))

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mentor.models.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
 from mentor.rollout import right_pad
 from mentor.score.top_k import TeacherTopK, teacher_top_k_from_hidden
-from mentor.models.logprobs import causal_lm_of, head_fn, last_hidden_states, logprobs_from_hidden
 
 
 @dataclass
@@ -100,8 +100,14 @@ class ScoringEngine:
         if top_k is None:
             logprobs, _ = logprobs_from_hidden(self.model, hidden, input_ids, attention_mask.bool())
         else:  # the in-process top_k divergence computes exactly this (mentor.score.top_k)
-            top = TeacherTopK(*(t.cpu() for t in teacher_top_k_from_hidden(
-                self.model, hidden, input_ids, attention_mask.bool(), top_k, with_ranks=True)))
+            top = TeacherTopK(
+                *(
+                    t.cpu()
+                    for t in teacher_top_k_from_hidden(
+                        self.model, hidden, input_ids, attention_mask.bool(), top_k, with_ranks=True
+                    )
+                )
+            )
             logprobs = top.token_logprobs
         lengths = attention_mask.sum(1)
         # the last real position's hidden state predicts the next token: one row of logits per sequence

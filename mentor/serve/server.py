@@ -59,10 +59,22 @@ class RequestError(Exception):
 class TeacherServer:
     """``ThreadingHTTPServer`` + ``ScoringEngine``. ``port=0`` picks a free port (see ``.url``)."""
 
-    def __init__(self, model: nn.Module, tokenizer, *, model_name: str = "teacher", host: str = "127.0.0.1",
-                 port: int = 8000, api_key: str | None = None, max_batch_tokens: int = 16384,
-                 max_request_tokens: int = 262_144, max_request_bytes: int = 32 * 2**20,
-                 request_timeout: float = 600.0, idle_timeout: float = 60.0, verbose: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        model_name: str = "teacher",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        api_key: str | None = None,
+        max_batch_tokens: int = 16384,
+        max_request_tokens: int = 262_144,
+        max_request_bytes: int = 32 * 2**20,
+        request_timeout: float = 600.0,
+        idle_timeout: float = 60.0,
+        verbose: bool = False,
+    ):
         self.tokenizer, self.model_name, self.api_key = tokenizer, model_name, api_key or None
         self.max_request_tokens, self.max_request_bytes = max_request_tokens, max_request_bytes
         # request_timeout: the longest wait for the model; idle_timeout: for a client's next bytes
@@ -81,10 +93,11 @@ class TeacherServer:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/v1"
 
-    def start(self) -> "TeacherServer":
+    def start(self) -> TeacherServer:
         """Serve in a background thread (tests, notebooks); ``serve_forever`` blocks instead."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="mentor-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="mentor-http", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -96,7 +109,7 @@ class TeacherServer:
         self.httpd.server_close()
         self.engine.close()
 
-    def __enter__(self) -> "TeacherServer":
+    def __enter__(self) -> TeacherServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -104,9 +117,20 @@ class TeacherServer:
 
     # --- endpoints --------------------------------------------------------------------------------
     def models(self) -> dict:
-        return {"object": "list", "data": [{
-            "id": self.model_name, "object": "model", "created": 0, "owned_by": "mentor", "root": self.model_name,
-            "max_model_len": self.context_length, "vocab_size": self.vocab_size}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.model_name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "mentor",
+                    "root": self.model_name,
+                    "max_model_len": self.context_length,
+                    "vocab_size": self.vocab_size,
+                }
+            ],
+        }
 
     def tokenizer_files(self) -> dict:
         return {"files": self._tokenizer_files}
@@ -120,26 +144,38 @@ class TeacherServer:
             raise RequestError(HTTPStatus.BAD_REQUEST, "n > 1 and stream are not supported")
         logprobs, prompt_logprobs = body.get("logprobs"), body.get("prompt_logprobs")
         if logprobs not in (None, 0):
-            raise RequestError(HTTPStatus.BAD_REQUEST, "logprobs must be 0: top alternatives of the OpenAI "
-                               "logprobs are not served (ask for prompt_logprobs: k)")
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                "logprobs must be 0: top alternatives of the OpenAI "
+                "logprobs are not served (ask for prompt_logprobs: k)",
+            )
         if prompt_logprobs is not None and not (is_int(prompt_logprobs) and 0 <= prompt_logprobs <= self.vocab_size):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"prompt_logprobs must be an integer in [0, {self.vocab_size}]")
         echo = bool(body.get("echo", False))
         try:
             scored = self.engine.submit(prompts, prompt_logprobs).result(timeout=self.request_timeout)
         except FutureTimeout:
-            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE, f"the model did not answer within "
-                               f"{self.request_timeout:g} s: the server is overloaded, retry later") from None
+            raise RequestError(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the model did not answer within {self.request_timeout:g} s: the server is overloaded, retry later",
+            ) from None
         choices = []
         for index, (prompt, s) in enumerate(zip(prompts, scored)):
             generated = [s.next_token] if max_tokens else []
             tokens = (prompt if echo else []) + generated
             values = ([None] + s.logprobs[1:] if echo else []) + ([s.next_logprob] if max_tokens else [])
-            choice = {"index": index, "text": self.tokenizer.decode(tokens), "finish_reason": "length",
-                      "logprobs": None}
+            choice = {
+                "index": index,
+                "text": self.tokenizer.decode(tokens),
+                "finish_reason": "length",
+                "logprobs": None,
+            }
             if logprobs is not None:
-                names = ([f"token_id:{t}" for t in tokens] if body.get("return_tokens_as_token_ids")
-                         else self.tokenizer.convert_ids_to_tokens(tokens))
+                names = (
+                    [f"token_id:{t}" for t in tokens]
+                    if body.get("return_tokens_as_token_ids")
+                    else self.tokenizer.convert_ids_to_tokens(tokens)
+                )
                 choice["logprobs"] = {"tokens": names, "token_logprobs": values, "top_logprobs": None}
             if prompt_logprobs is not None:
                 choice["prompt_logprobs"] = self._prompt_logprobs(prompt, s)
@@ -148,10 +184,18 @@ class TeacherServer:
             choices.append(choice)
         prompt_tokens = sum(len(p) for p in prompts)
         completion_tokens = max_tokens * len(prompts)
-        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": self.model_name, "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens}}
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
 
     def _prompt_logprobs(self, prompt: list[int], scored) -> list[dict | None]:
         """vLLM's ``prompt_logprobs``: ``[None, {id: {"logprob", "rank", "decoded_token"}}, ...]``, the own token
@@ -173,7 +217,9 @@ class TeacherServer:
     def _prompts(self, body: dict) -> list[list[int]]:
         model = body.get("model")
         if model not in (None, "", self.model_name):
-            raise RequestError(HTTPStatus.NOT_FOUND, f"model {model!r} is not served here (this is {self.model_name!r})")
+            raise RequestError(
+                HTTPStatus.NOT_FOUND, f"model {model!r} is not served here (this is {self.model_name!r})"
+            )
         prompt = body.get("prompt")
         if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
             prompt = [prompt]
@@ -182,8 +228,10 @@ class TeacherServer:
         prompts = [self._encode(p) for p in prompt]
         total = sum(len(p) for p in prompts)
         if total > self.max_request_tokens:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"{total} tokens exceed this server's limit of {self.max_request_tokens} per request")
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"{total} tokens exceed this server's limit of {self.max_request_tokens} per request",
+            )
         return prompts
 
     def _encode(self, prompt) -> list[int]:
@@ -194,8 +242,10 @@ class TeacherServer:
         if min(prompt) < 0 or max(prompt) >= self.vocab_size:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"token ids must lie in [0, {self.vocab_size})")
         if self.context_length and len(prompt) > self.context_length:
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"a {len(prompt)}-token prompt exceeds the model's context of {self.context_length}")
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"a {len(prompt)}-token prompt exceeds the model's context of {self.context_length}",
+            )
         return prompt
 
 
@@ -218,8 +268,11 @@ def _handler_for(server: TeacherServer):
             raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} is not served: use GET or POST")
 
         def do_GET(self) -> None:
-            routes = {"/health": lambda: {"status": "ok"}, "/v1/models": server.models,
-                      TOKENIZER_ENDPOINT: server.tokenizer_files}
+            routes = {
+                "/health": lambda: {"status": "ok"},
+                "/v1/models": server.models,
+                TOKENIZER_ENDPOINT: server.tokenizer_files,
+            }
             self._answer(lambda: routes[self.path]() if self.path in routes else self._not_found())
 
         def do_POST(self) -> None:
@@ -239,13 +292,16 @@ def _handler_for(server: TeacherServer):
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {declared[:20]!r} is not a byte count")
             length = int(declared)
             if length > server.max_request_bytes:
-                raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                   f"request body of {length} bytes exceeds {server.max_request_bytes}")
+                raise RequestError(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"request body of {length} bytes exceeds {server.max_request_bytes}",
+                )
             try:
                 data = self.rfile.read(length)
             except TimeoutError:
-                raise RequestError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within "
-                                   f"{server.idle_timeout:g} s") from None
+                raise RequestError(
+                    HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {server.idle_timeout:g} s"
+                ) from None
             if len(data) < length:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(data)} of {length} bytes")
             try:
@@ -308,8 +364,9 @@ def check_device(device: str) -> None:
         if parsed.index is not None and parsed.index < count or parsed.index is None and count:
             return
         have = f"it has {count} CUDA device(s)" if count else "it has no CUDA device"
-        raise MentorError(f"--device {device} is not on this machine ({have}): use --device cpu"
-                          + (" or cuda:0" if count else ""))
+        raise MentorError(
+            f"--device {device} is not on this machine ({have}): use --device cpu" + (" or cuda:0" if count else "")
+        )
     if parsed.type == "mps" and torch.backends.mps.is_available():
         return
     raise MentorError(f"--device {device} is not available on this machine: use --device cpu")
@@ -331,23 +388,37 @@ def _tokenizer_files(tokenizer) -> dict[str, str]:
         return {p.name: base64.b64encode(p.read_bytes()).decode() for p in Path(tmp).iterdir() if p.is_file()}
 
 
-def serve_teacher(model_path: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                  dtype: str = "float32", device: str = "cpu", served_model_name: str = "",
-                  max_batch_tokens: int = 16384, max_request_tokens: int = 262_144,
-                  max_request_bytes: int = 32 * 2**20, verbose: bool = False) -> None:
+def serve_teacher(
+    model_path: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    served_model_name: str = "",
+    max_batch_tokens: int = 16384,
+    max_request_tokens: int = 262_144,
+    max_request_bytes: int = 32 * 2**20,
+    verbose: bool = False,
+) -> None:
     """Load ``model_path`` and serve it until interrupted (the ``mentor serve-teacher`` command)."""
     from mentor.models.loading import load_model, load_tokenizer
     from mentor.recipes.common import quiet_transformers
 
     quiet_transformers()
     if host not in LOOPBACK and not api_key:
-        raise MentorError(f"refusing to serve on {host} without an API key: pass --api-key "
-                          "(or keep the default --host 127.0.0.1)")
+        raise MentorError(
+            f"refusing to serve on {host} without an API key: pass --api-key (or keep the default --host 127.0.0.1)"
+        )
     # every flag is checked before the model loads
     if not 0 <= port <= 65535:
         raise MentorError(f"--port {port} is not a TCP port: use 1..65535, or 0 to pick a free one")
-    for flag, value in (("--max-batch-tokens", max_batch_tokens), ("--max-request-tokens", max_request_tokens),
-                        ("--max-request-mb", max_request_bytes)):
+    for flag, value in (
+        ("--max-batch-tokens", max_batch_tokens),
+        ("--max-request-tokens", max_request_tokens),
+        ("--max-request-mb", max_request_bytes),
+    ):
         if value < 1:
             raise MentorError(f"{flag} must be at least 1")
     from mentor.models.loading import resolve_dtype
@@ -357,10 +428,18 @@ def serve_teacher(model_path: str, *, host: str = "127.0.0.1", port: int = 8000,
     tokenizer = load_tokenizer(model_path, "teacher")
     model = load_model(model_path, dtype, device, what="teacher")
     try:
-        server = TeacherServer(model, tokenizer, model_name=served_model_name or model_path, host=host, port=port,
-                               api_key=api_key, max_batch_tokens=max_batch_tokens,
-                               max_request_tokens=max_request_tokens, max_request_bytes=max_request_bytes,
-                               verbose=verbose)
+        server = TeacherServer(
+            model,
+            tokenizer,
+            model_name=served_model_name or model_path,
+            host=host,
+            port=port,
+            api_key=api_key,
+            max_batch_tokens=max_batch_tokens,
+            max_request_tokens=max_request_tokens,
+            max_request_bytes=max_request_bytes,
+            verbose=verbose,
+        )
     except OSError as exc:
         raise MentorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     # the URL line is the contract with scripts (and tests) that start the server with --port 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from mentor.errors import MentorError
 
@@ -44,12 +45,13 @@ def unique_problems(make: Callable[[random.Random], Problem], n: int, seed: int)
             out.append(problem)
     if len(out) == n:
         return out
-    raise MentorError(f"this task has only about {len(out)} distinct problems, fewer than the {n} asked for: "
-                      f"lower --eval-size (or --size) to at most {len(out)}")
+    raise MentorError(
+        f"this task has only about {len(out)} distinct problems, fewer than the {n} asked for: "
+        f"lower --eval-size (or --size) to at most {len(out)}"
+    )
 
 
-def problems_outside(make: Callable[[random.Random], Problem], n: int, seed: int,
-                     exclude: set[str]) -> list[Problem]:
+def problems_outside(make: Callable[[random.Random], Problem], n: int, seed: int, exclude: set[str]) -> list[Problem]:
     """``n`` generated problems whose prompts are not in ``exclude`` (training data kept off the test set)."""
     rng, out = random.Random(seed), []
     for _ in range(_draw_budget(n)):
@@ -60,5 +62,7 @@ def problems_outside(make: Callable[[random.Random], Problem], n: int, seed: int
             out.append(problem)
     if len(out) == n:
         return out
-    raise MentorError(f"this task's generator found only {len(out)} of {n} problems outside its test set: "
-                      "lower --eval-size so more problems are left for training")
+    raise MentorError(
+        f"this task's generator found only {len(out)} of {n} problems outside its test set: "
+        "lower --eval-size so more problems are left for training"
+    )

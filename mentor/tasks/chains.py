@@ -78,8 +78,9 @@ class ChainTask:
 
     def train_problems(self, n: int, seed: int, exclude_held_out: int = 2_000) -> list[Problem]:
         if self._held_out is None:
-            self._held_out = {p.prompt for s in (TEST_SEED, VALIDATION_SEED)
-                              for p in unique_problems(_problem, exclude_held_out, s)}
+            self._held_out = {
+                p.prompt for s in (TEST_SEED, VALIDATION_SEED) for p in unique_problems(_problem, exclude_held_out, s)
+            }
         return problems_outside(_problem, n, seed, self._held_out)
 
     def grade(self, completion: str, problem: Problem) -> float:

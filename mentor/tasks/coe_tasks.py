@@ -18,7 +18,8 @@ from __future__ import annotations
 import random
 import re
 
-from mentor.tasks.arithmetic import ArithmeticTask, _problem as arithmetic_problem
+from mentor.tasks.arithmetic import ArithmeticTask
+from mentor.tasks.arithmetic import _problem as arithmetic_problem
 from mentor.tasks.base import Problem, problems_outside, unique_problems
 
 TEST_SEED = 424_242
@@ -100,8 +101,7 @@ def copy_program(rng: random.Random) -> Problem:
         trace.append(f"{name}={values[name]}")
     shown = rng.choice(names[1:])
     answer = str(values[shown])
-    return Problem(prompt=";".join(code) + f";print({shown})", answer=answer,
-                   solution=";".join(trace + [answer]))
+    return Problem(prompt=";".join(code) + f";print({shown})", answer=answer, solution=";".join(trace + [answer]))
 
 
 def arithmetic_program(rng: random.Random) -> Problem:
@@ -121,7 +121,9 @@ class CodingTask(_Graded):
     def train_problems(self, n: int, seed: int) -> list[Problem]:
         test = {p.prompt for p in self.test_problems(500)} | {p.prompt for p in PotTask().test_problems(500)}
         n_pot = int(n * POT_SHARE)
-        mixed = problems_outside(copy_program, n - n_pot, seed, test) + problems_outside(arithmetic_program, n_pot, seed + 1, test)
+        mixed = problems_outside(copy_program, n - n_pot, seed, test) + problems_outside(
+            arithmetic_program, n_pot, seed + 1, test
+        )
         random.Random(seed).shuffle(mixed)
         return mixed
 
@@ -154,16 +156,28 @@ COLLABORATION_TASK = "coe_pot"
 HELDOUT_SHARE = 0.1
 DOMAIN_SEED = 13
 NEW_ATTRIBUTES = ATTRIBUTES  # color / city / pet
-BASE_ATTRIBUTES = {"food": ["rice", "corn", "fish", "plum", "kale", "lime", "taco", "soup"],
-                   "size": ["tiny", "small", "big", "huge", "wide", "tall", "long", "slim"],
-                   "home": ["cave", "nest", "hut", "barn", "tent", "boat", "den", "loft"]}
-NEW_OPERATORS = {"zap": lambda a, b: (a * b + a + b) % 100, "vop": lambda a, b: (a * a + 3 * b) % 100,
-                 "kel": lambda a, b: (7 * a + b * b) % 100}
+BASE_ATTRIBUTES = {
+    "food": ["rice", "corn", "fish", "plum", "kale", "lime", "taco", "soup"],
+    "size": ["tiny", "small", "big", "huge", "wide", "tall", "long", "slim"],
+    "home": ["cave", "nest", "hut", "barn", "tent", "boat", "den", "loft"],
+}
+NEW_OPERATORS = {
+    "zap": lambda a, b: (a * b + a + b) % 100,
+    "vop": lambda a, b: (a * a + 3 * b) % 100,
+    "kel": lambda a, b: (7 * a + b * b) % 100,
+}
 BASE_OPERATORS = {"add": lambda a, b: a + b, "max": max, "min": min, "dif": lambda a, b: abs(a - b)}
-NEW_FUNCTIONS = {"gup": lambda x: (7 * x + 3) % 100, "mox": lambda x: (x % 10) * 10 + x // 10,
-                 "tiv": lambda x: (x * x + 1) % 100}
-BASE_FUNCTIONS = {"inc": lambda x: (x + 1) % 100, "dec": lambda x: (x - 1) % 100, "dbl": lambda x: (2 * x) % 100,
-                  "hlf": lambda x: x // 2}
+NEW_FUNCTIONS = {
+    "gup": lambda x: (7 * x + 3) % 100,
+    "mox": lambda x: (x % 10) * 10 + x // 10,
+    "tiv": lambda x: (x * x + 1) % 100,
+}
+BASE_FUNCTIONS = {
+    "inc": lambda x: (x + 1) % 100,
+    "dec": lambda x: (x - 1) % 100,
+    "dbl": lambda x: (2 * x) % 100,
+    "hlf": lambda x: x // 2,
+}
 CHAIN_SHARE = 0.5  # functions-domain chains over base operators, per standalone function item
 
 
@@ -179,18 +193,29 @@ def entity_names(n: int, seed: int, syllables: int = 2, exclude: frozenset = fro
 
 def fact_items(attributes: dict[str, list[str]], names: list[str], seed: int) -> list[Problem]:
     rng = random.Random(seed)
-    return [Problem(prompt=f"{attr} of {name}?", answer=value, solution=value)
-            for name in names for attr, values in attributes.items() for value in [rng.choice(values)]]
+    return [
+        Problem(prompt=f"{attr} of {name}?", answer=value, solution=value)
+        for name in names
+        for attr, values in attributes.items()
+        for value in [rng.choice(values)]
+    ]
 
 
 def operator_items(operators: dict) -> list[Problem]:
-    return [Problem(prompt=f"{a} {op} {b}=", answer=str(f(a, b)), solution=str(f(a, b)), meta={"op": op})
-            for op, f in operators.items() for a in range(10) for b in range(10)]
+    return [
+        Problem(prompt=f"{a} {op} {b}=", answer=str(f(a, b)), solution=str(f(a, b)), meta={"op": op})
+        for op, f in operators.items()
+        for a in range(10)
+        for b in range(10)
+    ]
 
 
 def function_items(functions: dict) -> list[Problem]:
-    return [Problem(prompt=f"{fn}({x})=", answer=str(f(x)), solution=str(f(x)), meta={"fn": fn, "x": x})
-            for fn, f in functions.items() for x in range(100)]
+    return [
+        Problem(prompt=f"{fn}({x})=", answer=str(f(x)), solution=str(f(x)), meta={"fn": fn, "x": x})
+        for fn, f in functions.items()
+        for x in range(100)
+    ]
 
 
 def chain_item(fn: str, functions: dict, op: str, operators: dict, a: int, b: int) -> Problem:
@@ -206,10 +231,18 @@ DOMAIN_NAMES = entity_names(100, DOMAIN_SEED + 2, exclude=frozenset(BASE_NAMES))
 
 def neutral_items() -> dict[str, list[Problem]]:
     """The base's pre-training items by kind: other facts, known operators and functions, their composition."""
-    return {"facts": fact_items(BASE_ATTRIBUTES, BASE_NAMES, DOMAIN_SEED),
-            "operators": operator_items(BASE_OPERATORS), "functions": function_items(BASE_FUNCTIONS),
-            "chains": [chain_item(fn, BASE_FUNCTIONS, op, BASE_OPERATORS, a, b) for fn in BASE_FUNCTIONS
-                       for op in BASE_OPERATORS for a in range(10) for b in range(10)]}
+    return {
+        "facts": fact_items(BASE_ATTRIBUTES, BASE_NAMES, DOMAIN_SEED),
+        "operators": operator_items(BASE_OPERATORS),
+        "functions": function_items(BASE_FUNCTIONS),
+        "chains": [
+            chain_item(fn, BASE_FUNCTIONS, op, BASE_OPERATORS, a, b)
+            for fn in BASE_FUNCTIONS
+            for op in BASE_OPERATORS
+            for a in range(10)
+            for b in range(10)
+        ],
+    }
 
 
 def neutral_corpus() -> list[str]:
@@ -275,10 +308,18 @@ class FunctionsTask(_KnowledgeDomain):
         trained = self.trained()
         known = {(p.meta["fn"], p.meta["x"]) for p in trained}
         rng = random.Random(DOMAIN_SEED)
-        combos = [(fn, op, a, b) for fn in NEW_FUNCTIONS for op in BASE_OPERATORS for a in range(10)
-                  for b in range(10) if (fn, BASE_OPERATORS[op](a, b)) in known]
-        chains = [chain_item(fn, NEW_FUNCTIONS, op, BASE_OPERATORS, a, b)
-                  for fn, op, a, b in rng.sample(combos, round(len(trained) * CHAIN_SHARE))]
+        combos = [
+            (fn, op, a, b)
+            for fn in NEW_FUNCTIONS
+            for op in BASE_OPERATORS
+            for a in range(10)
+            for b in range(10)
+            if (fn, BASE_OPERATORS[op](a, b)) in known
+        ]
+        chains = [
+            chain_item(fn, NEW_FUNCTIONS, op, BASE_OPERATORS, a, b)
+            for fn, op, a, b in rng.sample(combos, round(len(trained) * CHAIN_SHARE))
+        ]
         return trained + chains
 
 
@@ -296,8 +337,11 @@ class OperatorFunctionTask(_Graded):
         out = []
         for op, prompt in sorted(ops):
             a, b = (int(v) for v in prompt.rstrip("=").split(f" {op} "))
-            out += [chain_item(fn, NEW_FUNCTIONS, op, NEW_OPERATORS, a, b) for fn in NEW_FUNCTIONS
-                    if (fn, NEW_OPERATORS[op](a, b)) in fns]
+            out += [
+                chain_item(fn, NEW_FUNCTIONS, op, NEW_OPERATORS, a, b)
+                for fn in NEW_FUNCTIONS
+                if (fn, NEW_OPERATORS[op](a, b)) in fns
+            ]
         return out
 
     def train_problems(self, n: int, seed: int) -> list[Problem]:

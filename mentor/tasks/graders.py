@@ -18,9 +18,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from typing import Callable
 
 from mentor.errors import MentorError
 
@@ -41,8 +41,11 @@ _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 
 def extract_number(text: str) -> str | None:
     """The answer number of a completion: after ``####``, inside ``\\boxed{}``, else the last number."""
-    for pattern in (rf"####\s*\$?\s*({_NUMBER})", rf"\\boxed\{{\s*({_NUMBER})\s*\}}",
-                    rf"answer is\s*:?\s*\$?\s*({_NUMBER})"):
+    for pattern in (
+        rf"####\s*\$?\s*({_NUMBER})",
+        rf"\\boxed\{{\s*({_NUMBER})\s*\}}",
+        rf"answer is\s*:?\s*\$?\s*({_NUMBER})",
+    ):
         found = re.findall(pattern, text, flags=re.IGNORECASE)
         if found:
             return found[-1]
@@ -131,11 +134,24 @@ def run_python(program: str, timeout: float = 5.0) -> tuple[bool, str]:
         path = os.path.join(workdir, "program.py")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(_GUARD + "\n" + program)
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0", "HOME": workdir,
-               "no_proxy": "*", "http_proxy": "http://0.0.0.0:9", "https_proxy": "http://0.0.0.0:9"}
-        child = subprocess.Popen([sys.executable, "-I", path], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 preexec_fn=_limit_child)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONHASHSEED": "0",
+            "HOME": workdir,
+            "no_proxy": "*",
+            "http_proxy": "http://0.0.0.0:9",
+            "https_proxy": "http://0.0.0.0:9",
+        }
+        child = subprocess.Popen(
+            [sys.executable, "-I", path],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_limit_child,
+        )
         try:
             _, stderr = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -213,8 +229,13 @@ def _meta_of(reference: object):
     return reference.meta if hasattr(reference, "meta") and reference.meta else reference
 
 
-GRADERS: dict[str, Grader] = {"exact": exact_match, "numeric": numeric_match, "math": math_match,
-                              "code": code_passes, "ifeval": instructions_followed}
+GRADERS: dict[str, Grader] = {
+    "exact": exact_match,
+    "numeric": numeric_match,
+    "math": math_match,
+    "code": code_passes,
+    "ifeval": instructions_followed,
+}
 
 
 def get_grader(name: str) -> Grader:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from mentor.errors import MentorError
 
@@ -43,9 +43,13 @@ class IFEvalResult:
     loose: tuple[bool, ...]
 
     def as_record(self) -> dict:
-        return {"instructions": [{"id": i, "strict": s, "loose": lo}
-                                 for i, s, lo in zip(self.instruction_ids, self.strict, self.loose)],
-                "prompt_strict": all(self.strict), "prompt_loose": all(self.loose)}
+        return {
+            "instructions": [
+                {"id": i, "strict": s, "loose": lo} for i, s, lo in zip(self.instruction_ids, self.strict, self.loose)
+            ],
+            "prompt_strict": all(self.strict),
+            "prompt_loose": all(self.loose),
+        }
 
 
 def ifeval_scores(results: Iterable[IFEvalResult]) -> dict[str, float]:
@@ -55,10 +59,12 @@ def ifeval_scores(results: Iterable[IFEvalResult]) -> dict[str, float]:
         return {name: 0.0 for name in ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose")}
     strict = [ok for r in results for ok in r.strict]
     loose = [ok for r in results for ok in r.loose]
-    return {"prompt_strict": sum(all(r.strict) for r in results) / len(results),
-            "instruction_strict": sum(strict) / max(len(strict), 1),
-            "prompt_loose": sum(all(r.loose) for r in results) / len(results),
-            "instruction_loose": sum(loose) / max(len(loose), 1)}
+    return {
+        "prompt_strict": sum(all(r.strict) for r in results) / len(results),
+        "instruction_strict": sum(strict) / max(len(strict), 1),
+        "prompt_loose": sum(all(r.loose) for r in results) / len(results),
+        "instruction_loose": sum(loose) / max(len(loose), 1),
+    }
 
 
 def instruction_types() -> list[str]:
@@ -66,8 +72,9 @@ def instruction_types() -> list[str]:
     return sorted(_harness()[0].INSTRUCTION_DICT)
 
 
-def follow_instructions(response: str, instruction_ids: list[str], kwargs: list[dict],
-                        prompt: str = "") -> IFEvalResult:
+def follow_instructions(
+    response: str, instruction_ids: list[str], kwargs: list[dict], prompt: str = ""
+) -> IFEvalResult:
     """Check ``response`` against each instruction, strictly and loosely, as IFEval does.
 
     ``prompt`` is the IFEval prompt (``combination:repeat_prompt`` reads it). Beyond IFEval, a count may be
@@ -79,8 +86,10 @@ def follow_instructions(response: str, instruction_ids: list[str], kwargs: list[
         raise MentorError(f"IFEval record: {len(instruction_ids)} instruction ids but {len(kwargs)} kwargs")
     unknown = sorted(set(instruction_ids) - set(registry.INSTRUCTION_DICT))
     if unknown:
-        raise MentorError(f"unknown IFEval instruction {', '.join(unknown)}: "
-                          f"known ones are {', '.join(sorted(registry.INSTRUCTION_DICT))}")
+        raise MentorError(
+            f"unknown IFEval instruction {', '.join(unknown)}: "
+            f"known ones are {', '.join(sorted(registry.INSTRUCTION_DICT))}"
+        )
     strict, loose = [], []
     for name, kw in zip(instruction_ids, kwargs):
         verdicts = [_check(utils, response, name, variant, prompt) for variant in _exact_as_bounds(kw or {})]
@@ -111,7 +120,7 @@ def _exact_as_bounds(kwargs: dict) -> list[dict]:
     return [{**kwargs, key: "at least"}, {**kwargs, key: "less than", count: kwargs[count] + 1}]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _harness():
     """lm-eval's IFEval registry and strict/loose functions, with Punkt in place and langdetect seeded."""
     try:
@@ -149,10 +158,12 @@ def _write_punkt_tab(target: Path) -> None:
         from punkt.data import english
     except ImportError:
         raise MentorError(_INSTALL) from None
-    files = {"abbrev_types.txt": "\n".join(sorted(english.ABBREV_TYPES)),
-             "sent_starters.txt": "\n".join(sorted(english.SENT_STARTERS)),
-             "collocations.tab": "\n".join(f"{a}\t{b}" for a, b in sorted(english.COLLOCATIONS)),
-             "ortho_context.tab": "\n".join(f"{k}\t{v}" for k, v in sorted(english.ORTHO_CONTEXT.items()))}
+    files = {
+        "abbrev_types.txt": "\n".join(sorted(english.ABBREV_TYPES)),
+        "sent_starters.txt": "\n".join(sorted(english.SENT_STARTERS)),
+        "collocations.tab": "\n".join(f"{a}\t{b}" for a, b in sorted(english.COLLOCATIONS)),
+        "ortho_context.tab": "\n".join(f"{k}\t{v}" for k, v in sorted(english.ORTHO_CONTEXT.items())),
+    }
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".english-", dir=target.parent))
     for name, text in files.items():

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mentor.data.prompts import read_data_file, read_jsonl
 from mentor.errors import MentorError
@@ -50,8 +50,12 @@ def _math(record: dict) -> Problem:
     answer = record.get("answer") or last_boxed(record["solution"])
     if answer is None:
         raise ValueError("the solution has no \\boxed{} answer")
-    return Problem(prompt=record["problem"], answer=str(answer), solution=record["solution"],
-                   meta={k: record[k] for k in ("level", "type", "subject", "unique_id") if k in record})
+    return Problem(
+        prompt=record["problem"],
+        answer=str(answer),
+        solution=record["solution"],
+        meta={k: record[k] for k in ("level", "type", "subject", "unique_id") if k in record},
+    )
 
 
 def _humaneval(record: dict) -> Problem:

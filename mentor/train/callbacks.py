@@ -46,8 +46,12 @@ class SampleLogger(Callback):
 
     def on_step_end(self, trainer: Trainer, algorithm: Algorithm, batch: RolloutBatch, record: dict) -> None:
         cfg = trainer.config
-        if (not trainer.accelerator.is_main_process or not algorithm.on_policy or cfg.sample_log_rows < 1
-                or not is_logged_step(trainer.step, cfg.sample_log_every, cfg.steps)):
+        if (
+            not trainer.accelerator.is_main_process
+            or not algorithm.on_policy
+            or cfg.sample_log_rows < 1
+            or not is_logged_step(trainer.step, cfg.sample_log_every, cfg.steps)
+        ):
             return
         rows = chosen_rows(len(batch), cfg.sample_log_rows)
         log = SampleLog(trainer.run.path)
@@ -61,9 +65,11 @@ class RunReport(Callback):
     def on_train_end(self, trainer: Trainer, algorithm: Algorithm) -> None:
         if not trainer.accelerator.is_main_process:
             return
-        trainer.run.write_summary(f"# {algorithm.name}: {trainer.step} steps\n\nFLOPs spent (forward 2N, backward "
-                                  f"4N per token; see mentor/evaluation/flops.py and mentor/train/ledger.py)\n\n"
-                                  f"{summary_table(trainer.ledger.snapshot())}\n")
+        trainer.run.write_summary(
+            f"# {algorithm.name}: {trainer.step} steps\n\nFLOPs spent (forward 2N, backward "
+            f"4N per token; see mentor/evaluation/flops.py and mentor/train/ledger.py)\n\n"
+            f"{summary_table(trainer.ledger.snapshot())}\n"
+        )
         write_report_after_training(trainer.run.path)  # summary.md gains the curves; report/*.png
 
 

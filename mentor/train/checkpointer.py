@@ -48,17 +48,28 @@ class Checkpointer:
         model, optimizer_state = trainer.full_weights()
         if not trainer.accelerator.is_main_process:
             return None
-        return self.run.save_checkpoint(trainer.step, model, trainer.optimizer, trainer.scheduler,
-                                        trainer.state_dict(), self.config.keep_checkpoints,
-                                        optimizer_state=optimizer_state)
+        return self.run.save_checkpoint(
+            trainer.step,
+            model,
+            trainer.optimizer,
+            trainer.scheduler,
+            trainer.state_dict(),
+            self.config.keep_checkpoints,
+            optimizer_state=optimizer_state,
+        )
 
     def resume(self) -> None:
         trainer = self.trainer
         checkpoint = self.run.latest_checkpoint()
         state = load_trainer_state(checkpoint)
         if trainer.fsdp2:  # every rank reads the full tensors and keeps its shards
-            load_full_state(trainer.model, trainer.policy, trainer.optimizer.optimizer,
-                            load_file(checkpoint / "model" / WEIGHTS_FILE), state["optimizer"])
+            load_full_state(
+                trainer.model,
+                trainer.policy,
+                trainer.optimizer.optimizer,
+                load_file(checkpoint / "model" / WEIGHTS_FILE),
+                state["optimizer"],
+            )
         else:
             load_weights(trainer.model, checkpoint / "model")  # the module's own state_dict, as save wrote it
             trainer.optimizer.load_state_dict(state["optimizer"])
@@ -73,24 +84,34 @@ class Checkpointer:
         """A stop signal between steps: a checkpoint of this step (unless one was just written), then stop."""
         if not already_saved:
             self.save()
-        raise TrainingInterrupted(f"interrupted by {stop.name or 'a signal'} at step {self.trainer.step}/"
-                                  f"{self.config.steps}; checkpoint saved in {self.run.checkpoints}: run the same "
-                                  "command again (or add --resume) to continue", stop.received or 15)
+        raise TrainingInterrupted(
+            f"interrupted by {stop.name or 'a signal'} at step {self.trainer.step}/"
+            f"{self.config.steps}; checkpoint saved in {self.run.checkpoints}: run the same "
+            "command again (or add --resume) to continue",
+            stop.received or 15,
+        )
 
     def bad_steps_message(self, in_a_row: int) -> str:
-        kept = ("the last checkpoint is intact" if self.run.latest_checkpoint() is not None
-                else "no checkpoint was written: --save-every N keeps one")
-        return (f"{in_a_row} steps in a row had a non-finite loss or gradient; stopped ({kept}): lower "
-                "--learning-rate or check the data")
+        kept = (
+            "the last checkpoint is intact"
+            if self.run.latest_checkpoint() is not None
+            else "no checkpoint was written: --save-every N keeps one"
+        )
+        return (
+            f"{in_a_row} steps in a row had a non-finite loss or gradient; stopped ({kept}): lower "
+            "--learning-rate or check the data"
+        )
 
     def save_final(self, path: str | Path | None = None) -> Path:
         """The trained model, loadable by ``AutoModelForCausalLM.from_pretrained`` (LoRA merged)."""
         trainer = self.trainer
         path = Path(path or self.run.path / "final")
         if trainer.step and trainer.skipped_steps >= trainer.step * self.config.num_substeps:
-            raise MentorError(f"every update of the {trainer.step} steps had a non-finite loss or gradient, so the "
-                              "weights never changed and no final model was written: lower --learning-rate or "
-                              "check the data")
+            raise MentorError(
+                f"every update of the {trainer.step} steps had a non-finite loss or gradient, so the "
+                "weights never changed and no final model was written: lower --learning-rate or "
+                "check the data"
+            )
         check_finite_weights(trainer.accelerator.unwrap_model(trainer.policy).model)  # every rank: all stop together
         model, _ = trainer.full_weights()
         if trainer.accelerator.is_main_process:  # atomic: a temporary directory renamed into place

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -33,9 +33,11 @@ def check_fsdp_request(accelerator) -> None:
 
     requested = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if requested and accelerator.num_processes > 1 and accelerator.distributed_type != DistributedType.FSDP:
-        raise MentorError(f"the accelerate config asks for FSDP, but accelerate set up "
-                          f"{accelerator.distributed_type.value} (it runs FSDP on GPUs/accelerators only): on CPU "
-                          "launch with examples/accelerate/ddp.yaml")
+        raise MentorError(
+            f"the accelerate config asks for FSDP, but accelerate set up "
+            f"{accelerator.distributed_type.value} (it runs FSDP on GPUs/accelerators only): on CPU "
+            "launch with examples/accelerate/ddp.yaml"
+        )
 
 
 def prepare_for_sampling(policy: nn.Module, model: nn.Module, device: torch.device) -> None:
@@ -108,6 +110,5 @@ def load_full_state(model: nn.Module, policy: nn.Module, optimizer, weights: dic
     # given, and the root owns the embeddings, final norm and head. strict=False: a checkpoint stores tied
     # tensors once (lm_head.weight is embed_tokens.weight)
     prefix = next(name for name, module in policy.named_modules() if module is model)
-    set_model_state_dict(policy, {f"{prefix}.{k}": v for k, v in weights.items()},
-                         options=_full_options(strict=False))
+    set_model_state_dict(policy, {f"{prefix}.{k}": v for k, v in weights.items()}, options=_full_options(strict=False))
     set_optimizer_state_dict(policy, optimizer, optimizer_state, options=_full_options())

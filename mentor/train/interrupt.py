@@ -33,7 +33,7 @@ class StopOnSignal:
         for sig, handler in self._previous.items():  # the next signal acts as if we were not here
             signal.signal(sig, handler)
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
         return self

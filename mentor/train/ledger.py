@@ -12,15 +12,22 @@ from mentor.evaluation.flops import MatmulParams, forward_flops, training_flops
 from mentor.evaluation.tables import markdown_table
 
 # metric names the algorithms report (tokens pushed through a model in ``collect``) -> ledger entry
-TOKEN_METRICS = {"sampled_tokens": ("student", "sample"), "teacher_tokens": ("teacher", "score"),
-                 "reference_tokens": ("reference", "score")}
+TOKEN_METRICS = {
+    "sampled_tokens": ("student", "sample"),
+    "teacher_tokens": ("teacher", "score"),
+    "reference_tokens": ("reference", "score"),
+}
 
 
 class ComputeLedger:
     """Cumulative FLOPs of one run. The trainer calls :meth:`record_step` once per optimizer batch."""
 
-    def __init__(self, teacher_params: int | None = None, reference_params: int | None = None,
-                 offline: dict[str, float] | None = None):
+    def __init__(
+        self,
+        teacher_params: int | None = None,
+        reference_params: int | None = None,
+        offline: dict[str, float] | None = None,
+    ):
         self.student = MatmulParams(0, 0)
         self.params = {"student": 0, "teacher": teacher_params, "reference": reference_params}
         self.totals: dict[str, float] = {"flops_student_train": 0.0}
@@ -38,8 +45,9 @@ class ComputeLedger:
         self.totals["flops_student_train"] += training_flops(self.student, trained_tokens)
         self.tokens_trained += trained_tokens
         if "teacher_flops" in collect_metrics:  # several teachers of different sizes: they count for themselves
-            self.totals["flops_teacher_score"] = (self.totals.get("flops_teacher_score", 0.0)
-                                                  + collect_metrics["teacher_flops"] * world_size)
+            self.totals["flops_teacher_score"] = (
+                self.totals.get("flops_teacher_score", 0.0) + collect_metrics["teacher_flops"] * world_size
+            )
         for metric, (who, what) in TOKEN_METRICS.items():
             if metric == "teacher_tokens" and "teacher_flops" in collect_metrics:
                 continue
@@ -58,8 +66,7 @@ class ComputeLedger:
         out = dict(self.totals)
         out["flops_teacher"] = sum(v for k, v in self.totals.items() if k.startswith("flops_teacher_"))
         out["flops_student"] = sum(v for k, v in self.totals.items() if k.startswith("flops_student_"))
-        out["flops_total"] = sum(v for k, v in self.totals.items() if k.startswith("flops_") and
-                                 k.count("_") == 2)
+        out["flops_total"] = sum(v for k, v in self.totals.items() if k.startswith("flops_") and k.count("_") == 2)
         return out
 
     def restore(self, last_record: dict) -> None:
@@ -71,9 +78,11 @@ class ComputeLedger:
 
 def summary_table(record: dict) -> str:
     """The paper's compute table for one run (markdown)."""
-    rows = [("teacher", "flops_teacher_sample", "flops_teacher_score", None),
-            ("student", "flops_student_sample", None, "flops_student_train"),
-            ("reference", None, "flops_reference_score", None)]
+    rows = [
+        ("teacher", "flops_teacher_sample", "flops_teacher_score", None),
+        ("student", "flops_student_sample", None, "flops_student_train"),
+        ("reference", None, "flops_reference_score", None),
+    ]
     cells = []
     for who, sample, score, train in rows:
         values = [record.get(k, 0.0) if k else 0.0 for k in (sample, score, train)]

@@ -18,8 +18,16 @@ console = Console(stderr=True)
 
 
 class TrainingProgress:
-    def __init__(self, total: int, description: str, keys: tuple[str, ...], enabled: bool = True,
-                 completed: int = 0, every: int = 10, out: Console | None = None):
+    def __init__(
+        self,
+        total: int,
+        description: str,
+        keys: tuple[str, ...],
+        enabled: bool = True,
+        completed: int = 0,
+        every: int = 10,
+        out: Console | None = None,
+    ):
         self.keys, self.total, self.description, self.every = keys, total, description, every
         self.out = out or console
         self.completed = self.started_at = completed
@@ -36,9 +44,14 @@ class TrainingProgress:
             MofNCompleteColumn(table_column=fixed()),
             TimeElapsedColumn(table_column=fixed()),
             TimeRemainingColumn(table_column=fixed()),
-            TextColumn("{task.fields[metrics]}",
-                       table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=0)),
-            console=self.out, disable=not enabled or self.plain, transient=False, expand=True)
+            TextColumn(
+                "{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1, min_width=0)
+            ),
+            console=self.out,
+            disable=not enabled or self.plain,
+            transient=False,
+            expand=True,
+        )
         self.task = self.progress.add_task(description, total=total, completed=completed, metrics="")
 
     def __enter__(self):
@@ -52,8 +65,15 @@ class TrainingProgress:
         shown = " ".join(f"{k}={_fmt(metrics[k])}" for k in self.keys if k in metrics)
         self.completed += 1
         self.progress.update(self.task, advance=1, metrics=shown)
-        if self.plain and self.every > 0 and (self.completed % self.every == 0 or self.completed == self.total
-                                              or self.completed == self.started_at + 1):
+        if (
+            self.plain
+            and self.every > 0
+            and (
+                self.completed % self.every == 0
+                or self.completed == self.total
+                or self.completed == self.started_at + 1
+            )
+        ):
             self.out.file.write(self.plain_line(shown) + "\n")
             self.out.file.flush()
 
@@ -63,7 +83,8 @@ class TrainingProgress:
         done = self.completed - self.started_at
         left = self.total - self.completed
         eta = _clock(elapsed / done * left) if done else "-:--:--"
-        return f"{self.description} step {self.completed}/{self.total} elapsed {_clock(elapsed)} eta {eta} {shown}".rstrip()
+        line = f"{self.description} step {self.completed}/{self.total} elapsed {_clock(elapsed)} eta {eta} {shown}"
+        return line.rstrip()
 
 
 def _clock(seconds: float) -> str:
@@ -75,4 +96,3 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
-

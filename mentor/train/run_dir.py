@@ -36,11 +36,29 @@ WEIGHTS_FILE = "model.safetensors"  # a checkpoint's weights, in checkpoints/ste
 
 MANIFEST = ".mentor-files"  # the top-level entries mentor wrote (JSON list); the only ones it may delete
 # what a run writes at the top of its directory: claimed (recorded) before any of them is written
-RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "checkpoints", "final", "summary.md", "teacher_samples.jsonl",
-               "eval.jsonl", "eval_samples.jsonl")
+RUN_ENTRIES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "checkpoints",
+    "final",
+    "summary.md",
+    "teacher_samples.jsonl",
+    "eval.jsonl",
+    "eval_samples.jsonl",
+)
 # config fields that name something the run reads (a path, or name=path,name=path)
-INPUT_FIELDS = ("student", "teacher", "prompts", "data", "model", "reference", "from_teacher", "base",
-                "teacher_tokenizer", "labeler_model")
+INPUT_FIELDS = (
+    "student",
+    "teacher",
+    "prompts",
+    "data",
+    "model",
+    "reference",
+    "from_teacher",
+    "base",
+    "teacher_tokenizer",
+    "labeler_model",
+)
 
 
 class RunDirectory:
@@ -59,16 +77,22 @@ class RunDirectory:
         entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
         if entries and not self.is_mentor_run():
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            raise MentorError(f"--output-dir {path} is not empty and is not a mentor run (it holds {shown}): "
-                              "choose a new or empty directory (mentor never deletes or mixes with files it did "
-                              "not write)")
+            raise MentorError(
+                f"--output-dir {path} is not empty and is not a mentor run (it holds {shown}): "
+                "choose a new or empty directory (mentor never deletes or mixes with files it did "
+                "not write)"
+            )
         changed = self._changed_fields(config, overwrite)
         if changed and not overwrite:
-            raise MentorError(f"run directory {path} belongs to a different config (differs in "
-                              f"{', '.join(changed[:4])}): choose another --output-dir or pass --overwrite")
+            raise MentorError(
+                f"run directory {path} belongs to a different config (differs in "
+                f"{', '.join(changed[:4])}): choose another --output-dir or pass --overwrite"
+            )
         if resume and (changed or self.latest_checkpoint() is None):
-            raise MentorError(f"--resume: {path} holds no checkpoint to resume from: drop --resume to start "
-                              "the run (or pass the --output-dir of the run to continue)")
+            raise MentorError(
+                f"--resume: {path} holds no checkpoint to resume from: drop --resume to start "
+                "the run (or pass the --output-dir of the run to continue)"
+            )
         self._check_inputs(config, replacing=self.owned() if changed else {"final", "checkpoints"})
         return changed
 
@@ -88,8 +112,10 @@ class RunDirectory:
                 self.truncate_metrics(-1)  # a run killed before its first checkpoint starts over from step 0
                 return False
         except OSError as exc:
-            raise MentorError(f"cannot write the run directory {self.path} ({exc.strerror or exc}): choose a "
-                              "writable --output-dir with free space") from None
+            raise MentorError(
+                f"cannot write the run directory {self.path} ({exc.strerror or exc}): choose a "
+                "writable --output-dir with free space"
+            ) from None
         return True
 
     def claim_entries(self, *names: str, flag: str = "--output-dir") -> None:
@@ -100,17 +126,23 @@ class RunDirectory:
         if entries and not (self.path / MANIFEST).is_file():
             # written by an earlier mentor (no record yet): only the names this command writes, one a run of it
             earlier = not set(entries) - set(names) and any(
-                RunDirectory(self.path / e).is_mentor_run() or any(RunDirectory(sub).is_mentor_run()
-                                                                   for sub in (self.path / e).iterdir())
-                for e in entries if (self.path / e).is_dir())
+                RunDirectory(self.path / e).is_mentor_run()
+                or any(RunDirectory(sub).is_mentor_run() for sub in (self.path / e).iterdir())
+                for e in entries
+                if (self.path / e).is_dir()
+            )
             if not earlier:
                 shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-                raise MentorError(f"{flag} {self.path} is not empty and was not written by mentor (it holds "
-                                  f"{shown}): choose a new or empty directory")
+                raise MentorError(
+                    f"{flag} {self.path} is not empty and was not written by mentor (it holds "
+                    f"{shown}): choose a new or empty directory"
+                )
         try:
             self.own(*names)
         except OSError as exc:
-            raise MentorError(f"cannot write to {self.path} ({exc.strerror or exc}): choose a writable {flag}") from None
+            raise MentorError(
+                f"cannot write to {self.path} ({exc.strerror or exc}): choose a writable {flag}"
+            ) from None
 
     def _check_writable(self, flag: str = "--output-dir") -> None:
         path = self.path
@@ -120,11 +152,11 @@ class RunDirectory:
         if not existing.is_dir():
             raise MentorError(f"{flag} {path} cannot be created: {existing} is a file")
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise MentorError(f"{flag} {path} is not writable ({existing} is read-only): choose a directory "
-                              "you can write to")
+            raise MentorError(
+                f"{flag} {path} is not writable ({existing} is read-only): choose a directory you can write to"
+            )
         if existing != path.absolute():
             _probe_mkdir(existing, path)
-
 
     def is_mentor_run(self) -> bool:
         """Written by mentor: it has the ownership record, or (runs of earlier versions) a mentor config."""
@@ -139,8 +171,11 @@ class RunDirectory:
         if not isinstance(names, list):
             names = []
         # plain names only: a record edited to say "../x" or "a/b" must not reach outside the directory
-        return {n for n in names if isinstance(n, str) and n not in ("", ".", "..", MANIFEST) and "/" not in n
-                and os.sep not in n}
+        return {
+            n
+            for n in names
+            if isinstance(n, str) and n not in ("", ".", "..", MANIFEST) and "/" not in n and os.sep not in n
+        }
 
     def own(self, *names: str) -> None:
         """Record entries as mentor's before writing them (a crash mid-write leaves them deletable)."""
@@ -169,13 +204,21 @@ class RunDirectory:
         if not isinstance(previous, dict):
             if overwrite:
                 return ["config.yaml (unreadable)"]
-            reason = (str(previous).splitlines() or ["not a mapping"])[0] if isinstance(previous, Exception) \
+            reason = (
+                (str(previous).splitlines() or ["not a mapping"])[0]
+                if isinstance(previous, Exception)
                 else "not a mapping"
-            raise MentorError(f"run directory {self.path} holds a config.yaml mentor cannot read ({reason[:80]}): "
-                              "choose another --output-dir, or pass --overwrite to replace the files mentor wrote")
+            )
+            raise MentorError(
+                f"run directory {self.path} holds a config.yaml mentor cannot read ({reason[:80]}): "
+                "choose another --output-dir, or pass --overwrite to replace the files mentor wrote"
+            )
         resolved = config_to_dict(config)
-        return sorted(k for k in set(previous) | set(resolved)
-                      if k not in NON_SEMANTIC_FIELDS and previous.get(k) != resolved.get(k))
+        return sorted(
+            k
+            for k in set(previous) | set(resolved)
+            if k not in NON_SEMANTIC_FIELDS and previous.get(k) != resolved.get(k)
+        )
 
     def _check_inputs(self, config, replacing: set[str]) -> None:
         """Refuse a run that would delete or replace a file it reads (``--student RUN/final --overwrite``)."""
@@ -190,9 +233,11 @@ class RunDirectory:
                 source = source.resolve()
                 for entry in at_risk:
                     if source == entry or entry in source.parents:
-                        raise MentorError(f"--{name.replace('_', '-')} {value} lies inside {entry}, which this run "
-                                          "would replace: copy it out of the run directory or choose another "
-                                          "--output-dir")
+                        raise MentorError(
+                            f"--{name.replace('_', '-')} {value} lies inside {entry}, which this run "
+                            "would replace: copy it out of the run directory or choose another "
+                            "--output-dir"
+                        )
 
     def _remove_owned(self) -> None:
         for name in sorted(self.owned()):
@@ -218,12 +263,14 @@ class RunDirectory:
     def latest_checkpoint(self) -> Path | None:
         if not self.checkpoints.exists():
             return None
-        done = sorted(p for p in self.checkpoints.iterdir()
-                      if p.name.startswith(CHECKPOINT_PREFIX) and (p / "COMPLETE").exists())
+        done = sorted(
+            p for p in self.checkpoints.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "COMPLETE").exists()
+        )
         return done[-1] if done else None
 
-    def save_checkpoint(self, step: int, model, optimizer, scheduler, extra_state: dict, keep: int,
-                        optimizer_state: dict | None = None) -> Path:
+    def save_checkpoint(
+        self, step: int, model, optimizer, scheduler, extra_state: dict, keep: int, optimizer_state: dict | None = None
+    ) -> Path:
         """``optimizer_state``, when given, is saved instead of ``optimizer.state_dict()`` (under FSDP2 the trainer
         gathers the full one from the shards)."""
         final = self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
@@ -233,8 +280,13 @@ class RunDirectory:
         try:
             save_weights(model, tmp / "model")
             optimizer_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
-            state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-                     "rng": rng_state(), **extra_state}
+            state = {
+                "step": step,
+                "optimizer": optimizer_state,
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                **extra_state,
+            }
             torch.save(state, tmp / "trainer_state.pt")
             for file in tmp.rglob("*"):  # on disk before the rename makes the checkpoint visible
                 if file.is_file():
@@ -244,8 +296,10 @@ class RunDirectory:
         except (OSError, RuntimeError, SafetensorError) as exc:  # torch and safetensors wrap failed writes
             shutil.rmtree(tmp, ignore_errors=True)
             reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
-            raise MentorError(f"could not write checkpoint {final} ({reason}): free disk space and run the same "
-                              "command again to resume (the previous checkpoint is intact)") from None
+            raise MentorError(
+                f"could not write checkpoint {final} ({reason}): free disk space and run the same "
+                "command again to resume (the previous checkpoint is intact)"
+            ) from None
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _fsync_dir(self.checkpoints)
@@ -300,8 +354,10 @@ class RunDirectory:
             reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             checkpoint = self.latest_checkpoint()
             then = f"; the checkpoint {checkpoint.name} is intact" if checkpoint else ""
-            raise MentorError(f"could not write the final model {final} ({reason}): free disk space and run the "
-                              f"same command again{then}") from None
+            raise MentorError(
+                f"could not write the final model {final} ({reason}): free disk space and run the "
+                f"same command again{then}"
+            ) from None
         shutil.rmtree(previous, ignore_errors=True)
         return final
 
@@ -343,25 +399,33 @@ def load_weights(model, directory: Path) -> None:
             missing, unexpected = load_model(model, file, strict=False)
     except (OSError, SafetensorError) as exc:
         reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise MentorError(f"checkpoint {directory} cannot be read ({reason}): remove it to resume from the one "
-                          "before, or start a fresh --output-dir") from None
+        raise MentorError(
+            f"checkpoint {directory} cannot be read ({reason}): remove it to resume from the one "
+            "before, or start a fresh --output-dir"
+        ) from None
     except RuntimeError as exc:  # load_state_dict: a tensor of another shape
         detail = str(exc).strip().splitlines()[-1].strip().rstrip(".")
     else:
         if not missing and not unexpected:
             return
-        detail = (f"{len(missing)} tensors missing, {len(unexpected)} unexpected, "
-                  f"e.g. {(sorted(missing) or sorted(unexpected))[0]}")
-    raise MentorError(f"checkpoint {directory} does not fit this model ({detail}): resume with the same model "
-                      "and LoRA settings, or start a fresh --output-dir")
+        detail = (
+            f"{len(missing)} tensors missing, {len(unexpected)} unexpected, "
+            f"e.g. {(sorted(missing) or sorted(unexpected))[0]}"
+        )
+    raise MentorError(
+        f"checkpoint {directory} does not fit this model ({detail}): resume with the same model "
+        "and LoRA settings, or start a fresh --output-dir"
+    )
 
 
 def check_finite_weights(model) -> None:
     """Every floating-point tensor of the model is finite, or one line naming the first that is not."""
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise MentorError(f"the trained weights are not finite ({name} holds NaN or inf), so no final model was "
-                              "written: lower --learning-rate or --max-grad-norm, or train in float32")
+            raise MentorError(
+                f"the trained weights are not finite ({name} holds NaN or inf), so no final model was "
+                "written: lower --learning-rate or --max-grad-norm, or train in float32"
+            )
 
 
 def _named_paths(value) -> list[str]:
@@ -376,8 +440,12 @@ def load_trainer_state(checkpoint: Path) -> dict:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -444,5 +512,7 @@ def _probe_mkdir(existing: Path, path: Path) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".mentor-probe-", dir=existing))
     except OSError as exc:
-        raise MentorError(f"cannot write the run directory {path} ({exc.strerror or exc}): choose a writable "
-                          "--output-dir with free space") from None
+        raise MentorError(
+            f"cannot write the run directory {path} ({exc.strerror or exc}): choose a writable "
+            "--output-dir with free space"
+        ) from None

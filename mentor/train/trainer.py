@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -67,9 +68,17 @@ _load_weights = load_weights  # a checkpoint's weights into the module (the Chec
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, model: nn.Module, tokenizer, stream: ExampleStream,
-                 evaluator: Evaluator | None = None, progress_keys: tuple[str, ...] = ("loss",),
-                 ledger: ComputeLedger | None = None, callbacks: list[Callback] | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        tokenizer,
+        stream: ExampleStream,
+        evaluator: Evaluator | None = None,
+        progress_keys: tuple[str, ...] = ("loss",),
+        ledger: ComputeLedger | None = None,
+        callbacks: list[Callback] | None = None,
+    ):
         """``callbacks``: around training (default: the sample log, without a teacher, and the run report)."""
         from accelerate import Accelerator
 
@@ -81,8 +90,9 @@ class Trainer:
         self.checkpointer = Checkpointer(self)
         trackers = [t.strip() for t in config.log_with.split(",") if t.strip()]
         # cpu=True on a machine without an accelerator lets torchrun/accelerate launch run gloo processes
-        self.accelerator = Accelerator(log_with=trackers or None, project_dir=str(self.run.path),
-                                       cpu=not torch.accelerator.is_available())
+        self.accelerator = Accelerator(
+            log_with=trackers or None, project_dir=str(self.run.path), cpu=not torch.accelerator.is_available()
+        )
         seed_everything(config.seed)
         if config.lora_rank > 0 and not is_peft(model):
             model = apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_targets)
@@ -90,15 +100,19 @@ class Trainer:
         self.model.train()
         self.ledger = self.ledger or ComputeLedger()
         self.ledger.bind_student(model)
-        optimizer = make_optimizer(model.parameters(), config.learning_rate,
-                                   (config.adam_beta1, config.adam_beta2), config.weight_decay)
-        self.scheduler = make_scheduler(optimizer, config.steps * config.num_substeps, config.lr_schedule,
-                                        config.warmup_steps, config.min_lr_ratio)
+        optimizer = make_optimizer(
+            model.parameters(), config.learning_rate, (config.adam_beta1, config.adam_beta2), config.weight_decay
+        )
+        self.scheduler = make_scheduler(
+            optimizer, config.steps * config.num_substeps, config.lr_schedule, config.warmup_steps, config.min_lr_ratio
+        )
         check_fsdp_request(self.accelerator)
         self.fsdp2 = self.accelerator.is_fsdp2  # parameters are DTensor shards (see mentor/train/fsdp.py)
         if self.fsdp2 and is_peft(model):
-            raise MentorError("LoRA under FSDP2 is not supported: train LoRA with DDP (examples/accelerate/ddp.yaml)"
-                              " or use --lora-rank 0 with FSDP2")
+            raise MentorError(
+                "LoRA under FSDP2 is not supported: train LoRA with DDP (examples/accelerate/ddp.yaml)"
+                " or use --lora-rank 0 with FSDP2"
+            )
         policy = PolicyLogprobs(model)
         # FSDP's transformer-based auto-wrap reads the prepared module's _no_split_modules: without it the
         # wrapper would be one FSDP unit, every parameter gathered at once (no memory saved over DDP)
@@ -109,8 +123,10 @@ class Trainer:
         self.world_size, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         if self.world_size > 1:
             if config.batch_size % self.world_size:
-                raise MentorError(f"--batch-size {config.batch_size} must be a multiple of the {self.world_size} "
-                                  "processes: each one samples an equal share of the prompts")
+                raise MentorError(
+                    f"--batch-size {config.batch_size} must be a multiple of the {self.world_size} "
+                    "processes: each one samples an equal share of the prompts"
+                )
             seed_everything(config.seed + self.rank)  # same weights everywhere, different samples per rank
         self.step = 0
         self.bad_steps_in_a_row = 0
@@ -132,9 +148,17 @@ class Trainer:
                 record = {"step": 0, **self.evaluator(self.model)}
             self._log(record)
             history.append(record)
-        with TrainingProgress(cfg.steps, algorithm.name, self.progress_keys,
-                              enabled=not cfg.quiet and self.accelerator.is_main_process,
-                              completed=self.step, every=cfg.progress_every) as bar, StopOnSignal() as stop:
+        with (
+            TrainingProgress(
+                cfg.steps,
+                algorithm.name,
+                self.progress_keys,
+                enabled=not cfg.quiet and self.accelerator.is_main_process,
+                completed=self.step,
+                every=cfg.progress_every,
+            ) as bar,
+            StopOnSignal() as stop,
+        ):
             while self.step < cfg.steps:
                 record = self.train_step(algorithm)
                 last = self.step == cfg.steps
@@ -156,7 +180,7 @@ class Trainer:
 
     def train_step(self, algorithm: Algorithm) -> dict:
         start = time.perf_counter()
-        examples = self.stream.next_batch()[self.rank:: self.world_size]  # this process's share of the prompts
+        examples = self.stream.next_batch()[self.rank :: self.world_size]  # this process's share of the prompts
         with self._sampling():
             batch, metrics = algorithm.collect(examples)
         metrics = self._reduce_metrics(metrics)
@@ -166,10 +190,16 @@ class Trainer:
         self.step += 1
         tokens = int(self._all_reduce([float(batch.attention_mask.sum())])[0])
         metrics.update(self.ledger.record_step(tokens, metrics, self.world_size))
-        metrics.update(step=self.step, time_update=end - update_start, time_step=end - start,
-                       tokens=tokens, tokens_per_second=tokens / max(end - start, 1e-9),
-                       lr=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps,
-                       skipped_zero_advantage_steps=self.skipped_zero_advantage_steps)
+        metrics.update(
+            step=self.step,
+            time_update=end - update_start,
+            time_step=end - start,
+            tokens=tokens,
+            tokens_per_second=tokens / max(end - start, 1e-9),
+            lr=self.scheduler.get_last_lr()[0],
+            skipped_steps=self.skipped_steps,
+            skipped_zero_advantage_steps=self.skipped_zero_advantage_steps,
+        )
         self._call("on_step_end", algorithm, batch, metrics)
         if self.bad_steps_in_a_row >= self.config.max_bad_steps:
             raise MentorError(self.checkpointer.bad_steps_message(self.bad_steps_in_a_row))
@@ -203,8 +233,9 @@ class Trainer:
             num_tokens = max(int(self._all_reduce([float(minibatch.num_loss_tokens)])[0]), 1)
             self.optimizer.zero_grad(set_to_none=True)
             metrics = self._backward(minibatch, algorithm, num_tokens)
-            grad_norm = self.accelerator.clip_grad_norm_(self.policy.parameters(),
-                                                         self.config.max_grad_norm or math.inf)
+            grad_norm = self.accelerator.clip_grad_norm_(
+                self.policy.parameters(), self.config.max_grad_norm or math.inf
+            )
             grad_norm = float(grad_norm) if grad_norm is not None else 0.0  # DeepSpeed clips inside its step
             totals.name(metrics)
             if not (math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)):
@@ -229,8 +260,12 @@ class Trainer:
             last = index == len(micro_batches) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.policy):
                 # the forward computes what the algorithm asks for, inside the DDP/FSDP wrapper
-                output = self.policy(micro.input_ids, micro.attention_mask, positions=micro.loss_mask > 0,
-                                     **algorithm.forward_options(micro))
+                output = self.policy(
+                    micro.input_ids,
+                    micro.attention_mask,
+                    positions=micro.loss_mask > 0,
+                    **algorithm.forward_options(micro),
+                )
                 loss, metrics = algorithm.loss(output, micro, num_tokens)
                 # DDP averages gradients over processes; scaling by their number turns that into a sum
                 self.accelerator.backward(loss * self.world_size)
@@ -281,9 +316,12 @@ class Trainer:
     def state_dict(self) -> dict:
         """What a checkpoint keeps of the trainer beyond weights, optimizer, schedule and RNG (the checkpointer
         adds those and the step): the data stream's position and the skipped-step counters."""
-        return {"stream": self.stream.state_dict(), "skipped_steps": self.skipped_steps,
-                "bad_steps_in_a_row": self.bad_steps_in_a_row,
-                "skipped_zero_advantage_steps": self.skipped_zero_advantage_steps}
+        return {
+            "stream": self.stream.state_dict(),
+            "skipped_steps": self.skipped_steps,
+            "bad_steps_in_a_row": self.bad_steps_in_a_row,
+            "skipped_zero_advantage_steps": self.skipped_zero_advantage_steps,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.stream.load_state_dict(state["stream"])

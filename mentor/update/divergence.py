@@ -35,12 +35,14 @@ from torch.utils.checkpoint import checkpoint
 
 from mentor.errors import MentorError
 from mentor.models.logprobs import causal_lm_of, chunk_rows, head_fn, last_hidden_states, truncated_head, vocab_rows
+
 # the teacher's top-k (what the top_k divergence compares with), also read here by tests and benchmarks
 from mentor.score.top_k import TeacherTopK, teacher_top_k, teacher_top_k_from_hidden  # noqa: F401
 
 
-def _chunk_reverse_kl(student_logits_of, teacher_logits_of, student_hidden: torch.Tensor,
-                      teacher_hidden: torch.Tensor, top_k: int) -> torch.Tensor:
+def _chunk_reverse_kl(
+    student_logits_of, teacher_logits_of, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, top_k: int
+) -> torch.Tensor:
     student_logprobs = F.log_softmax(student_logits_of(student_hidden), dim=-1)
     with torch.no_grad():
         teacher_logprobs = F.log_softmax(teacher_logits_of(teacher_hidden), dim=-1)
@@ -74,7 +76,7 @@ class TeacherInputs(NamedTuple):
     shift: torch.Tensor
 
     @classmethod
-    def of(cls, batch) -> "TeacherInputs | None":
+    def of(cls, batch) -> TeacherInputs | None:
         """A ``RolloutBatch``'s teacher sequences, or None when the teacher reads the student's."""
         if batch.teacher_input_ids is None:
             return None
@@ -104,26 +106,66 @@ def reverse_kl(
     """
     student_hidden = last_hidden_states(student, input_ids, attention_mask)
     wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
-    return reverse_kl_from_hidden(student, student_hidden, teacher, input_ids, attention_mask, wanted,
-                                  temperature=temperature, top_k=top_k, chunk_size=chunk_size,
-                                  teacher_inputs=teacher_inputs)
+    return reverse_kl_from_hidden(
+        student,
+        student_hidden,
+        teacher,
+        input_ids,
+        attention_mask,
+        wanted,
+        temperature=temperature,
+        top_k=top_k,
+        chunk_size=chunk_size,
+        teacher_inputs=teacher_inputs,
+    )
 
 
-def reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher: nn.Module,
-                           input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor, *,
-                           temperature: float = 1.0, top_k: int = 0, chunk_size: int | None = None,
-                           teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
+def reverse_kl_from_hidden(
+    student: nn.Module,
+    student_hidden: torch.Tensor,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    wanted: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    chunk_size: int | None = None,
+    teacher_inputs: TeacherInputs | None = None,
+) -> torch.Tensor:
     """``reverse_kl`` from the student's final hidden states, so a training step runs its decoder once."""
     # three float32 (chunk x vocab) tensors are alive at once: the student's, the teacher's, their product
-    return _per_position_from_hidden(_chunk_reverse_kl, top_k, 3, student, student_hidden, teacher, input_ids,
-                                     attention_mask, wanted, temperature=temperature, chunk_size=chunk_size,
-                                     teacher_inputs=teacher_inputs)
+    return _per_position_from_hidden(
+        _chunk_reverse_kl,
+        top_k,
+        3,
+        student,
+        student_hidden,
+        teacher,
+        input_ids,
+        attention_mask,
+        wanted,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        teacher_inputs=teacher_inputs,
+    )
 
 
-def _per_position_from_hidden(chunk_fn, option, tensors: int, student: nn.Module, student_hidden: torch.Tensor,
-                              teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                              wanted: torch.Tensor, *, temperature: float, chunk_size: int | None,
-                              teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
+def _per_position_from_hidden(
+    chunk_fn,
+    option,
+    tensors: int,
+    student: nn.Module,
+    student_hidden: torch.Tensor,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    wanted: torch.Tensor,
+    *,
+    temperature: float,
+    chunk_size: int | None,
+    teacher_inputs: TeacherInputs | None = None,
+) -> torch.Tensor:
     """``chunk_fn(student_logits_of, teacher_logits_of, student_hidden, teacher_hidden, option)`` over chunks of
     the wanted positions (each recomputed in backward), scattered back to a float32 ``[B, T]``. With
     ``teacher_inputs`` the teacher's hidden state for the student's position ``t`` is its own at ``t + shift``."""
@@ -144,8 +186,13 @@ def _per_position_from_hidden(chunk_fn, option, tensors: int, student: nn.Module
     needs_grad = torch.is_grad_enabled() and student_flat.requires_grad
     pieces = []
     for start in range(0, student_flat.shape[0], chunk):
-        args = (student_logits_of, teacher_logits_of, student_flat[start: start + chunk],
-                teacher_flat[start: start + chunk], option)
+        args = (
+            student_logits_of,
+            teacher_logits_of,
+            student_flat[start : start + chunk],
+            teacher_flat[start : start + chunk],
+            option,
+        )
         pieces.append(checkpoint(chunk_fn, *args, use_reentrant=False) if needs_grad else chunk_fn(*args))
     out = student_hidden.new_zeros(input_ids.shape, dtype=torch.float32)
     return out.index_put((rows, cols), torch.cat(pieces)) if pieces else out
@@ -160,21 +207,45 @@ class FullReverseKL:
     def __init__(self, teacher: nn.Module, top_k: int = 0, teacher_inputs: TeacherInputs | None = None):
         self.teacher, self.top_k, self.teacher_inputs = teacher, top_k, teacher_inputs
 
-    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
-        return reverse_kl_from_hidden(model, hidden, self.teacher, input_ids, attention_mask, wanted,
-                                      temperature=temperature, top_k=self.top_k, teacher_inputs=self.teacher_inputs)
+    def __call__(
+        self,
+        model: nn.Module,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        wanted: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor:
+        return reverse_kl_from_hidden(
+            model,
+            hidden,
+            self.teacher,
+            input_ids,
+            attention_mask,
+            wanted,
+            temperature=temperature,
+            top_k=self.top_k,
+            teacher_inputs=self.teacher_inputs,
+        )
 
 
-def _chunk_top_k_reverse_kl(student_logits_of, student_hidden: torch.Tensor, teacher_ids: torch.Tensor,
-                            teacher_logprobs: torch.Tensor) -> torch.Tensor:
+def _chunk_top_k_reverse_kl(
+    student_logits_of, student_hidden: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor
+) -> torch.Tensor:
     student_logprobs = F.log_softmax(student_logits_of(student_hidden), dim=-1)
     return bucket_reverse_kl(student_logprobs.gather(-1, teacher_ids), teacher_logprobs)
 
 
-def top_k_reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher_ids: torch.Tensor,
-                                 teacher_logprobs: torch.Tensor, wanted: torch.Tensor, *, temperature: float = 1.0,
-                                 chunk_size: int | None = None) -> torch.Tensor:
+def top_k_reverse_kl_from_hidden(
+    student: nn.Module,
+    student_hidden: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    wanted: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """Per-position ``bucket_reverse_kl`` between the student (its full log-softmax at ``temperature``, gathered
     at the teacher's ids ``[B, T, k]``) and the teacher's top-k log-probs ``[B, T, k]``; float32 ``[B, T]``
     aligned like ``reverse_kl``, 0 at t=0 and outside ``wanted``. Differentiable through the student only; one
@@ -186,17 +257,26 @@ def top_k_reverse_kl_from_hidden(student: nn.Module, student_hidden: torch.Tenso
     ids, teacher_top = teacher_ids[rows, cols], teacher_logprobs[rows, cols].float()
     vocab = vocab_rows(student)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-        raise MentorError(f"the teacher's top-k names token id {int(ids.max())} outside the student's "
-                          f"{vocab}-token vocabulary: teacher and student must share one vocabulary")
+        raise MentorError(
+            f"the teacher's top-k names token id {int(ids.max())} outside the student's "
+            f"{vocab}-token vocabulary: teacher and student must share one vocabulary"
+        )
     logits_of = head_fn(causal_lm_of(student), temperature)
     chunk = chunk_size or chunk_rows(vocab, student_hidden.device, tensors=2)
     needs_grad = torch.is_grad_enabled() and flat_hidden.requires_grad
     pieces = []
     for start in range(0, flat_hidden.shape[0], chunk):
-        args = (logits_of, flat_hidden[start: start + chunk], ids[start: start + chunk],
-                teacher_top[start: start + chunk])
-        pieces.append(checkpoint(_chunk_top_k_reverse_kl, *args, use_reentrant=False) if needs_grad
-                      else _chunk_top_k_reverse_kl(*args))
+        args = (
+            logits_of,
+            flat_hidden[start : start + chunk],
+            ids[start : start + chunk],
+            teacher_top[start : start + chunk],
+        )
+        pieces.append(
+            checkpoint(_chunk_top_k_reverse_kl, *args, use_reentrant=False)
+            if needs_grad
+            else _chunk_top_k_reverse_kl(*args)
+        )
     out = student_hidden.new_zeros(wanted.shape, dtype=torch.float32)
     return out.index_put((rows, cols), torch.cat(pieces)) if pieces else out
 
@@ -209,11 +289,23 @@ class TeacherTopKReverseKL:
     def __init__(self, ids: torch.Tensor, logprobs: torch.Tensor):
         self.ids, self.logprobs = ids, logprobs
 
-    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
-        return top_k_reverse_kl_from_hidden(model, hidden, self.ids.to(hidden.device),
-                                            self.logprobs.to(hidden.device), wanted & attention_mask.bool(),
-                                            temperature=temperature)
+    def __call__(
+        self,
+        model: nn.Module,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        wanted: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor:
+        return top_k_reverse_kl_from_hidden(
+            model,
+            hidden,
+            self.ids.to(hidden.device),
+            self.logprobs.to(hidden.device),
+            wanted & attention_mask.bool(),
+            temperature=temperature,
+        )
 
 
 def _generalized_jsd_of(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
@@ -225,44 +317,84 @@ def _generalized_jsd_of(student_logprobs: torch.Tensor, teacher_logprobs: torch.
         return (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(-1)
     if beta == 1:
         return (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
-    mixture = torch.logsumexp(torch.stack([student_logprobs + math.log1p(-beta),
-                                           teacher_logprobs + math.log(beta)]), dim=0)
+    mixture = torch.logsumexp(
+        torch.stack([student_logprobs + math.log1p(-beta), teacher_logprobs + math.log(beta)]), dim=0
+    )
     kl_teacher = (teacher_logprobs.exp() * (teacher_logprobs - mixture)).sum(-1)
     kl_student = (student_logprobs.exp() * (student_logprobs - mixture)).sum(-1)
     return beta * kl_teacher + (1 - beta) * kl_student
 
 
-def _chunk_generalized_jsd(student_logits_of, teacher_logits_of, student_hidden: torch.Tensor,
-                           teacher_hidden: torch.Tensor, beta: float) -> torch.Tensor:
+def _chunk_generalized_jsd(
+    student_logits_of, teacher_logits_of, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, beta: float
+) -> torch.Tensor:
     student_logprobs = F.log_softmax(student_logits_of(student_hidden), dim=-1)
     with torch.no_grad():
         teacher_logprobs = F.log_softmax(teacher_logits_of(teacher_hidden), dim=-1)
     return _generalized_jsd_of(student_logprobs, teacher_logprobs, beta)
 
 
-def generalized_jsd_from_hidden(student: nn.Module, student_hidden: torch.Tensor, teacher: nn.Module,
-                                input_ids: torch.Tensor, attention_mask: torch.Tensor, wanted: torch.Tensor, *,
-                                beta: float = 0.5, temperature: float = 1.0, chunk_size: int | None = None,
-                                teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
+def generalized_jsd_from_hidden(
+    student: nn.Module,
+    student_hidden: torch.Tensor,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    wanted: torch.Tensor,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    teacher_inputs: TeacherInputs | None = None,
+) -> torch.Tensor:
     """Per-position generalized JSD (``_generalized_jsd_of``) between the student's and the in-process
     teacher's next-token distributions, float32 ``[B, T]`` aligned like ``reverse_kl``; chunked the same way
     (about six float32 chunk x vocab tensors alive: two log-softmaxes, the stacked pair, the mixture, a product)."""
     if not 0 <= beta <= 1:
         raise ValueError(f"the generalized JSD's beta must lie in [0, 1] (got {beta})")
-    return _per_position_from_hidden(_chunk_generalized_jsd, float(beta), 6, student, student_hidden, teacher,
-                                     input_ids, attention_mask, wanted, temperature=temperature,
-                                     chunk_size=chunk_size, teacher_inputs=teacher_inputs)
+    return _per_position_from_hidden(
+        _chunk_generalized_jsd,
+        float(beta),
+        6,
+        student,
+        student_hidden,
+        teacher,
+        input_ids,
+        attention_mask,
+        wanted,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        teacher_inputs=teacher_inputs,
+    )
 
 
-def generalized_jsd(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    *, beta: float = 0.5, positions: torch.Tensor | None = None, temperature: float = 1.0,
-                    chunk_size: int | None = None, teacher_inputs: TeacherInputs | None = None) -> torch.Tensor:
+def generalized_jsd(
+    student: nn.Module,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    beta: float = 0.5,
+    positions: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    teacher_inputs: TeacherInputs | None = None,
+) -> torch.Tensor:
     """``generalized_jsd_from_hidden`` from the token ids (runs the student's decoder)."""
     student_hidden = last_hidden_states(student, input_ids, attention_mask)
     wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
-    return generalized_jsd_from_hidden(student, student_hidden, teacher, input_ids, attention_mask, wanted,
-                                       beta=beta, temperature=temperature, chunk_size=chunk_size,
-                                       teacher_inputs=teacher_inputs)
+    return generalized_jsd_from_hidden(
+        student,
+        student_hidden,
+        teacher,
+        input_ids,
+        attention_mask,
+        wanted,
+        beta=beta,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        teacher_inputs=teacher_inputs,
+    )
 
 
 class GeneralizedJSD:
@@ -273,15 +405,36 @@ class GeneralizedJSD:
             raise ValueError(f"the generalized JSD's beta must lie in [0, 1] (got {beta})")
         self.teacher, self.beta, self.teacher_inputs = teacher, beta, teacher_inputs
 
-    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor:
-        return generalized_jsd_from_hidden(model, hidden, self.teacher, input_ids, attention_mask, wanted,
-                                           beta=self.beta, temperature=temperature,
-                                           teacher_inputs=self.teacher_inputs)
+    def __call__(
+        self,
+        model: nn.Module,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        wanted: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor:
+        return generalized_jsd_from_hidden(
+            model,
+            hidden,
+            self.teacher,
+            input_ids,
+            attention_mask,
+            wanted,
+            beta=self.beta,
+            temperature=temperature,
+            teacher_inputs=self.teacher_inputs,
+        )
 
 
-def naive_generalized_jsd(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
-                          attention_mask: torch.Tensor, beta: float, temperature: float = 1.0) -> torch.Tensor:
+def naive_generalized_jsd(
+    student: nn.Module,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    beta: float,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Reference: TRL's formula on both models' whole float32 log-softmax. For tests and benchmarks."""
     student_logprobs, teacher_logprobs = _naive_logprobs(student, teacher, input_ids, attention_mask, temperature)
     if beta == 0:
@@ -289,30 +442,41 @@ def naive_generalized_jsd(student: nn.Module, teacher: nn.Module, input_ids: tor
     elif beta == 1:
         jsd = F.kl_div(teacher_logprobs, student_logprobs, reduction="none", log_target=True).sum(-1)
     else:
-        mixture = torch.logsumexp(torch.stack([student_logprobs + math.log1p(-beta),
-                                               teacher_logprobs + math.log(beta)]), dim=0)
-        jsd = (beta * F.kl_div(mixture, teacher_logprobs, reduction="none", log_target=True)
-               + (1 - beta) * F.kl_div(mixture, student_logprobs, reduction="none", log_target=True)).sum(-1)
+        mixture = torch.logsumexp(
+            torch.stack([student_logprobs + math.log1p(-beta), teacher_logprobs + math.log(beta)]), dim=0
+        )
+        jsd = (
+            beta * F.kl_div(mixture, teacher_logprobs, reduction="none", log_target=True)
+            + (1 - beta) * F.kl_div(mixture, student_logprobs, reduction="none", log_target=True)
+        ).sum(-1)
     return _predicting(jsd, input_ids, attention_mask)
 
 
-def naive_reverse_kl(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def naive_reverse_kl(
+    student: nn.Module,
+    teacher: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Reference: both models' full float32 log-softmax over the whole sequence. For tests and benchmarks."""
     student_logprobs, teacher_logprobs = _naive_logprobs(student, teacher, input_ids, attention_mask, temperature)
     kl = (student_logprobs.exp() * (student_logprobs - teacher_logprobs)).sum(-1)
     return _predicting(kl, input_ids, attention_mask)
 
 
-def _naive_logprobs(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _naive_logprobs(
+    student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Both models' whole float32 log-softmax over the shared vocabulary (the teacher's without gradients)."""
     student_logits = student(input_ids=input_ids, attention_mask=attention_mask).logits.float()
     with torch.no_grad():
         teacher_logits = teacher(input_ids=input_ids, attention_mask=attention_mask).logits.float()
     vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
-    return (F.log_softmax(student_logits[..., :vocab] / temperature, dim=-1),
-            F.log_softmax(teacher_logits[..., :vocab] / temperature, dim=-1))
+    return (
+        F.log_softmax(student_logits[..., :vocab] / temperature, dim=-1),
+        F.log_softmax(teacher_logits[..., :vocab] / temperature, dim=-1),
+    )
 
 
 def _predicting(per_position: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

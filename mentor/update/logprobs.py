@@ -9,8 +9,13 @@ import torch
 from torch import nn
 
 # the model numerics, also read here by the trainer, tests and benchmarks
-from mentor.models.logprobs import (causal_lm_of, last_hidden_states, logprobs_from_hidden,  # noqa: F401
-                                    naive_token_logprobs, token_logprobs)
+from mentor.models.logprobs import (  # noqa: F401
+    causal_lm_of,
+    last_hidden_states,
+    logprobs_from_hidden,
+    naive_token_logprobs,
+    token_logprobs,
+)
 
 
 class PolicyOutput(NamedTuple):
@@ -30,8 +35,15 @@ class PolicyOutput(NamedTuple):
 class HiddenTerm(Protocol):
     """A per-position term computed from the policy's last hidden states, inside the (DDP/FSDP) forward."""
 
-    def __call__(self, model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, wanted: torch.Tensor, temperature: float) -> torch.Tensor: ...
+    def __call__(
+        self,
+        model: nn.Module,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        wanted: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor: ...
 
 
 class PolicyLogprobs(nn.Module):
@@ -46,8 +58,15 @@ class PolicyLogprobs(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, positions=None, temperature: float = 1.0,
-                with_entropy: bool = False, hidden_term: HiddenTerm | None = None) -> PolicyOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        positions=None,
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+        hidden_term: HiddenTerm | None = None,
+    ) -> PolicyOutput:
         """``(log-probs, entropy or None, term or None)``, one decoder pass.
 
         ``term`` is ``hidden_term(...)`` on the same hidden states, e.g. a full-vocabulary divergence to a
@@ -55,8 +74,9 @@ class PolicyLogprobs(nn.Module):
         """
         hidden = last_hidden_states(self.model, input_ids, attention_mask)
         wanted = attention_mask.bool() if positions is None else positions.bool() & attention_mask.bool()
-        logprobs, entropy = logprobs_from_hidden(self.model, hidden, input_ids, wanted, temperature=temperature,
-                                                 with_entropy=with_entropy)
+        logprobs, entropy = logprobs_from_hidden(
+            self.model, hidden, input_ids, wanted, temperature=temperature, with_entropy=with_entropy
+        )
         term = None
         if hidden_term is not None:
             term = hidden_term(self.model, hidden, input_ids, attention_mask, wanted, temperature)

@@ -13,10 +13,15 @@ from mentor.update.metrics import Metric
 LOSSES = ("importance_sampling", "ppo", "cross_entropy")
 
 
-def importance_sampling_loss(logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
-                             advantages: torch.Tensor, loss_mask: torch.Tensor, num_tokens: int,
-                             clip_ratio: float | None = None,
-                             tis_cap: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def importance_sampling_loss(
+    logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    loss_mask: torch.Tensor,
+    num_tokens: int,
+    clip_ratio: float | None = None,
+    tis_cap: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``-sum(mask * pi/q * A) / num_tokens``; with ``clip_ratio`` the PPO-clip surrogate instead.
 
     ``tis_cap`` C > 0 is truncated importance sampling (verl's and slime's fix for an inference engine's
@@ -38,15 +43,17 @@ def importance_sampling_loss(logprobs: torch.Tensor, sampler_logprobs: torch.Ten
     return loss, ratio.detach()
 
 
-def cross_entropy_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor, num_tokens: int,
-                       weights: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy_loss(
+    logprobs: torch.Tensor, loss_mask: torch.Tensor, num_tokens: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Negative log-likelihood of the target tokens (SFT, off-policy distillation)."""
     per_token = -logprobs if weights is None else -logprobs * weights
     return (per_token * loss_mask).sum() / max(num_tokens, 1)
 
 
-def policy_gradient_loss(logprobs: torch.Tensor, micro, num_tokens: int,
-                         clip_ratio: float = 0.0, tis_cap: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+def policy_gradient_loss(
+    logprobs: torch.Tensor, micro, num_tokens: int, clip_ratio: float = 0.0, tis_cap: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """RL's and OPD's loss on a micro-batch (a ``RolloutBatch``): ``importance_sampling_loss`` of its
     advantages, PPO-clipped whenever ``clip_ratio`` > 0, the ratio truncated at ``tis_cap`` whenever it is > 0,
     and the importance-ratio metrics (``ratio_mean`` is this micro-batch's share of the step's per-token mean,
@@ -54,11 +61,20 @@ def policy_gradient_loss(logprobs: torch.Tensor, micro, num_tokens: int,
     its share of the step's fraction of loss tokens whose ratio exceeded the cap)."""
     if tis_cap < 0:
         raise ValueError(f"tis_cap must be > 0 to truncate, or 0 for off (got {tis_cap})")
-    loss, ratio = importance_sampling_loss(logprobs, micro.sampler_logprobs, micro.advantages, micro.loss_mask,
-                                           num_tokens, clip_ratio=clip_ratio or None, tis_cap=tis_cap or None)
+    loss, ratio = importance_sampling_loss(
+        logprobs,
+        micro.sampler_logprobs,
+        micro.advantages,
+        micro.loss_mask,
+        num_tokens,
+        clip_ratio=clip_ratio or None,
+        tis_cap=tis_cap or None,
+    )
     masked = ratio * micro.loss_mask
-    metrics = {"ratio_max": Metric(float(masked.max()), reduce="max"),
-               "ratio_mean": float(masked.sum()) / max(num_tokens, 1)}
+    metrics = {
+        "ratio_max": Metric(float(masked.max()), reduce="max"),
+        "ratio_mean": float(masked.sum()) / max(num_tokens, 1),
+    }
     if tis_cap:
         capped = ((ratio > tis_cap) & (micro.loss_mask > 0)).sum()
         metrics["tis_capped_fraction"] = float(capped) / max(num_tokens, 1)

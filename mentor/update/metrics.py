@@ -60,7 +60,7 @@ class MicroBatchMetrics:
         reduced = dict(zip(maxed, all_reduce([self.values[k] for k in maxed], op="max")))
         sums = all_reduce([self.values[k] for k in added] + [float(self.counts[k]) for k in averaged])
         reduced.update(zip(added, sums[: len(added)]))
-        for key, count in zip(averaged, sums[len(added):]):
+        for key, count in zip(averaged, sums[len(added) :]):
             reduced[key] /= max(count, 1.0)
         return {key: Metric(reduced[key], self.reduce[key]) for key in keys}
 

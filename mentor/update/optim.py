@@ -9,8 +9,9 @@ import torch
 SCHEDULES = ("constant", "linear", "cosine")
 
 
-def make_optimizer(params, lr: float, betas: tuple[float, float], weight_decay: float,
-                   eps: float = 1e-8) -> torch.optim.AdamW:
+def make_optimizer(
+    params, lr: float, betas: tuple[float, float], weight_decay: float, eps: float = 1e-8
+) -> torch.optim.AdamW:
     params = [p for p in params if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
 
@@ -28,8 +29,7 @@ def warmup_length(warmup_steps: int, total_steps: int) -> int:
     return min(MAX_AUTO_WARMUP, total_steps // 10) if warmup_steps == AUTO_WARMUP else warmup_steps
 
 
-def lr_multiplier(step: int, total_steps: int, schedule: str, warmup_steps: int,
-                  min_lr_ratio: float = 0.0) -> float:
+def lr_multiplier(step: int, total_steps: int, schedule: str, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
     """Factor applied to the base LR at optimizer step ``step`` (0-based)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -45,10 +45,12 @@ def lr_multiplier(step: int, total_steps: int, schedule: str, warmup_steps: int,
     return min_lr_ratio + (1.0 - min_lr_ratio) * decay
 
 
-def make_scheduler(optimizer, total_steps: int, schedule: str, warmup_steps: int,
-                   min_lr_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer, total_steps: int, schedule: str, warmup_steps: int, min_lr_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """The schedule of a fresh optimizer; a resumed run loads its state (``last_epoch``), so it goes on where it
     stopped instead of warming up again."""
     warmup = warmup_length(warmup_steps, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, total_steps, schedule, warmup, min_lr_ratio))
+        optimizer, lambda s: lr_multiplier(s, total_steps, schedule, warmup, min_lr_ratio)
+    )

@@ -18,22 +18,30 @@ def discounted_cumsum(values: torch.Tensor, mask: torch.Tensor, discount: float)
     return out * mask
 
 
-def reverse_kl(sampler_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor,
-               loss_mask: torch.Tensor) -> torch.Tensor:
+def reverse_kl(sampler_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Per-token single-sample reverse-KL estimate ``log q(x_t) - log p_teacher(x_t)`` on masked tokens."""
     return (sampler_logprobs - teacher_logprobs) * loss_mask
 
 
-def distillation_advantages(sampler_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor,
-                            loss_mask: torch.Tensor, coef: float = 1.0,
-                            discount: float = 0.0) -> torch.Tensor:
+def distillation_advantages(
+    sampler_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    loss_mask: torch.Tensor,
+    coef: float = 1.0,
+    discount: float = 0.0,
+) -> torch.Tensor:
     """OPD: ``A_t = -coef * (log q(x_t) - log p_teacher(x_t))``, optionally discounted over the future."""
     penalty = -coef * reverse_kl(sampler_logprobs, teacher_logprobs, loss_mask)
     return discounted_cumsum(penalty, loss_mask, discount)
 
 
-def group_baseline_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, loss_mask: torch.Tensor,
-                              normalize_std: bool = False, eps: float = 1e-6) -> torch.Tensor:
+def group_baseline_advantages(
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    loss_mask: torch.Tensor,
+    normalize_std: bool = False,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """RL: sequence reward minus the mean reward of its group, broadcast to every completion token."""
     centred = torch.zeros_like(rewards, dtype=torch.float32)
     for gid in group_ids.unique():

@@ -47,9 +47,22 @@ def engine_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("engine_models")
     teacher_init = engine_model_dir(root / "teacher_init", hidden=64, layers=2, heads=2, seed=1)
-    run_sft(SFTConfig(model=teacher_init, task="arithmetic", output_dir=str(root / "teacher_run"), steps=30,
-                      batch_size=32, group_size=1, learning_rate=3e-3, adam_beta2=0.99, eval_size=8,
-                      max_new_tokens=24, train_size=2000, quiet=True))
+    run_sft(
+        SFTConfig(
+            model=teacher_init,
+            task="arithmetic",
+            output_dir=str(root / "teacher_run"),
+            steps=30,
+            batch_size=32,
+            group_size=1,
+            learning_rate=3e-3,
+            adam_beta2=0.99,
+            eval_size=8,
+            max_new_tokens=24,
+            train_size=2000,
+            quiet=True,
+        )
+    )
     student = engine_model_dir(root / "student", hidden=64, layers=2, heads=2, seed=2)
     llama = engine_model_dir(root / "llama", arch="llama", hidden=64, layers=2, heads=2, seed=3)
     return {"teacher": str(root / "teacher_run" / "final"), "student": student, "llama": llama, "root": root}

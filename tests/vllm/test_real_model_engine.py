@@ -26,11 +26,23 @@ def gguf():
 
 def test_opd_on_smollm2_with_the_vllm_sampler(gguf, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"messages": [{"role": "user", "content": p}]}) + "\n"
-                               for p in CHAT_PROMPTS))
-    config = DistillConfig(student=gguf, teacher="self", prompts=str(prompts), sampler="vllm", steps=2, batch_size=2,
-                           group_size=2, max_new_tokens=16, max_prompt_tokens=64, learning_rate=1e-5, seed=0,
-                           vllm_enforce_eager=True, output_dir=str(tmp_path / "run"), quiet=True)
+    prompts.write_text("".join(json.dumps({"messages": [{"role": "user", "content": p}]}) + "\n" for p in CHAT_PROMPTS))
+    config = DistillConfig(
+        student=gguf,
+        teacher="self",
+        prompts=str(prompts),
+        sampler="vllm",
+        steps=2,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=16,
+        max_prompt_tokens=64,
+        learning_rate=1e-5,
+        seed=0,
+        vllm_enforce_eager=True,
+        output_dir=str(tmp_path / "run"),
+        quiet=True,
+    )
     copies_before = set(Path(tempfile.gettempdir()).glob("mentor-vllm-*"))
     trainer, history = run_distill(config)
     assert set(Path(tempfile.gettempdir()).glob("mentor-vllm-*")) == copies_before  # the engine's copy is gone

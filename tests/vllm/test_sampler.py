@@ -43,8 +43,16 @@ def _adamw_step(model, lr: float = 1e-2) -> None:
 def engine(engine_dirs):
     """One engine for the module's full-weight tests (start-up is the slow part)."""
     tokenizer, model = load_tokenizer(engine_dirs["teacher"]), load_model(engine_dirs["teacher"])
-    sampler = VLLMSampler(model, tokenizer, engine_dirs["teacher"], max_new_tokens=16, temperature=TEMPERATURE,
-                          dtype="float32", seed=1, max_model_len=128)
+    sampler = VLLMSampler(
+        model,
+        tokenizer,
+        engine_dirs["teacher"],
+        max_new_tokens=16,
+        temperature=TEMPERATURE,
+        dtype="float32",
+        seed=1,
+        max_model_len=128,
+    )
     yield sampler, model, tokenizer
     sampler.close()
 
@@ -72,8 +80,16 @@ def test_greedy_engine_answers_equal_transformers_generate(engine):
 def test_a_lora_students_merged_weights_reach_the_engine(engine_dirs):
     tokenizer = load_tokenizer(engine_dirs["student"])
     model = apply_lora(load_model(engine_dirs["student"]), rank=4, alpha=8, target_modules="all-linear")
-    sampler = VLLMSampler(model, tokenizer, engine_dirs["student"], max_new_tokens=16, temperature=TEMPERATURE,
-                          dtype="float32", seed=2, max_model_len=128)
+    sampler = VLLMSampler(
+        model,
+        tokenizer,
+        engine_dirs["student"],
+        max_new_tokens=16,
+        temperature=TEMPERATURE,
+        dtype="float32",
+        seed=2,
+        max_model_len=128,
+    )
     try:
         for _ in range(2):  # lora_B starts at zero: the first step is the first to change the merged weights
             _adamw_step(model, lr=5e-2)
@@ -85,8 +101,16 @@ def test_a_lora_students_merged_weights_reach_the_engine(engine_dirs):
 
 def test_a_llama_model_syncs_too(engine_dirs):
     tokenizer, model = load_tokenizer(engine_dirs["llama"]), load_model(engine_dirs["llama"])
-    sampler = VLLMSampler(model, tokenizer, engine_dirs["llama"], max_new_tokens=16, temperature=TEMPERATURE,
-                          dtype="float32", seed=3, max_model_len=128)
+    sampler = VLLMSampler(
+        model,
+        tokenizer,
+        engine_dirs["llama"],
+        max_new_tokens=16,
+        temperature=TEMPERATURE,
+        dtype="float32",
+        seed=3,
+        max_model_len=128,
+    )
     try:
         _adamw_step(model)
         assert _max_gap_to_a_forward_pass(sampler, model, tokenizer) < 1e-4

@@ -40,9 +40,23 @@ def _ready(url: str) -> bool:
 @pytest.fixture(scope="module")
 def served_teacher(engine_dirs, tmp_path_factory):
     port, log = _free_port(), tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", engine_dirs["teacher"],
-               "--dtype", "float32", "--max-logprobs", "20", "--max-model-len", "128", "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        engine_dirs["teacher"],
+        "--dtype",
+        "float32",
+        "--max-logprobs",
+        "20",
+        "--max-model-len",
+        "128",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     with log.open("w") as sink:
         server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -73,20 +87,42 @@ def _assert_same_steps(served: list[dict], local: list[dict], keys=COMPARED) -> 
 
 
 @pytest.mark.parametrize("divergence", ["sampled", "top_k"])
-def test_vllms_server_as_teacher_gives_the_in_process_numbers(served_teacher, engine_dirs, prompts_file, tmp_path,
-                                                              divergence):
-    common = dict(student=engine_dirs["student"], prompts=prompts_file, steps=2, batch_size=2, group_size=2,
-                  max_new_tokens=8, learning_rate=1e-3, quiet=True, seed=3, divergence=divergence, kl_top_k=5)
-    _, local = run_distill(DistillConfig(teacher=engine_dirs["teacher"], output_dir=str(tmp_path / "local"),
-                                         **common))
+def test_vllms_server_as_teacher_gives_the_in_process_numbers(
+    served_teacher, engine_dirs, prompts_file, tmp_path, divergence
+):
+    common = dict(
+        student=engine_dirs["student"],
+        prompts=prompts_file,
+        steps=2,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        learning_rate=1e-3,
+        quiet=True,
+        seed=3,
+        divergence=divergence,
+        kl_top_k=5,
+    )
+    _, local = run_distill(DistillConfig(teacher=engine_dirs["teacher"], output_dir=str(tmp_path / "local"), **common))
     _, served = run_distill(DistillConfig(teacher=served_teacher, output_dir=str(tmp_path / "served"), **common))
     keys = COMPARED + (("full_reverse_kl",) if divergence == "top_k" else ())
     _assert_same_steps(served, local, keys)
 
 
 def test_rl_with_vllms_server_as_the_reference(served_teacher, engine_dirs, tmp_path):
-    common = dict(model=engine_dirs["student"], task="arithmetic", kl_coef=1.0, steps=2, batch_size=2,
-                  group_size=2, max_new_tokens=8, learning_rate=1e-3, eval_size=2, quiet=True, seed=4)
+    common = dict(
+        model=engine_dirs["student"],
+        task="arithmetic",
+        kl_coef=1.0,
+        steps=2,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        learning_rate=1e-3,
+        eval_size=2,
+        quiet=True,
+        seed=4,
+    )
     _, local = run_rl(RLConfig(reference=engine_dirs["teacher"], output_dir=str(tmp_path / "local"), **common))
     _, served = run_rl(RLConfig(reference=served_teacher, output_dir=str(tmp_path / "served"), **common))
     _assert_same_steps(served, local, ("kl_to_reference", "loss"))

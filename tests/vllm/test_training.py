@@ -13,8 +13,18 @@ from mentor.recipes.distill import run_distill
 from mentor.recipes.rl import run_rl
 from mentor.recipes.sft import TEACHER_CACHE, run_sft
 
-TRAIN = dict(steps=3, batch_size=4, group_size=2, max_new_tokens=12, learning_rate=1e-3, num_substeps=1,
-             quiet=True, seed=5, sampler="vllm", vllm_enforce_eager=True)  # tests/vllm/test_sampler.py: compiled
+TRAIN = dict(
+    steps=3,
+    batch_size=4,
+    group_size=2,
+    max_new_tokens=12,
+    learning_rate=1e-3,
+    num_substeps=1,
+    quiet=True,
+    seed=5,
+    sampler="vllm",
+    vllm_enforce_eager=True,
+)  # tests/vllm/test_sampler.py: compiled
 
 
 def _steps(history: list[dict]) -> list[dict]:
@@ -22,8 +32,15 @@ def _steps(history: list[dict]) -> list[dict]:
 
 
 def test_opd_with_the_vllm_sampler_sees_ratio_one_on_every_fresh_batch(engine_dirs, tmp_path):
-    config = DistillConfig(student=engine_dirs["student"], teacher=engine_dirs["teacher"], task="arithmetic",
-                           eval_size=8, eval_every=2, output_dir=str(tmp_path / "opd"), **TRAIN)
+    config = DistillConfig(
+        student=engine_dirs["student"],
+        teacher=engine_dirs["teacher"],
+        task="arithmetic",
+        eval_size=8,
+        eval_every=2,
+        output_dir=str(tmp_path / "opd"),
+        **TRAIN,
+    )
     trainer, history = run_distill(config)
     steps = _steps(history)
     assert len(steps) == 3
@@ -36,8 +53,15 @@ def test_opd_with_the_vllm_sampler_sees_ratio_one_on_every_fresh_batch(engine_di
 
 def test_rl_with_the_vllm_sampler(engine_dirs, tmp_path):
     # the random student scores 0: its signal is the KL penalty to the reference, so every step trains
-    config = RLConfig(model=engine_dirs["student"], reference=engine_dirs["teacher"], kl_coef=1.0,
-                      task="arithmetic", eval_size=4, output_dir=str(tmp_path / "rl"), **TRAIN)
+    config = RLConfig(
+        model=engine_dirs["student"],
+        reference=engine_dirs["teacher"],
+        kl_coef=1.0,
+        task="arithmetic",
+        eval_size=4,
+        output_dir=str(tmp_path / "rl"),
+        **TRAIN,
+    )
     _, history = run_rl(config)
     assert len(_steps(history)) == 3
     for row in _steps(history):
@@ -45,10 +69,22 @@ def test_rl_with_the_vllm_sampler(engine_dirs, tmp_path):
 
 
 def test_sft_from_teacher_draws_its_samples_through_the_engine(engine_dirs, tmp_path):
-    config = SFTConfig(model=engine_dirs["student"], from_teacher=engine_dirs["teacher"], task="arithmetic",
-                       teacher_prompts=6, teacher_samples=2, sampler="vllm", vllm_enforce_eager=True, steps=2,
-                       batch_size=4, eval_size=4,
-                       max_new_tokens=16, train_size=50, output_dir=str(tmp_path / "sft"), quiet=True)
+    config = SFTConfig(
+        model=engine_dirs["student"],
+        from_teacher=engine_dirs["teacher"],
+        task="arithmetic",
+        teacher_prompts=6,
+        teacher_samples=2,
+        sampler="vllm",
+        vllm_enforce_eager=True,
+        steps=2,
+        batch_size=4,
+        eval_size=4,
+        max_new_tokens=16,
+        train_size=50,
+        output_dir=str(tmp_path / "sft"),
+        quiet=True,
+    )
     trainer, _ = run_sft(config)
     lines = (trainer.run.path / TEACHER_CACHE).read_text().splitlines()
     records = [json.loads(line) for line in lines[1:]]
@@ -61,7 +97,24 @@ def test_eval_through_vllm_grades_as_transformers_does(engine_dirs, tmp_path, ca
     results = {}
     for sampler in ("hf", "vllm"):
         records = tmp_path / f"{sampler}.jsonl"
-        assert main(["eval", engine_dirs["teacher"], "--task", "arithmetic", "--size", "16", "--max-new-tokens",
-                     "24", "--sampler", sampler, "--records", str(records)]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    engine_dirs["teacher"],
+                    "--task",
+                    "arithmetic",
+                    "--size",
+                    "16",
+                    "--max-new-tokens",
+                    "24",
+                    "--sampler",
+                    sampler,
+                    "--records",
+                    str(records),
+                ]
+            )
+            == 0
+        )
         results[sampler] = [json.loads(line)["completion"] for line in records.read_text().splitlines()]
     assert results["vllm"] == results["hf"]  # greedy, float32: the same answers

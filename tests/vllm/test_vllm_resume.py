@@ -8,10 +8,41 @@ from tests.test_resume import _assert_same_run, _kill_when_paused, _start, _succ
 
 
 def _command(dirs: dict, out) -> list[str]:
-    return ["distill", "--student", dirs["student"], "--teacher", dirs["teacher"], "--task", "arithmetic",
-            "--sampler", "vllm", "--vllm-enforce-eager", "--group-size", "2", "--output-dir", str(out), "--steps", "4", "--batch-size", "2",
-            "--save-every", "2", "--eval-size", "4", "--eval-every", "2", "--max-new-tokens", "8",
-            "--learning-rate", "1e-3", "--seed", "3", "--warmup-steps", "3", "--quiet"]
+    return [
+        "distill",
+        "--student",
+        dirs["student"],
+        "--teacher",
+        dirs["teacher"],
+        "--task",
+        "arithmetic",
+        "--sampler",
+        "vllm",
+        "--vllm-enforce-eager",
+        "--group-size",
+        "2",
+        "--output-dir",
+        str(out),
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--eval-size",
+        "4",
+        "--eval-every",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--learning-rate",
+        "1e-3",
+        "--seed",
+        "3",
+        "--warmup-steps",
+        "3",
+        "--quiet",
+    ]
 
 
 def test_a_killed_vllm_run_resumes_to_the_same_weights_and_metrics(engine_dirs, tmp_path):

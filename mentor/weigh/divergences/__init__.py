@@ -9,8 +9,7 @@ in-forward term (``hidden_term``) and its loss term (``add_term``). Registering 
 from __future__ import annotations
 
 from mentor.errors import MentorError
-from mentor.weigh.divergences.base import (TEACHER_LOGPROBS, TEACHER_MODEL, TEACHER_TOP_K, Divergence,
-                                           DivergenceOptions)
+from mentor.weigh.divergences.base import TEACHER_LOGPROBS, TEACHER_MODEL, TEACHER_TOP_K, Divergence, DivergenceOptions
 from mentor.weigh.divergences.full import Full
 from mentor.weigh.divergences.jsd import JSD
 from mentor.weigh.divergences.sampled import Sampled
@@ -26,5 +25,12 @@ def make_divergence(name: str, teacher, options: DivergenceOptions) -> Divergenc
     return DIVERGENCES[name](teacher, options)
 
 
-__all__ = ["DIVERGENCES", "TEACHER_LOGPROBS", "TEACHER_MODEL", "TEACHER_TOP_K", "Divergence", "DivergenceOptions",
-           "make_divergence"]
+__all__ = [
+    "DIVERGENCES",
+    "TEACHER_LOGPROBS",
+    "TEACHER_MODEL",
+    "TEACHER_TOP_K",
+    "Divergence",
+    "DivergenceOptions",
+    "make_divergence",
+]

@@ -68,19 +68,24 @@ class Divergence:
     def hidden_term(self, micro: RolloutBatch | None) -> HiddenTerm | None:
         return None
 
-    def add_term(self, loss: torch.Tensor, output: PolicyOutput, micro: RolloutBatch,
-                 num_tokens: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def add_term(
+        self, loss: torch.Tensor, output: PolicyOutput, micro: RolloutBatch, num_tokens: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """``loss`` plus ``kl_coef`` times the term the policy forward computed, averaged over the tokens."""
         if output.term is None:
             return loss, {}
         kl_sum = (output.term * micro.loss_mask).sum()
-        return (loss + self.options.kl_coef * kl_sum / num_tokens,
-                {self.term_metric: float(kl_sum.detach()) / num_tokens})
+        return (
+            loss + self.options.kl_coef * kl_sum / num_tokens,
+            {self.term_metric: float(kl_sum.detach()) / num_tokens},
+        )
 
 
 def teacher_metrics(batch: RolloutBatch) -> dict[str, float]:
     """The sampled-token reverse KL and teacher log-prob per completion token (``batch.teacher_logprobs`` set)."""
     mask = batch.loss_mask
     num_tokens = max(float(mask.sum()), 1.0)
-    return dict(reverse_kl=float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs, mask).sum()) / num_tokens,
-                teacher_logprob=float((batch.teacher_logprobs * mask).sum()) / num_tokens)
+    return dict(
+        reverse_kl=float(reverse_kl(batch.sampler_logprobs, batch.teacher_logprobs, mask).sum()) / num_tokens,
+        teacher_logprob=float((batch.teacher_logprobs * mask).sum()) / num_tokens,
+    )

@@ -18,8 +18,10 @@ class Full(Divergence):
     def check_teacher(self) -> None:
         self.model = teacher_model(self.teacher)
         if self.model is None:  # DistillConfig refuses this before anything loads
-            raise MentorError(f"divergence={self.name!r} needs a LocalTeacher's whole distribution, "
-                              f"not a {type(self.teacher).__name__}")
+            raise MentorError(
+                f"divergence={self.name!r} needs a LocalTeacher's whole distribution, "
+                f"not a {type(self.teacher).__name__}"
+            )
 
     def hidden_term(self, micro: RolloutBatch | None) -> HiddenTerm:
         # with privileged context the teacher reads its own prompt + the micro-batch's completions

@@ -16,6 +16,11 @@ class Sampled(Divergence):
 
     def score(self, batch: RolloutBatch, sources: list[str]) -> dict[str, float]:
         batch.teacher_logprobs, metrics = score_by_source(self.teacher, batch, sources)
-        batch.advantages = distillation_advantages(batch.sampler_logprobs, batch.teacher_logprobs, batch.loss_mask,
-                                                   self.options.kl_coef, self.options.kl_discount)
+        batch.advantages = distillation_advantages(
+            batch.sampler_logprobs,
+            batch.teacher_logprobs,
+            batch.loss_mask,
+            self.options.kl_coef,
+            self.options.kl_discount,
+        )
         return metrics | teacher_metrics(batch)

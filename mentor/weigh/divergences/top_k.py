@@ -24,8 +24,10 @@ class TopK(Divergence):
         if self.options.kl_top_k < 1:
             raise MentorError(f"divergence='top_k' needs kl_top_k >= 1 (got {self.options.kl_top_k})")
         if not supports_top_k(self.teacher):
-            raise MentorError("divergence='top_k' needs one teacher that returns its top-k log-probs (in-process "
-                              f"or a server), not a {type(self.teacher).__name__}")
+            raise MentorError(
+                "divergence='top_k' needs one teacher that returns its top-k log-probs (in-process "
+                f"or a server), not a {type(self.teacher).__name__}"
+            )
 
     def score(self, batch: RolloutBatch, sources: list[str]) -> dict[str, float]:
         # one pass, or one request per batch_size sequences
