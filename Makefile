@@ -54,10 +54,10 @@ lint: install
 
 # everything: the main suite, then the vLLM tier in its virtualenv (VLLM=0 leaves the tier out)
 test: install
-	$(PY) -m pytest tests --ignore=tests/vllm
+	$(PY) -m pytest tests --ignore=tests/vllm --durations=25
 ifneq ($(VLLM),0)
 	$(MAKE) vllm
-	$(VLLM_PY) -m pytest tests/vllm
+	$(VLLM_PY) -m pytest tests/vllm --durations=10
 endif
 
 clean:

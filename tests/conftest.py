@@ -54,3 +54,32 @@ def prompts_file(tmp_path):
     rows = [{"prompt": p} for p in ["12+34*5=", "7*8+9=", "45+6+7=", "81*3-20=", "5+5*5=", "60*2+1="]]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
+
+
+# --- markers (pyproject's [tool.pytest.ini_options]; `make test-fast` leaves out all but the plain ones) ---------
+# by file, so a new test in one of these files is marked like its neighbours
+MARKED_FILES = {
+    "test_real_model.py": ("real", "network", "slow"),
+    "test_real_benchmarks.py": ("real",),
+    "test_check.py": ("real",),
+    "test_turns.py": ("real",),
+    "test_multi_turn.py": ("real", "slow"),
+    "test_distributed.py": ("distributed", "slow"),
+    "test_fsdp.py": ("distributed", "slow"),
+    "test_resume.py": ("slow",),
+    "test_bench_paper.py": ("slow",),
+    "test_bench_coe.py": ("slow",),
+    "test_bench_continual.py": ("real", "slow"),
+    "test_bad_input_corpus.py": ("slow",),
+    "test_coe.py": ("slow",),
+    "test_privileged_context.py": ("slow",),
+    "test_real_model_engine.py": ("real", "network"),
+}
+MARKED_TESTS = {"test_real_gguf_pruned_equals_skipping": ("real", "network", "slow")}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = MARKED_FILES.get(item.path.name, ()) + MARKED_TESTS.get(item.originalname, ())
+        for name in names:
+            item.add_marker(getattr(pytest.mark, name))
