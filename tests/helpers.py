@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
 
 
 def one_clear_line(capsys, *patterns: str) -> str:
@@ -15,3 +26,96 @@ def one_clear_line(capsys, *patterns: str) -> str:
     for pattern in patterns:
         assert re.search(pattern, lines[0]), lines[0]
     return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- runs in their own process, stopped at an exact point (tests/test_resume.py and the resume tests elsewhere) ---
+DRIVER = r"""
+import os, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+flag = Path(os.environ["PAUSE_FLAG"]) if os.environ.get("PAUSE_FLAG") else None
+before_step = int(os.environ.get("PAUSE_BEFORE_STEP", "-1"))
+in_save = int(os.environ.get("PAUSE_IN_SAVE_OF_STEP", "-1"))
+seconds = float(os.environ.get("PAUSE_SECONDS", "600"))
+
+def pause():
+    flag.write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+from mentor.train.trainer import Trainer
+real_step = Trainer.train_step
+def train_step(self, algorithm):
+    if self.step == before_step:
+        pause()
+    return real_step(self, algorithm)
+Trainer.train_step = train_step
+
+real_save = torch.save
+def save(obj, f, *args, **kwargs):  # the trainer state is written after the weights: stop between the two
+    if isinstance(obj, dict) and obj.get("step") == in_save:
+        pause()
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+
+from mentor.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# a guard against a hang, not a timing assertion: a loaded CI machine may take many times the usual time
+HANG_GUARD_S = 1200
+VOLATILE = ("time_", "tokens_per_second")  # wall-clock measurements differ between any two runs
+
+
+def start_driven(args: list[str], **pause) -> subprocess.Popen:
+    env = {**os.environ, **{k: str(v) for k, v in pause.items()}, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = HANG_GUARD_S) -> tuple[int, str]:
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+def succeeds(process: subprocess.Popen) -> None:
+    code, err = finish(process)
+    assert code == 0, err
+
+
+def wait_until_paused(process: subprocess.Popen, flag: Path, timeout: float = HANG_GUARD_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not flag.exists():
+        assert process.poll() is None, f"run ended before the kill point: {process.communicate()[1]}"
+        assert time.monotonic() < deadline, "run never reached the kill point"
+        time.sleep(0.02)
+
+
+def kill_when_paused(process: subprocess.Popen, flag: Path) -> None:
+    wait_until_paused(process, flag)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    flag.unlink()
+
+
+def run_metrics(out: Path) -> list[dict]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in records]
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    assert run_metrics(resumed) == run_metrics(reference)
+    weights, expected = (
+        load_file(resumed / "final" / "model.safetensors"),
+        load_file(reference / "final" / "model.safetensors"),
+    )
+    assert weights.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(weights[name], expected[name]), name

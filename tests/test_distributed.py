@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +10,9 @@ import pytest
 import torch
 
 from tests.distributed_opd import run
+from tests.helpers import free_port
 
 SCRIPT = Path(__file__).with_name("distributed_opd.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_stay_in_sync_and_match_one_process(tiny_dirs, prompts_file, tmp_path):
@@ -36,7 +30,7 @@ def test_two_processes_stay_in_sync_and_match_one_process(tiny_dirs, prompts_fil
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         str(SCRIPT),
         str(multi_dir),
         tiny_dirs["student"],

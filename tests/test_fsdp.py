@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.distributed_opd import run
-from tests.test_distributed import _free_port
+from tests.helpers import free_port
 
 SCRIPT = Path(__file__).with_name("fsdp_opd.py")
 
@@ -33,7 +33,7 @@ def _torchrun(out_dir: Path, tiny_dirs, prompts_file, steps: int) -> None:
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         str(SCRIPT),
         str(out_dir),
         tiny_dirs["student"],

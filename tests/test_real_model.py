@@ -12,7 +12,6 @@ import os
 import pytest
 import torch
 from real_assets import Unavailable, smollm2_gguf
-from test_resume import _kill_when_paused, _start, _succeeds
 
 from mentor.config import DistillConfig, SFTConfig
 from mentor.models.chat import stop_token_ids
@@ -20,6 +19,7 @@ from mentor.models.loading import load_model, load_tokenizer, save_pretrained
 from mentor.recipes.common import file_examples
 from mentor.sample.hf import HFSampler
 from mentor.update.logprobs import token_logprobs
+from tests.helpers import kill_when_paused, start_driven, succeeds
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 CHAT_PROMPTS = ["Name a color.", "Say hello in French.", "What is 2+3?", "Give me a fruit."]
@@ -177,10 +177,10 @@ def test_opd_self_distillation_with_lora_survives_a_kill(smol, tmp_path):
         str(out),
         "--quiet",
     ]
-    first = _start(args, PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=2)
-    _kill_when_paused(first, flag)
+    first = start_driven(args, PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=2)
+    kill_when_paused(first, flag)
     assert not (out / "final").exists()
-    _succeeds(_start(args))
+    succeeds(start_driven(args))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     for record in records:  # fresh samples, one substep: the importance ratio is exactly 1 (fp32)

@@ -8,12 +8,7 @@ trainer state), and then kill it there.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,43 +16,24 @@ import torch
 from safetensors.torch import load_file
 
 from mentor.train.run_dir import RunDirectory, load_trainer_state
+from tests.helpers import (
+    assert_same_run,
+    finish,
+    kill_when_paused,
+    run_metrics,
+    start_driven,
+    succeeds,
+    wait_until_paused,
+)
 
-DRIVER = r"""
-import os, sys, time
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-flag = Path(os.environ["PAUSE_FLAG"]) if os.environ.get("PAUSE_FLAG") else None
-before_step = int(os.environ.get("PAUSE_BEFORE_STEP", "-1"))
-in_save = int(os.environ.get("PAUSE_IN_SAVE_OF_STEP", "-1"))
-seconds = float(os.environ.get("PAUSE_SECONDS", "600"))
 
-def pause():
-    flag.write_text(str(os.getpid()))
-    time.sleep(seconds)
-
-from mentor.train.trainer import Trainer
-real_step = Trainer.train_step
-def train_step(self, algorithm):
-    if self.step == before_step:
-        pause()
-    return real_step(self, algorithm)
-Trainer.train_step = train_step
-
-real_save = torch.save
-def save(obj, f, *args, **kwargs):  # the trainer state is written after the weights: stop between the two
-    if isinstance(obj, dict) and obj.get("step") == in_save:
-        pause()
-    return real_save(obj, f, *args, **kwargs)
-torch.save = save
-
-from mentor.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-# a guard against a hang, not a timing assertion: a loaded CI machine may take many times the usual time
-HANG_GUARD_S = 1200
-VOLATILE = ("time_", "tokens_per_second")  # wall-clock measurements differ between any two runs
+def _assert_checkpoints_sound(out: Path) -> None:
+    """Every visible checkpoint is complete and loadable; only a temporary directory may be partial."""
+    run = RunDirectory(out)
+    for checkpoint in run.checkpoints.glob("step_*"):
+        assert (checkpoint / "COMPLETE").exists()
+        assert load_trainer_state(checkpoint)["step"] == int(checkpoint.name.split("_")[1])
+        assert load_file(checkpoint / "model" / "model.safetensors")
 
 
 def _command(kind: str, dirs: dict, out: Path) -> list[str]:
@@ -114,86 +90,29 @@ def _command(kind: str, dirs: dict, out: Path) -> list[str]:
     ]
 
 
-def _start(args: list[str], **pause) -> subprocess.Popen:
-    env = {**os.environ, **{k: str(v) for k, v in pause.items()}, "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _finish(process: subprocess.Popen, timeout: float = HANG_GUARD_S) -> tuple[int, str]:
-    _, err = process.communicate(timeout=timeout)
-    return process.returncode, err
-
-
-def _succeeds(process: subprocess.Popen) -> None:
-    code, err = _finish(process)
-    assert code == 0, err
-
-
-def _wait_until_paused(process: subprocess.Popen, flag: Path, timeout: float = HANG_GUARD_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not flag.exists():
-        assert process.poll() is None, f"run ended before the kill point: {process.communicate()[1]}"
-        assert time.monotonic() < deadline, "run never reached the kill point"
-        time.sleep(0.02)
-
-
-def _kill_when_paused(process: subprocess.Popen, flag: Path) -> None:
-    _wait_until_paused(process, flag)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    flag.unlink()
-
-
-def _metrics(out: Path) -> list[dict]:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in records]
-
-
-def _assert_same_run(resumed: Path, reference: Path) -> None:
-    assert _metrics(resumed) == _metrics(reference)
-    weights, expected = (
-        load_file(resumed / "final" / "model.safetensors"),
-        load_file(reference / "final" / "model.safetensors"),
-    )
-    assert weights.keys() == expected.keys()
-    for name in expected:
-        assert torch.equal(weights[name], expected[name]), name
-
-
-def _assert_checkpoints_sound(out: Path) -> None:
-    """Every visible checkpoint is complete and loadable; only a temporary directory may be partial."""
-    run = RunDirectory(out)
-    for checkpoint in run.checkpoints.glob("step_*"):
-        assert (checkpoint / "COMPLETE").exists()
-        assert load_trainer_state(checkpoint)["step"] == int(checkpoint.name.split("_")[1])
-        assert load_file(checkpoint / "model" / "model.safetensors")
-
-
 def test_opd_survives_kills_and_sigterm_bitwise(tiny_dirs, tmp_path):
     reference, out, flag = tmp_path / "reference", tmp_path / "run", tmp_path / "paused"
-    clean = _start(_command("distill", tiny_dirs, reference))
+    clean = start_driven(_command("distill", tiny_dirs, reference))
 
     # 1. SIGKILL after step 3 was logged, between checkpoints (step_2 on disk): metrics past 2 are redone
-    run = _start(_command("distill", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=3)
-    _kill_when_paused(run, flag)
+    run = start_driven(_command("distill", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=3)
+    kill_when_paused(run, flag)
     assert RunDirectory(out).latest_checkpoint().name == "step_00000002"
-    assert max(r["step"] for r in _metrics(out)) == 3
+    assert max(r["step"] for r in run_metrics(out)) == 3
 
     # 2. SIGKILL inside the write of checkpoint 4: weights written, trainer state not; never picked up
-    run = _start(_command("distill", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_IN_SAVE_OF_STEP=4)
-    _kill_when_paused(run, flag)
+    run = start_driven(_command("distill", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_IN_SAVE_OF_STEP=4)
+    kill_when_paused(run, flag)
     partial = out / "checkpoints" / ".tmp-step_00000004"
     assert (partial / "model").exists() and not (partial / "COMPLETE").exists()
     assert RunDirectory(out).latest_checkpoint().name == "step_00000002"
     _assert_checkpoints_sound(out)
 
     # 3. SIGTERM while step 5 runs: the step finishes, a checkpoint is saved, the process exits 128+15
-    run = _start(_command("distill", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=4, PAUSE_SECONDS=1.5)
-    _wait_until_paused(run, flag)
+    run = start_driven(_command("distill", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=4, PAUSE_SECONDS=1.5)
+    wait_until_paused(run, flag)
     run.send_signal(signal.SIGTERM)
-    code, err = _finish(run)
+    code, err = finish(run)
     assert code == 128 + signal.SIGTERM, err
     assert "interrupted by SIGTERM at step 5/6" in err and "Traceback" not in err
     assert RunDirectory(out).latest_checkpoint().name == "step_00000005"
@@ -201,22 +120,22 @@ def test_opd_survives_kills_and_sigterm_bitwise(tiny_dirs, tmp_path):
     assert not (out / "final").exists()  # nothing that looks like a finished model
 
     # 4. the explicit --resume runs it to the end
-    _succeeds(_start([*_command("distill", tiny_dirs, out), "--resume"]))
-    _succeeds(clean)
-    _assert_same_run(out, reference)
+    succeeds(start_driven([*_command("distill", tiny_dirs, out), "--resume"]))
+    succeeds(clean)
+    assert_same_run(out, reference)
     _assert_checkpoints_sound(out)
     assert len(list((out / "checkpoints").iterdir())) == 2  # keep_checkpoints
 
 
 def test_sft_survives_a_kill_during_a_checkpoint_write_bitwise(tiny_dirs, tmp_path):
     reference, out, flag = tmp_path / "reference", tmp_path / "run", tmp_path / "paused"
-    clean = _start(_command("sft", tiny_dirs, reference))
-    run = _start(_command("sft", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_IN_SAVE_OF_STEP=6)
-    _kill_when_paused(run, flag)
+    clean = start_driven(_command("sft", tiny_dirs, reference))
+    run = start_driven(_command("sft", tiny_dirs, out), PAUSE_FLAG=flag, PAUSE_IN_SAVE_OF_STEP=6)
+    kill_when_paused(run, flag)
     assert RunDirectory(out).latest_checkpoint().name == "step_00000004"
-    _succeeds(_start(_command("sft", tiny_dirs, out)))  # the same command again resumes
-    _succeeds(clean)
-    _assert_same_run(out, reference)
+    succeeds(start_driven(_command("sft", tiny_dirs, out)))  # the same command again resumes
+    succeeds(clean)
+    assert_same_run(out, reference)
 
 
 def test_resume_without_a_checkpoint_is_one_line_and_writes_nothing(tiny_dirs, tmp_path, capsys):

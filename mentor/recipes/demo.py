@@ -206,7 +206,7 @@ def run_demo(
 
 
 # Full fine-tuning LR for the tiny student (the public recipe's 1e-4). At 3e-4 the demo's run peaks
-# around step 75 and then degrades; at 1e-3 it loses accuracy at once (benchmarks/stability.py).
+# around step 75 and then degrades; at 1e-3 it loses accuracy at once (experiments/stability/run.py).
 DEMO_OPD_LR = 1e-4
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,10 @@ import pytest
 from mentor.config import DistillConfig, RLConfig
 from mentor.recipes.distill import run_distill
 from mentor.recipes.rl import run_rl
+from tests.helpers import free_port
 
 START_GUARD_S = 600  # a hang guard, not a timing assertion: the engine compiles on first start
 COMPARED = ("teacher_logprob", "reverse_kl", "loss", "student_logprob")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _ready(url: str) -> bool:
@@ -39,7 +33,7 @@ def _ready(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def served_teacher(engine_dirs, tmp_path_factory):
-    port, log = _free_port(), tmp_path_factory.mktemp("server") / "server.log"
+    port, log = free_port(), tmp_path_factory.mktemp("server") / "server.log"
     command = [
         sys.executable,
         "-m",

@@ -4,7 +4,7 @@ Each request's seed comes from torch's generator, which the checkpoint restores;
 
 from __future__ import annotations
 
-from tests.test_resume import _assert_same_run, _kill_when_paused, _start, _succeeds
+from tests.helpers import assert_same_run, kill_when_paused, start_driven, succeeds
 
 
 def _command(dirs: dict, out) -> list[str]:
@@ -47,7 +47,7 @@ def _command(dirs: dict, out) -> list[str]:
 
 def test_a_killed_vllm_run_resumes_to_the_same_weights_and_metrics(engine_dirs, tmp_path):
     reference, resumed, flag = tmp_path / "reference", tmp_path / "resumed", tmp_path / "paused"
-    _succeeds(_start(_command(engine_dirs, reference)))
-    _kill_when_paused(_start(_command(engine_dirs, resumed), PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=3), flag)
-    _succeeds(_start([*_command(engine_dirs, resumed), "--resume"]))
-    _assert_same_run(resumed, reference)
+    succeeds(start_driven(_command(engine_dirs, reference)))
+    kill_when_paused(start_driven(_command(engine_dirs, resumed), PAUSE_FLAG=flag, PAUSE_BEFORE_STEP=3), flag)
+    succeeds(start_driven([*_command(engine_dirs, resumed), "--resume"]))
+    assert_same_run(resumed, reference)
