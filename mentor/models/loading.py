@@ -220,6 +220,27 @@ def apply_lora(
         ) from None
 
 
+def check_lora_targets(model: nn.Module, target_modules: list[str] | str) -> None:
+    """``apply_lora``'s refusal of targets that match no layer, without building the adapter: what peft matches
+    (``all-linear``; a string as a regex over whole module names; a list by name or name suffix)."""
+    import re
+
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if target_modules == "all-linear" or not names:
+        return
+    if isinstance(target_modules, str):
+        matched = any(re.fullmatch(target_modules, name) for name in names)
+    else:
+        matched = any(name == t or name.endswith("." + t) for name in names for t in target_modules)
+    if not matched:
+        shown = target_modules if isinstance(target_modules, str) else ",".join(target_modules)
+        short = sorted({name.rsplit(".", 1)[-1] for name in names})
+        raise MentorError(
+            f"--lora-target-modules {shown} matches no layer this model can adapt: use all-linear or some "
+            f"of {','.join(short[:8])}"
+        )
+
+
 def is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 

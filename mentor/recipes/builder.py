@@ -17,7 +17,7 @@ from torch import nn
 from mentor.backends import LoadedTeacher, TeacherLoader, close_sampler, engine_or_none
 from mentor.data.prompts import EncodedExample, ExampleStream
 from mentor.evaluation.accuracy import task_evaluator
-from mentor.models.loading import load_model, load_tokenizer
+from mentor.models.loading import check_lora_targets, is_peft, load_model, load_tokenizer
 from mentor.recipes.common import quiet_transformers
 from mentor.sample.base import Sampler
 from mentor.tasks.base import Task
@@ -59,7 +59,7 @@ class Recipe:
     sampler: Callable[[Parts], Sampler] | None = None
     ledger: Callable[[Parts], ComputeLedger] = field(default=lambda parts: ComputeLedger())
     teacher_in_samples: bool = False
-    before_training: Callable[[Parts], None] | None = None  # after every input check, before the run dir is written
+    before_training: Callable[[Parts], None] | None = None  # after the input checks, before the trainer wraps the model
 
 
 def run_recipe(
@@ -91,19 +91,21 @@ def run_recipe(
     )
     stream = ExampleStream(examples, config.batch_size, seed=config.seed)
     callbacks = standard_callbacks(teacher=parts.teacher.teacher if recipe.teacher_in_samples else None)
-    trainer = Trainer(
-        config,
-        model,
-        tokenizer,
-        stream,
-        evaluator,
-        progress_keys=recipe.progress_keys,
-        ledger=recipe.ledger(parts),
-        callbacks=callbacks,
-    )
     try:
-        if recipe.before_training is not None:
+        if getattr(config, "lora_rank", 0) > 0 and not is_peft(model):  # the trainer's refusal, said first
+            check_lora_targets(model, config.lora_targets)
+        if recipe.before_training is not None:  # every input checked, the model not yet wrapped or sharded
             recipe.before_training(parts)
+        trainer = Trainer(
+            config,
+            model,
+            tokenizer,
+            stream,
+            evaluator,
+            progress_keys=recipe.progress_keys,
+            ledger=recipe.ledger(parts),
+            callbacks=callbacks,
+        )
         history = trainer.train(algorithm)
     finally:
         close_sampler(parts.sampler)
