@@ -156,11 +156,17 @@ def opd_step_seconds(gguf: str, prompts_file: Path, out: Path, sampler: str) -> 
     return {k: statistics.median(row[k] for row in steps) for k in keys if k in steps[0]}
 
 
+def _shown(rates: list[float]) -> str:
+    """The median, and the range when there was more than one timed repeat."""
+    median = f"{statistics.median(rates):.0f}"
+    return median if len(rates) == 1 else f"{median} ({min(rates):.0f}-{max(rates):.0f})"
+
+
 def write_report(out: Path, rows: list[dict], steps: dict, args) -> None:
     lines = [
         "# vLLM (CPU build) against transformers `generate`: sampler throughput and one OPD step",
         "",
-        f"`experiments/vllm/throughput.py` (timed repeats after a warm-up; median and range; float32; "
+        f"`experiments/vllm/throughput.py` (timed after a warm-up; float32; "
         f"{args.max_new_tokens} new tokens; temperature 1; this machine's 2 CPU cores).",
         "",
         "| model | sequences | transformers tokens/s | vLLM tokens/s | vLLM / transformers |",
@@ -169,8 +175,7 @@ def write_report(out: Path, rows: list[dict], steps: dict, args) -> None:
     for row in rows:
         hf, vl = statistics.median(row["hf"]), statistics.median(row["vllm"])
         lines.append(
-            f"| {row['model']} | {row['sequences']} | {hf:.0f} ({min(row['hf']):.0f}-{max(row['hf']):.0f})"
-            f" | {vl:.0f} ({min(row['vllm']):.0f}-{max(row['vllm']):.0f}) | {vl / hf:.2f}x |"
+            f"| {row['model']} | {row['sequences']} | {_shown(row['hf'])} | {_shown(row['vllm'])} | {vl / hf:.2f}x |"
         )
     if steps:
         lines += [
