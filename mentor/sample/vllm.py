@@ -116,7 +116,7 @@ class VLLMSampler:
             )
         except (AttributeError, TypeError) as exc:  # a vLLM from before the in-place reload API
             raise MentorError(
-                f"this vLLM cannot reload weights in place ({_first_line(exc)}): mentor needs vllm>=0.20"
+                f"this vLLM cannot reload weights in place ({_first_line(exc)}): mentor needs vllm>=0.32"
             ) from None
         self.llm.apply_model(repack_cpu_moe_experts)
         if not self.llm.reset_prefix_cache():  # False while requests run: their blocks hold the old weights
