@@ -73,6 +73,9 @@ MARKED_FILES = {
     "test_bad_input_corpus.py": ("slow",),
     "test_coe.py": ("slow",),
     "test_privileged_context.py": ("slow",),
+    "test_remote_faults.py": ("slow",),
+    "test_cli.py": ("slow",),
+    "test_backends.py": ("slow",),
     "test_real_model_engine.py": ("real", "network"),
 }
 MARKED_TESTS = {"test_real_gguf_pruned_equals_skipping": ("real", "network", "slow")}
