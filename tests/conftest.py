@@ -7,6 +7,7 @@ import torch
 
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
 from mentor.recipes.common import quiet_transformers
+from tests.helpers import train_teacher
 
 quiet_transformers()
 torch.set_num_threads(2)
@@ -22,28 +23,12 @@ def make_model_dir(path, arch="qwen3", hidden=32, layers=2, heads=4, seed=0, alp
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     """A trained-a-little teacher (so its distribution is peaked) and a random student, on disk."""
-    from mentor.config import SFTConfig
-    from mentor.recipes.sft import run_sft
-
     root = tmp_path_factory.mktemp("models")
-    teacher_init = make_model_dir(root / "teacher_init", hidden=48, layers=2, seed=1)
-    config = SFTConfig(
-        model=teacher_init,
-        task="arithmetic",
-        output_dir=str(root / "teacher_run"),
-        steps=40,
-        batch_size=32,
-        group_size=1,
-        learning_rate=3e-3,
-        adam_beta2=0.99,
-        eval_size=8,
-        max_new_tokens=24,
-        train_size=2000,
-        quiet=True,
+    teacher = train_teacher(
+        make_model_dir(root / "teacher_init", hidden=48, layers=2, seed=1), root / "teacher_run", steps=40
     )
-    run_sft(config)
     student = make_model_dir(root / "student", hidden=32, layers=2, seed=2)
-    return {"teacher": str(root / "teacher_run" / "final"), "student": student, "root": root}
+    return {"teacher": teacher, "student": student, "root": root}
 
 
 @pytest.fixture()

@@ -119,3 +119,27 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     assert weights.keys() == expected.keys()
     for name in expected:
         assert torch.equal(weights[name], expected[name]), name
+
+
+def train_teacher(init_dir, run_dir, steps: int) -> str:
+    """A tiny model trained a little on arithmetic (a peaked distribution, as a teacher's); its final directory."""
+    from mentor.config import SFTConfig
+    from mentor.recipes.sft import run_sft
+
+    run_sft(
+        SFTConfig(
+            model=str(init_dir),
+            task="arithmetic",
+            output_dir=str(run_dir),
+            steps=steps,
+            batch_size=32,
+            group_size=1,
+            learning_rate=3e-3,
+            adam_beta2=0.99,
+            eval_size=8,
+            max_new_tokens=24,
+            train_size=2000,
+            quiet=True,
+        )
+    )
+    return str(Path(run_dir) / "final")

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from mentor.models.tiny import build_char_tokenizer, build_tiny_model, save_tiny, tiny_config
+from tests.helpers import train_teacher
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
@@ -42,27 +43,10 @@ def engine_model_dir(path, arch: str = "qwen3", hidden: int = 64, layers: int = 
 @pytest.fixture(scope="session")
 def engine_dirs(tmp_path_factory):
     """A teacher trained a little on arithmetic (a peaked distribution) and a random student, both head size 32."""
-    from mentor.config import SFTConfig
-    from mentor.recipes.sft import run_sft
-
     root = tmp_path_factory.mktemp("engine_models")
-    teacher_init = engine_model_dir(root / "teacher_init", hidden=64, layers=2, heads=2, seed=1)
-    run_sft(
-        SFTConfig(
-            model=teacher_init,
-            task="arithmetic",
-            output_dir=str(root / "teacher_run"),
-            steps=30,
-            batch_size=32,
-            group_size=1,
-            learning_rate=3e-3,
-            adam_beta2=0.99,
-            eval_size=8,
-            max_new_tokens=24,
-            train_size=2000,
-            quiet=True,
-        )
+    teacher = train_teacher(
+        engine_model_dir(root / "teacher_init", hidden=64, layers=2, heads=2, seed=1), root / "teacher_run", steps=30
     )
     student = engine_model_dir(root / "student", hidden=64, layers=2, heads=2, seed=2)
     llama = engine_model_dir(root / "llama", arch="llama", hidden=64, layers=2, heads=2, seed=3)
-    return {"teacher": str(root / "teacher_run" / "final"), "student": student, "llama": llama, "root": root}
+    return {"teacher": teacher, "student": student, "llama": llama, "root": root}
