@@ -719,6 +719,9 @@ NON_SEMANTIC_FIELDS = {
 NON_SEMANTIC_FIELDS |= {"progress_every", "sample_log_every", "sample_log_rows", "check"}  # check: reads, never trains
 
 
+SFT_LOSSES = ("nll", "forward_kl")
+
+
 @dataclass
 class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig):
     """Supervised fine-tuning / off-policy distillation on prompt+completion data."""
@@ -733,6 +736,11 @@ class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig)
     teacher_temperature: float = setting(1.0, "--from-teacher: sampling temperature")
     teacher_prompts: int = setting(
         0, "--from-teacher: prompts to sample for (0: all of --data, or --train-size from --task)"
+    )
+    sft_loss: str = setting(
+        "nll",
+        "nll: cross-entropy on the completion tokens; forward_kl (with --from-teacher): logit distillation, "
+        "the full-vocabulary KL(teacher || student) at each completion position, the teacher running in the update",
     )
 
     recipe = "sft"
@@ -765,6 +773,12 @@ class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig)
             )
         if not self.data and not self.task:
             raise MentorError("sft needs --data FILE.jsonl (or a built-in --task)")
+        if self.sft_loss not in SFT_LOSSES:
+            raise MentorError(f"--sft-loss {self.sft_loss!r}: choose {' or '.join(SFT_LOSSES)}")
+        if self.sft_loss == "forward_kl" and not self.from_teacher:
+            raise MentorError(
+                "--sft-loss forward_kl compares with the teacher's distribution: add --from-teacher TEACHER"
+            )
 
 
 @dataclass

@@ -23,10 +23,18 @@ TEACHER_CACHE = "teacher_samples.jsonl"
 
 def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tuple[Trainer, list[dict]]:
     offline: dict[str, float] = {}  # the teacher's sampling FLOPs, when it wrote the data (--from-teacher)
+    logit_teacher: dict[str, object] = {}  # --sft-loss forward_kl: the teacher model, loaded once
+
+    def teacher_model(parts: Parts):
+        if "model" not in logit_teacher:
+            loaded = make_teacher(config.from_teacher, config, parts.tokenizer, parts.model).teacher
+            logit_teacher["model"] = loaded.model.eval()
+        return logit_teacher["model"]
 
     def sft_examples(parts: Parts) -> list[EncodedExample]:
         if config.from_teacher:
-            found, flops = teacher_examples(config, parts.tokenizer, parts.model, parts.task)
+            loaded = teacher_model(parts) if config.sft_loss == "forward_kl" else None
+            found, flops = teacher_examples(config, parts.tokenizer, parts.model, parts.task, loaded)
             offline.update(flops)
             return found
         if config.data:
@@ -40,19 +48,25 @@ def run_sft(config: SFTConfig, model=None, tokenizer=None, examples=None) -> tup
             model=parts.model,
         )
 
-    recipe = Recipe(
-        config.model,
-        sft_examples,
-        lambda parts: SupervisedFineTuning(parts.tokenizer.pad_token_id),
-        ("loss", "accuracy"),
-        ledger=lambda parts: ComputeLedger(offline=offline),
-    )
+    def algorithm(parts: Parts) -> SupervisedFineTuning:
+        teacher = teacher_model(parts) if config.sft_loss == "forward_kl" else None
+        return SupervisedFineTuning(parts.tokenizer.pad_token_id, logit_teacher=teacher)
+
+    def ledger(parts: Parts) -> ComputeLedger:
+        teacher = logit_teacher.get("model")
+        return ComputeLedger(teacher_params=MatmulParams.of(teacher).total if teacher else None, offline=offline)
+
+    progress = ("loss", "forward_kl", "accuracy") if config.sft_loss == "forward_kl" else ("loss", "accuracy")
+    recipe = Recipe(config.model, sft_examples, algorithm, progress, ledger=ledger)
     return run_recipe(config, recipe, model, tokenizer, examples)
 
 
 # --- off-policy distillation: the teacher writes the data once --------------------------------------
-def teacher_examples(config: SFTConfig, tokenizer, student, task) -> tuple[list[EncodedExample], dict[str, float]]:
-    """``--teacher-samples`` completions per prompt from ``--from-teacher``, cached in the run directory.
+def teacher_examples(
+    config: SFTConfig, tokenizer, student, task, teacher=None
+) -> tuple[list[EncodedExample], dict[str, float]]:
+    """``--teacher-samples`` completions per prompt from ``--from-teacher`` (``teacher``: its model, already
+    loaded), cached in the run directory.
 
     Returns the examples and the teacher's sampling FLOPs, which the run's ledger counts from step 0
     whether the samples were drawn now or read from the cache (the cost was paid for this run either way).
@@ -63,7 +77,7 @@ def teacher_examples(config: SFTConfig, tokenizer, student, task) -> tuple[list[
     records = _read_cache(cache, key)
     cached = records is not None
     if not cached:
-        records = _sample_teacher(config, tokenizer, student, prompts)
+        records = _sample_teacher(config, tokenizer, student, prompts, teacher)
     # the cache is the run's first file: the run directory is claimed first (--overwrite clears only what
     # mentor wrote there, the old cache included, which is rewritten from memory)
     RunDirectory(config.output_dir).claim(config, config.overwrite, config.resume)
@@ -115,15 +129,14 @@ def _read_cache(path: Path, key: str) -> list[dict] | None:
     return [dict(json.loads(line), teacher_params=header["teacher_params"]) for line in lines[1:]]
 
 
-def _sample_teacher(config: SFTConfig, tokenizer, student, prompts: list[EncodedExample]) -> list[dict]:
+def _sample_teacher(config: SFTConfig, tokenizer, student, prompts: list[EncodedExample], teacher=None) -> list[dict]:
     import torch
 
     # the teacher is checked and loaded as distillation's is (vocabulary, output layer, turn ends), then samples
-    teacher = make_teacher(config.from_teacher, config, tokenizer, student).teacher
-    params = MatmulParams.of(teacher.model).total
-    sampler = make_sampler(
-        config, teacher.model, tokenizer, config.from_teacher, temperature=config.teacher_temperature
-    )
+    if teacher is None:
+        teacher = make_teacher(config.from_teacher, config, tokenizer, student).teacher.model
+    params = MatmulParams.of(teacher).total
+    sampler = make_sampler(config, teacher, tokenizer, config.from_teacher, temperature=config.teacher_temperature)
     repeated = [p for p in prompts for _ in range(config.teacher_samples)]
     console.print(
         f"teacher samples: drawing {len(repeated)} completions ({config.teacher_samples} per prompt) "
