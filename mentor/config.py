@@ -1,4 +1,9 @@
-"""Typed, flat configs (dataclasses): defaults < YAML file < command-line flags, validated at the boundary."""
+"""Typed, flat configs (dataclasses): defaults < YAML file < command-line flags, validated at the boundary.
+
+A section (``TrainConfig``, ``TaskConfig``, ...) is a dataclass of fields with ``check_own`` for their rules; a
+recipe's config lists its sections as bases (dataclasses merge their fields into one flat class, so
+``config.learning_rate`` reads as ever) and adds its own fields and rules. Flags and YAML are argparse and
+PyYAML; why no config library: docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import dataclasses
 import difflib
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 
@@ -30,16 +34,8 @@ def redefault(section: type, name: str, default):
     return field(default=default, metadata=section.__dataclass_fields__[name].metadata)
 
 
-class ConfigSection:
-    """A group of config fields shared by recipes. Each section checks its own fields in ``validate``, calling
-    ``super().validate()`` first, so a recipe's config runs every section's checks once."""
-
-    def validate(self) -> None:
-        pass
-
-
 @dataclass
-class TrainConfig(ConfigSection):
+class TrainConfig:
     """Training: run directory, batch shape, optimizer, LoRA, precision, cadence."""
 
     output_dir: str = setting("runs/mentor", "the run directory (config, metrics, checkpoints, final model)")
@@ -86,7 +82,14 @@ class TrainConfig(ConfigSection):
         self.validate()
 
     def validate(self) -> None:
-        super().validate()
+        """Each class's own rules (``check_own``), once each, the most basic first: training's first, then the
+        other sections', the recipe's last (how its sections combine). None calls another's, so forgetting a call
+        cannot skip a section, and the order does not depend on how a recipe's ``check_own`` is written."""
+        for section in reversed(type(self).__mro__):
+            if "check_own" in vars(section):
+                vars(section)["check_own"](self)
+
+    def check_own(self) -> None:
         positive = (
             "steps",
             "batch_size",
@@ -157,19 +160,18 @@ TRACKERS = ("tensorboard", "wandb", "trackio", "aim", "comet_ml", "mlflow", "cle
 
 
 @dataclass
-class ModelConfig(ConfigSection):
+class ModelConfig:
     """The model to train."""
 
     model: str = setting("", "the model to train: a directory, a .gguf file or a hub id")
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if not self.model:
             raise MentorError(f"{self.recipe} needs --model (a model directory or hub id)")
 
 
 @dataclass
-class PromptsConfig(ConfigSection):
+class PromptsConfig:
     """Prompts the student samples on."""
 
     prompts: str = setting(
@@ -180,7 +182,7 @@ class PromptsConfig(ConfigSection):
 
 
 @dataclass
-class DataConfig(ConfigSection):
+class DataConfig:
     """Training data (prompt + completion records)."""
 
     data: str = setting(
@@ -192,13 +194,12 @@ class DataConfig(ConfigSection):
         20000, "problems drawn from the built-in data (sft: from --task; coe: per category, with --builtin)"
     )
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         require_at_least_one(self, "train_size")
 
 
 @dataclass
-class TaskConfig(ConfigSection):
+class TaskConfig:
     """Task, evaluation and prompt encoding."""
 
     task: str = setting(
@@ -214,8 +215,7 @@ class TaskConfig(ConfigSection):
     long_prompts: str = setting("skip", "a prompt over the limit: skip (and count) or fail")
     max_new_tokens: int = setting(256, "tokens sampled per completion at most (sft: per evaluation answer)")
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         require_at_least_one(self, "max_new_tokens", "eval_size")
         if self.max_prompt_tokens < 0:
             raise MentorError("--max-prompt-tokens cannot be negative (0: the model's context minus --max-new-tokens)")
@@ -227,7 +227,7 @@ SAMPLERS = ("hf", "vllm")
 
 
 @dataclass
-class SamplerConfig(ConfigSection):
+class SamplerConfig:
     """Sampler backend."""
 
     sampler: str = setting(
@@ -247,8 +247,7 @@ class SamplerConfig(ConfigSection):
         "starts in seconds but samples slower (short runs, tests)",
     )
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if self.sampler not in SAMPLERS:
             raise MentorError(f"--sampler {self.sampler!r} is unknown: use {' or '.join(SAMPLERS)}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
@@ -269,8 +268,7 @@ class SamplingConfig(SamplerConfig):
     )
     max_turns: int = setting(4, "--env: student turns per conversation at most, each up to --max-new-tokens")
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if not self.temperature > 0:
             raise MentorError("--temperature must be positive")
         if self.env:
@@ -291,7 +289,7 @@ POLICY_LOSSES = ("importance_sampling", "ppo")  # the losses of sampled tokens (
 
 
 @dataclass
-class PolicyLossConfig(ConfigSection):
+class PolicyLossConfig:
     """Policy-gradient loss (distill, rl)."""
 
     loss: str = setting(
@@ -310,8 +308,7 @@ class PolicyLossConfig(ConfigSection):
         1.0, "weight of the per-token reverse KL to the teacher (rl: to --reference, 0: no penalty)"
     )
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         check_policy_loss(self.loss, self.clip_ratio, self.tis_cap)
         if self.kl_coef < 0:
             raise MentorError(
@@ -341,7 +338,7 @@ def check_policy_loss(loss: str, clip_ratio: float, tis_cap: float) -> None:
 
 
 @dataclass
-class RemoteConfig(ConfigSection):
+class RemoteConfig:
     """Remote teacher or reference (a URL: vLLM, SGLang or mentor serve-teacher)."""
 
     teacher_tokenizer: str = setting(
@@ -350,8 +347,7 @@ class RemoteConfig(ConfigSection):
     teacher_api_key: str = setting("", "bearer key for the server (or $MENTOR_TEACHER_API_KEY); never written to disk")
     teacher_timeout: float = setting(120.0, "seconds per request before it counts as failed and is retried")
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if not self.teacher_timeout > 0:
             raise MentorError("--teacher-timeout must be positive (seconds)")
 
@@ -400,8 +396,7 @@ class DistillConfig(PromptsConfig, TaskConfig, SamplingConfig, PolicyLossConfig,
 
     recipe = "distillation"
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if not self.student or not self.teacher:
             raise MentorError("distillation needs --student and --teacher (a model directory or hub id each)")
         if not self.prompts and not self.task:
@@ -498,9 +493,9 @@ def check_field_types(config) -> None:
     YAML gives strings for some numbers (``1e-3``), lists or mappings where text is expected, and nulls; Python
     callers can pass anything. Each is converted or refused here, once, with the field's name.
     """
+    kinds = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        kind = _field_type(type(config), f)
-        setattr(config, f.name, _typed(f.name, kind, getattr(config, f.name)))
+        setattr(config, f.name, _typed(f.name, kinds[f.name], getattr(config, f.name)))
 
 
 def _typed(name: str, kind, value):
@@ -519,8 +514,9 @@ def _typed(name: str, kind, value):
     if kind in (int, float):
         number = value
         if isinstance(value, str):
-            try:
-                number = float(value.strip().replace("_", "")) if kind is float else _int_text(value)
+            text = value.strip().replace("_", "")
+            try:  # "1e3" is a whole number written as a float: the int check below decides
+                number = int(text) if kind is int and re.fullmatch(r"[+-]?\d+", text) else float(text)
             except ValueError:
                 number = None
         if isinstance(number, bool) or not isinstance(number, (int, float)):
@@ -536,57 +532,27 @@ def _typed(name: str, kind, value):
     return value
 
 
-def _int_text(text: str) -> int | float:
-    text = text.strip().replace("_", "")
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)  # "1e3" is a whole number written as a float: the int check above decides
-
-
-def _field_type(cls, f: dataclasses.Field):
-    hint = typing.get_type_hints(cls)[f.name]
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(a for a in args if a is not type(None))
-    return hint
-
-
 def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
     """One ``--field-name`` flag per config field, with its help and default, grouped by config section.
 
     Unset flags stay absent so YAML values survive.
     """
     parser.add_argument("--config", help="YAML file with config fields (flags override it; default: none)")
-    fields = dataclasses.fields(cls)
+    kinds = typing.get_type_hints(cls)
     for section in cls.__mro__:  # the recipe's own fields first, training last
-        declared = [f for f in fields if _declaring_section(cls, f.name) is section]
-        if declared:
-            group = parser.add_argument_group((section.__doc__ or section.__name__).splitlines()[0].rstrip("."))
-            for f in declared:
-                _add_field_flag(group, cls, f)
-
-
-def _add_field_flag(group, cls, f: dataclasses.Field) -> None:
-    kind = _field_type(cls, f)
-    help_text = f"{f.metadata.get('help', '')} (default: {_shown_default(f.default)})".replace("%", "%%")
-    if kind is bool:
-        group.add_argument(
-            f"--{_flag(f.name)}",
-            dest=f.name,
-            action=argparse.BooleanOptionalAction,
-            default=argparse.SUPPRESS,
-            help=help_text,
-        )
-    else:
-        group.add_argument(
-            f"--{_flag(f.name)}",
-            dest=f.name,
-            type=finite_float if kind is float else kind,
-            default=argparse.SUPPRESS,
-            metavar=kind.__name__.upper(),
-            help=help_text,
-        )
+        declared = [f for f in dataclasses.fields(cls) if _declaring_section(cls, f.name) is section]
+        if not declared:
+            continue
+        group = parser.add_argument_group((section.__doc__ or section.__name__).splitlines()[0].rstrip("."))
+        for f in declared:
+            kind = kinds[f.name]
+            as_kind: dict[str, typing.Any] = (
+                {"action": argparse.BooleanOptionalAction}
+                if kind is bool
+                else {"type": finite_float if kind is float else kind, "metavar": kind.__name__.upper()}
+            )
+            shown = f"{f.metadata.get('help', '')} (default: {_shown_default(f.default)})".replace("%", "%%")
+            group.add_argument(f"--{_flag(f.name)}", dest=f.name, default=argparse.SUPPRESS, help=shown, **as_kind)
 
 
 def _declaring_section(cls, name: str) -> type:
@@ -745,8 +711,7 @@ class SFTConfig(ModelConfig, DataConfig, TaskConfig, SamplerConfig, TrainConfig)
 
     recipe = "sft"
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if self.teacher_samples < 1 or not self.teacher_temperature > 0 or self.teacher_prompts < 0:
             raise MentorError(
                 "--teacher-samples must be at least 1, --teacher-temperature positive and "
@@ -799,8 +764,7 @@ class RLConfig(ModelConfig, PromptsConfig, TaskConfig, SamplingConfig, PolicyLos
 
     recipe = "rl"
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if not self.prompts and not self.task:
             raise MentorError("rl needs --prompts FILE.jsonl with answers (or a built-in --task)")
         if self.prompts and not self.task and not self.grader:

@@ -58,8 +58,7 @@ class CoEConfig(DataConfig, TrainConfig):
     group_size: int = redefault(TrainConfig, "group_size", 1)
     batch_size: int = redefault(TrainConfig, "batch_size", 32)
 
-    def validate(self) -> None:
-        super().validate()
+    def check_own(self) -> None:
         if not self.base:
             raise MentorError("coe needs --base (a Llama/Mistral/Qwen3 model directory or hub id)")
         if not self.data and not self.builtin:
