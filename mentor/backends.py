@@ -11,6 +11,7 @@ and names a sampler (``hf`` or ``vllm``) and gets a ``Sampler``. Algorithms neve
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -33,6 +34,7 @@ from mentor.score.http import HTTPTeacher, is_url, remote_teacher_tokenizer
 from mentor.score.local import LocalTeacher
 from mentor.score.per_source import TeacherPerSource
 
+logger = logging.getLogger(__name__)
 API_KEY_ENV = "MENTOR_TEACHER_API_KEY"
 
 
@@ -108,12 +110,10 @@ def remote_teacher(url: str, config, tokenizer, what: str = "teacher") -> HTTPTe
 
 def report_turn_differences(tokenizer, student, teacher_tokenizer, teacher, what: str = "teacher") -> None:
     """Say, before any work, where teacher and student disagree on how a chat turn is written and ended."""
-    from mentor.train.progress import console
-
     for problem in describe_differences(
         tokenizer, teacher_tokenizer, stop_token_ids(tokenizer, student), stop_token_ids(teacher_tokenizer, teacher)
     ):
-        console.print(f"[yellow]warning: {what} and student: {problem}[/]")
+        logger.warning(f"warning: {what} and student: {problem}")
 
 
 def make_sampler(

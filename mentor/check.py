@@ -18,6 +18,7 @@ a ``warn`` is printed and the run goes on. ``mentor distill`` runs the same chec
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from statistics import fmean
@@ -25,6 +26,7 @@ from statistics import fmean
 from mentor.errors import MentorError
 from mentor.models.chat import chat_ids, has_chat_template, stop_token_ids
 
+logger = logging.getLogger(__name__)
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 # the measured check warns when the teacher likes the student's completions this much less than its own
 # (nats per token): a weak student costs some, a template the teacher never saw costs more
@@ -729,11 +731,7 @@ STARTUP_PROMPTS, STARTUP_TOKENS = 2, 32  # the measured check at start-up: a few
 
 
 def _finish(config, findings, tokenizer, teacher_tokenizer, student, teacher, scorer, teacher_context) -> None:
-    """The checks that need the loaded student (and teacher), printed as one screen; a FAIL stops the run."""
-    from rich.markup import escape
-
-    from mentor.train.progress import console
-
+    """The checks that need the loaded student (and teacher), logged as one screen; a FAIL stops the run."""
     findings = findings + model_findings(
         tokenizer, teacher_tokenizer, student, teacher, teacher_context, None, config.max_new_tokens
     )
@@ -752,9 +750,9 @@ def _finish(config, findings, tokenizer, teacher_tokenizer, student, teacher, sc
         )
     )
     shown = findings if not config.quiet else [f for f in findings if f.verdict in (WARN, FAIL)]
-    colour = {OK: "green", WARN: "yellow", FAIL: "red", SKIP: "dim"}
     for finding in shown:
-        console.print(f"[{colour[finding.verdict]}]{escape(finding.line())}[/]", highlight=False, soft_wrap=True)
+        level, style = _LOGGED[finding.verdict]
+        logger.log(level, finding.line(), extra={"style": style})
     _stop_on(findings)
 
 
@@ -772,6 +770,15 @@ def _startup_examples(config):
         problems = get_task(config.task).train_problems(STARTUP_PROMPTS, config.seed)
         return [Example(prompt=problem.prompt) for problem in problems]
     return probe_examples(None, STARTUP_PROMPTS)
+
+
+# a verdict's log level, and its colour in the CLI (mentor.logs.CLIHandler)
+_LOGGED = {
+    OK: (logging.INFO, "green"),
+    SKIP: (logging.INFO, "dim"),
+    WARN: (logging.WARNING, "yellow"),
+    FAIL: (logging.ERROR, "red"),
+}
 
 
 def _stop_on(findings: list[Finding]) -> None:

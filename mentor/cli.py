@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from mentor.config import DistillConfig, RLConfig, SFTConfig, add_config_flags, build_config, finite_float
 from mentor.errors import MentorError
+from mentor.logs import setup_cli_logging
+
+logger = logging.getLogger(__name__)
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,15 +48,13 @@ def _rl(args) -> None:
 
 
 def _print_done(trainer, history) -> None:
-    from mentor.train.progress import console
-
     last = history[-1] if history else {}
     shown = ", ".join(
         f"{k}={v:.4g}" for k, v in last.items() if k in ("accuracy", "reverse_kl", "loss") and isinstance(v, float)
     )
-    console.print(f"done: {trainer.step} steps{', ' + shown if shown else ''}; run directory {trainer.run.path}")
+    logger.info(f"done: {trainer.step} steps{', ' + shown if shown else ''}; run directory {trainer.run.path}")
     flops = trainer.ledger.snapshot()
-    console.print(
+    logger.info(
         f"compute: teacher {flops['flops_teacher']:.3g} FLOPs, student {flops['flops_student']:.3g} FLOPs "
         f"(summary.md has the split by sampling / scoring / training)"
     )
@@ -65,9 +67,9 @@ def _eval(args) -> None:
 
 
 def _demo(args) -> None:
-    from mentor.recipes.demo import run_demo
+    from mentor.recipes.demo import run_demo, show_result
 
-    run_demo(out=args.out, quick=args.quick, opd_steps=args.steps, retrain_teacher=args.retrain_teacher)
+    show_result(run_demo(out=args.out, quick=args.quick, opd_steps=args.steps, retrain_teacher=args.retrain_teacher))
 
 
 def _serve_teacher(args) -> None:
@@ -278,6 +280,7 @@ def _no_experiments(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_cli_logging()  # the library's notes and warnings (the ``mentor`` logger) on stderr, through rich
     try:
         args.func(args)
     except MentorError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,11 +10,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
+
+from mentor.errors import MentorError
+from mentor.serve import TeacherServer
 
 
 def one_clear_line(capsys, *patterns: str) -> str:
@@ -143,3 +150,54 @@ def train_teacher(init_dir, run_dir, steps: int) -> str:
         )
     )
     return str(Path(run_dir) / "final")
+
+
+# --- a teacher server whose answers are edited: a broken or foreign server (test_http_teacher, test_remote_top_k) ---
+@contextlib.contextmanager
+def editing_server(target: TeacherServer, edit):
+    """A server that forwards to the real one and edits its answer: what a broken or foreign server sends."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            data = json.dumps(edit(target.completions(body), body["prompt"][0])).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def first_choice(edit):
+    """An edit of the first choice's fields."""
+
+    def apply(answer, sequence):
+        edit(answer["choices"][0], sequence)
+        return answer
+
+    return apply
+
+
+def refused_once(server: TeacherServer, edit, message: str, ask) -> list[dict]:
+    """``ask(url)`` against ``server`` with its answers broken by ``edit``: one ``MentorError`` line matching
+    ``message`` after one request (a protocol error: retrying cannot help). Returns the requests sent."""
+    with editing_server(server, edit) as (url, seen):
+        with pytest.raises(MentorError, match=message) as info:
+            ask(url)
+    assert "\n" not in str(info.value)
+    assert len(seen) == 1
+    return seen

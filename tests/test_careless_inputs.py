@@ -149,7 +149,7 @@ def test_coe_warmup_must_fit_each_experts_training():
 
 
 # --- a teacher server that accepts and never answers ----------------------------------------------------------
-def test_a_silent_teacher_server_is_named_while_it_is_waited_for(capsys):
+def test_a_silent_teacher_server_is_named_while_it_is_waited_for(caplog):
     silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nothing ever reads or answers
     url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
     # notices every 0.05 s within a 3 s timeout: the assertion is only that one came before the timeout's error
@@ -160,7 +160,10 @@ def test_a_silent_teacher_server_is_named_while_it_is_waited_for(capsys):
     finally:
         teacher.close()
         silent.close()
-    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("waiting for")]
+    # a warning of the library's logger, which the CLI shows on stderr (tests/test_logs.py)
+    waiting = [r for r in caplog.records if r.getMessage().startswith("waiting for")]
+    assert all(r.levelname == "WARNING" and r.name == "mentor.score.http" for r in waiting)
+    notices = [r.getMessage() for r in waiting]
     assert notices, "no line said what was being waited for"
     assert re.fullmatch(
         rf"waiting for the teacher server at {re.escape(url)}/completions to answer \(0\.05 s of "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -326,12 +327,13 @@ def test_distill_stops_on_a_blocking_mismatch_with_one_line_before_training(tmp_
     assert len(history) == 1
 
 
-def test_distill_prints_the_check_first(tmp_path, prompts_file, capsys):
+def test_distill_logs_the_check_first(tmp_path, prompts_file, caplog):
     from mentor.recipes.distill import run_distill
 
+    caplog.set_level(logging.INFO, logger="mentor")  # the check's lines are the library's notes (stderr in the CLI)
     student = make_model_dir(tmp_path / "student")
     _, history = run_distill(_distill_config(student, student, prompts_file, tmp_path / "run"))
-    err = capsys.readouterr().err
+    err = "\n".join(r.getMessage() for r in caplog.records if r.name == "mentor.check")
     assert len(history) == 1
     for check in (
         "vocabulary",

@@ -1,6 +1,5 @@
 """The teacher over HTTP: `mentor serve-teacher` on loopback, the client's batching, retries and errors."""
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from mentor.score.http import HTTPTeacher
 from mentor.score.local import LocalTeacher
 from mentor.serve import TeacherServer
 from tests.conftest import make_model_dir
+from tests.helpers import editing_server, first_choice, refused_once
 
 SEQUENCES = [[1, 5, 6, 7, 8], [1, 9], [1, 10, 11, 12, 13, 14, 15, 16, 17], [1, 4, 4, 4]]
 
@@ -302,45 +302,6 @@ def test_one_teacher_per_data_set_may_be_a_server(tiny_dirs, teacher, tmp_path, 
 
 
 # --- answers that are wrong or foreign: one clear line, never retried, never silently trained on -------------
-@contextlib.contextmanager
-def _editing_server(target: TeacherServer, edit):
-    """A server that forwards to the real one and edits its answer: what a broken or foreign server sends."""
-    seen: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(body)
-            data = json.dumps(edit(target.completions(body), body["prompt"][0])).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def _first(edit):
-    """An edit of the first choice's fields."""
-
-    def apply(answer, sequence):
-        edit(answer["choices"][0], sequence)
-        return answer
-
-    return apply
-
-
 def _set(path: str, position: int, value):
     def edit(choice, sequence):
         field = choice
@@ -372,65 +333,59 @@ def _text_tokens(choice, sequence):  # what a server without return_token_ids / 
 
 BROKEN_ANSWERS = {
     "null inside": (
-        _first(_set("logprobs.token_logprobs", 2, None)),
+        first_choice(_set("logprobs.token_logprobs", 2, None)),
         r"null log-prob for token 2 of a 5-token sequence \(only the first token may have none\)",
     ),
     "null inside prompt_logprobs": (
-        _first(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 3, None))),
+        first_choice(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 3, None))),
         r"null log-prob for token 3 of a 5-token",
     ),
     "a JSON list": (lambda answer, sequence: [answer], r"answered a JSON list, not an object"),
     "string log-probs": (
-        _first(_set("logprobs.token_logprobs", 1, "-0.25")),
+        first_choice(_set("logprobs.token_logprobs", 1, "-0.25")),
         r"not an OpenAI completions answer \(log-prob '-0.25' at position 1 is not a number\)",
     ),
-    "NaN log-prob": (_first(_set("logprobs.token_logprobs", 4, float("nan"))), r"log-prob 'nan' at position 4"),
+    "NaN log-prob": (first_choice(_set("logprobs.token_logprobs", 4, float("nan"))), r"log-prob 'nan' at position 4"),
     "no choices": (
         lambda answer, sequence: {"id": "x", "object": "text_completion"},
         r"not an OpenAI completions answer \(no list of choices",
     ),
     "choices of text": (lambda answer, sequence: {"choices": ["12+3"]}, r"no list of choices"),
-    "logprobs of text": (_first(lambda choice, sequence: choice.update(logprobs="-0.1 -0.2")), r"logprobs is a str"),
+    "logprobs of text": (
+        first_choice(lambda choice, sequence: choice.update(logprobs="-0.1 -0.2")),
+        r"logprobs is a str",
+    ),
     "prompt_logprobs entry missing its logprob": (
-        _first(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 2, lambda seq: {str(seq[2]): {"rank": 1}}))),
+        first_choice(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 2, lambda seq: {str(seq[2]): {"rank": 1}}))),
         r"entry has no logprob",
     ),
     "other prompt_token_ids": (
-        _first(_set("prompt_token_ids", 3, 30)),
+        first_choice(_set("prompt_token_ids", 3, 30)),
         r"at position 3 its answer has token 30 \(prompt_token_ids\) where mentor sent 7",
     ),
     "an added BOS": (
-        _first(lambda choice, sequence: choice.update(prompt_token_ids=[1, *sequence])),
+        first_choice(lambda choice, sequence: choice.update(prompt_token_ids=[1, *sequence])),
         r"at position 1 its answer has token 1 \(prompt_token_ids\) where mentor sent 5",
     ),
     "a truncated prompt": (
-        _first(lambda choice, sequence: choice.update(prompt_token_ids=sequence[:3])),
+        first_choice(lambda choice, sequence: choice.update(prompt_token_ids=sequence[:3])),
         r"at position 3 its answer has no token \(prompt_token_ids\) where mentor sent 7",
     ),
     "other token_id tokens": (
-        _first(_set("logprobs.tokens", 2, "token_id:31")),
+        first_choice(_set("logprobs.tokens", 2, "token_id:31")),
         r"at position 2 its answer has token 31 \(logprobs.tokens\) where mentor sent 6",
     ),
     "other prompt_logprobs tokens": (
-        _first(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 4, {"30": {"logprob": -0.1}}))),
+        first_choice(_then(_vllm_prompt_logprobs, _set("prompt_logprobs", 4, {"30": {"logprob": -0.1}}))),
         r"at position 4 its answer has log-probs for token 30 \(prompt_logprobs\) where mentor sent 8",
     ),
     "one log-prob too many, tokens as text": (
-        _first(_then(_text_tokens, lambda choice, sequence: choice["logprobs"]["token_logprobs"].insert(1, -0.5))),
+        first_choice(
+            _then(_text_tokens, lambda choice, sequence: choice["logprobs"]["token_logprobs"].insert(1, -0.5))
+        ),
         r"returned 7 prompt log-probs for a 5-token sequence: it must score exactly the ids sent",
     ),
 }
-
-
-def refused_once(server: TeacherServer, edit, message: str, ask) -> list[dict]:
-    """``ask(url)`` against ``server`` with its answers broken by ``edit``: one ``MentorError`` line matching
-    ``message`` after one request (a protocol error: retrying cannot help). Returns the requests sent."""
-    with _editing_server(server, edit) as (url, seen):
-        with pytest.raises(MentorError, match=message) as info:
-            ask(url)
-    assert "\n" not in str(info.value)
-    assert len(seen) == 1
-    return seen
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_ANSWERS))
@@ -447,8 +402,8 @@ def test_a_broken_or_foreign_answer_is_one_line_and_not_retried(server, case):
 def test_the_client_asks_for_token_ids_and_checks_them_when_given(server, teacher):
     """The answer as vLLM gives it (ids, token_id:N tokens) or without any ids (text tokens): same log-probs."""
     local = _local(teacher, SEQUENCES)
-    for edit in (lambda answer, sequence: answer, _first(_text_tokens), _first(_vllm_prompt_logprobs)):
-        with _editing_server(server, edit) as (url, seen):
+    for edit in (lambda answer, sequence: answer, first_choice(_text_tokens), first_choice(_vllm_prompt_logprobs)):
+        with editing_server(server, edit) as (url, seen):
             remote = HTTPTeacher(url, model="tiny-teacher", batch_size=4).compute_logprobs(SEQUENCES)
         assert seen[0]["return_token_ids"] is True and seen[0]["return_tokens_as_token_ids"] is True
         assert all(torch.allclose(r, l, atol=1e-5) for r, l in zip(remote, local))

@@ -23,7 +23,7 @@ from mentor.update.divergence import (
     top_k_reverse_kl_from_hidden,
 )
 from mentor.update.logprobs import last_hidden_states
-from tests.test_http_teacher import _first, refused_once
+from tests.helpers import first_choice, refused_once
 
 SEQUENCES = [[1, 5, 6, 7, 8], [1, 9], [1, 10, 11, 12, 13, 14, 15, 16, 17], [1, 4, 4, 4]]
 
@@ -161,7 +161,7 @@ def test_the_client_reads_the_top_k_exactly(server, models):
 
 def _entry(position, edit):
     """Edit the prompt_logprobs entry at ``position`` of the first choice."""
-    return _first(lambda choice, sequence: edit(choice["prompt_logprobs"][position], sequence[position]))
+    return first_choice(lambda choice, sequence: edit(choice["prompt_logprobs"][position], sequence[position]))
 
 
 def _drop_two_top_entries(entry, own):
@@ -194,7 +194,7 @@ def _a_wrong_mass(entry, own):
 
 BROKEN_TOP_K = {
     "no prompt_logprobs": (
-        _first(lambda choice, sequence: choice.pop("prompt_logprobs")),
+        first_choice(lambda choice, sequence: choice.pop("prompt_logprobs")),
         r"returned no prompt_logprobs",
     ),
     "too few entries": (
@@ -202,11 +202,11 @@ BROKEN_TOP_K = {
         r"returned [12] log-probs at position 2 where prompt_logprobs=3",
     ),
     "ranks that are not 1..k": (_entry(2, _hide_the_own_tokens_rank), r"ranks \[1, 2, 9\] at position 2"),
-    "not the top k": (_first(_raise_the_own_tokens), r"leave out token \d+, which is likelier than one of them"),
+    "not the top k": (first_choice(_raise_the_own_tokens), r"leave out token \d+, which is likelier than one of them"),
     "logits, not log-probs": (_entry(1, _logits), r"log-prob [\d.]+ > 0 at position 1: .*--logprobs-mode raw_logprobs"),
     "a mass above 1": (_entry(4, _a_wrong_mass), r"top-3 probabilities at position 4 sum to more than 1"),
     "a null inside": (
-        _first(lambda choice, sequence: choice["prompt_logprobs"].__setitem__(2, None)),
+        first_choice(lambda choice, sequence: choice["prompt_logprobs"].__setitem__(2, None)),
         r"null log-prob for token 2 of a 5-token sequence",
     ),
     "keys that are not ids": (
@@ -218,7 +218,7 @@ BROKEN_TOP_K = {
         r"log-prob '-1' at position 1 is not a number",
     ),
     "other tokens scored": (
-        _first(
+        first_choice(
             lambda choice, sequence: choice["prompt_logprobs"].__setitem__(
                 2,
                 {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from mentor.config import add_config_flags, build_config
 
+logger = logging.getLogger(__name__)
 STEPS = {
     "label": "step 1: label the data, one JSONL per category (OUT/labels)",
     "train-experts": "step 2: FFN-only SFT of the base per category (OUT/experts/<category>/final)",
@@ -21,7 +24,6 @@ def _config(args):
 
 def _run(args) -> None:
     from mentor.coe import recipe as coe
-    from mentor.train.progress import console
 
     config = _config(args)
     step = getattr(args, "coe_step", None)
@@ -42,7 +44,7 @@ def _run(args) -> None:
         trained = coe.earlier_step(root / "stage2" / "final", "train-router")
         prompts = coe.labelled_prompts(root / "labels", config.category_list)
         out = coe.inspect_step(trained, root / "inspect", prompts, config.category_list)["png"]
-    console.print(f"done: {out}")
+    logger.info(f"done: {out}")
 
 
 def add_coe_parser(sub) -> None:

@@ -8,6 +8,7 @@ existing file is never overwritten: the records go to the first free ``NAME-1.js
 from __future__ import annotations
 
 import json
+import logging
 import time
 from math import comb
 from pathlib import Path
@@ -25,9 +26,9 @@ from mentor.recipes.common import quiet_transformers
 from mentor.tasks.base import Problem
 from mentor.tasks.graders import get_grader, ifeval_result
 from mentor.tasks.registry import get_task
-from mentor.train.progress import console
 
-stdout = Console()  # results; ``console`` (stderr) keeps the notes
+logger = logging.getLogger(__name__)
+stdout = Console()  # results; the notes are the ``mentor`` logger's (stderr in the CLI)
 RECORDS = "eval_samples.jsonl"
 
 
@@ -214,7 +215,7 @@ def _print_table(name: str, size: int, model: str, scores: dict, seconds: float,
         table.add_row(_LABELS.get(metric, metric), f"{value:.1%}")
     stdout.print(f"{name}: {size} held-out problems; model {model}", highlight=False, soft_wrap=True)
     stdout.print(table)
-    console.print(f"chat template {'on' if chat_template else 'off'}; {seconds:.1f}s sampling and grading")
+    logger.info(f"chat template {'on' if chat_template else 'off'}; {seconds:.1f}s sampling and grading")
 
 
 def _records_path(args, model_path: str) -> Path:

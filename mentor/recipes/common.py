@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from mentor.data.prompts import (
     EncodedExample,
     Example,
@@ -13,6 +15,8 @@ from mentor.data.prompts import (
 )
 from mentor.models.chat import stop_token_ids
 from mentor.tasks.base import Task
+
+logger = logging.getLogger(__name__)
 
 
 def quiet_transformers() -> None:
@@ -96,8 +100,6 @@ def file_examples(
     Too-long prompts are skipped and the count is said once, or fail, as ``config.long_prompts`` asks.
     ``teacher`` (distill): how the teacher's own prompts are encoded and bounded (privileged context).
     """
-    from mentor.train.progress import console
-
     records = load_examples(path, need_completion=need_completion)  # the file's own errors come first
     limit = prompt_limit(model, config.max_prompt_tokens, config.max_new_tokens)
     examples, skipped = encode_examples(
@@ -111,8 +113,8 @@ def file_examples(
         teacher=teacher,
     )
     if skipped:
-        console.print(
-            f"[yellow]{path}: skipped {skipped} prompts longer than the context allows "
-            f"(--max-prompt-tokens / --long-prompts fail to change this)[/]"
+        logger.warning(
+            f"{path}: skipped {skipped} prompts longer than the context allows "
+            f"(--max-prompt-tokens / --long-prompts fail to change this)"
         )
     return examples

@@ -1,11 +1,13 @@
 """``mentor demo``: on-policy distillation on the built-in arithmetic task, end to end on a CPU.
 
 teacher (shipped, or trained here) -> student SFT-initialised to a weak start -> OPD -> accuracy table
-and ``accuracy.png``. Every stage is the same recipe a user runs on their own models.
+and ``accuracy.png``. Every stage is the same recipe a user runs on their own models. The stages are logged
+(the ``mentor`` logger); the command's result table is :func:`show_result`'s, which the CLI prints.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -24,9 +26,9 @@ from mentor.recipes.common import quiet_transformers
 from mentor.recipes.distill import run_distill
 from mentor.recipes.sft import run_sft
 from mentor.tasks.registry import get_task
-from mentor.train.progress import console
 from mentor.train.run_dir import RunDirectory
 
+logger = logging.getLogger(__name__)
 SHIPPED_TEACHER = "arithmetic_teacher"
 SHIPPED_STUDENT = "arithmetic_student_sft"
 MAX_NEW_TOKENS = 24
@@ -139,10 +141,10 @@ def run_demo(
 
     teacher_path = None if retrain_teacher else shipped_teacher_path()
     if teacher_path is None:
-        console.rule("1/3 training the teacher (SFT on ground truth)")
+        logger.info("1/3 training the teacher (SFT on ground truth)")
         teacher_path = train_teacher(out_dir, quiet=quiet)
     else:
-        console.rule(f"1/3 teacher: shipped checkpoint {teacher_path.name}")
+        logger.info(f"1/3 teacher: shipped checkpoint {teacher_path.name}")
     tokenizer = load_tokenizer(str(teacher_path), "teacher")
     teacher = load_model(str(teacher_path), what="teacher")
     teacher_acc = evaluate(teacher, tokenizer, task, problems, MAX_NEW_TOKENS).accuracy
@@ -151,13 +153,13 @@ def run_demo(
     student_path = _asset(SHIPPED_STUDENT) if not scale.student_sft_steps else None
     if student_path is None:
         sft_steps = scale.student_sft_steps or 1000
-        console.rule(f"2/3 student: {sft_steps} SFT steps on ground truth for a weak start")
+        logger.info(f"2/3 student: {sft_steps} SFT steps on ground truth for a weak start")
         student_path = init_student(out_dir, sft_steps, quiet)
     else:
-        console.rule(f"2/3 student: shipped weak SFT checkpoint {student_path.name}")
+        logger.info(f"2/3 student: shipped weak SFT checkpoint {student_path.name}")
     sft_minutes = (time.perf_counter() - sft_start) / 60
 
-    console.rule(f"3/3 on-policy distillation: {steps} steps")
+    logger.info(f"3/3 on-policy distillation: {steps} steps")
     config = DistillConfig(
         student=str(student_path),
         teacher=str(teacher_path),
@@ -200,8 +202,9 @@ def run_demo(
         time_split=_time_split(steps_records),
         run_dir=str(trainer.run.path),
         plot=str(plot),
+        problems=len(problems),
     )
-    _report(result, out_dir, len(problems))
+    _write_summary(result, out_dir)
     return result
 
 
@@ -215,8 +218,11 @@ def _time_split(records: list[dict]) -> dict[str, float]:
     return {part: sum(r.get(f"time_{part}", 0.0) for r in records) / total for part in ("sample", "score", "update")}
 
 
-def _report(result: dict, out_dir: Path, n: int) -> None:
-    table = Table(title=f"arithmetic, {n} held-out problems, greedy accuracy")
+def show_result(result: dict) -> None:
+    """``mentor demo``'s result: the accuracy table, the step time split and where the files are (stderr)."""
+    from mentor.train.progress import console
+
+    table = Table(title=f"arithmetic, {result['problems']} held-out problems, greedy accuracy")
     for col in ("model", "accuracy", "OPD steps", "wall time", "tokens seen"):
         table.add_column(col, justify="left" if col == "model" else "right")
     table.add_row("teacher (Qwen3 4x128)", f"{result['teacher']:.1%}", "", "", "")
@@ -241,6 +247,10 @@ def _report(result: dict, out_dir: Path, n: int) -> None:
         f"student update {split['update']:.0%}"
     )
     console.print(f"plot: {result['plot']}   run directory: {result['run_dir']}")
+
+
+def _write_summary(result: dict, out_dir: Path) -> None:
+    split = result["time_split"]
     rows = [
         ["teacher", f"{result['teacher']:.1%}", "", "", ""],
         ["student before OPD", f"{result['before']:.1%}", "0", f"{result['sft_minutes']:.1f} min SFT", ""],

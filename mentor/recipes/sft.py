@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from mentor.algorithms.sft import SupervisedFineTuning
@@ -14,10 +15,10 @@ from mentor.evaluation.flops import MatmulParams, forward_flops
 from mentor.recipes.builder import Parts, Recipe, run_recipe
 from mentor.recipes.common import file_examples, task_examples
 from mentor.train.ledger import ComputeLedger
-from mentor.train.progress import console
 from mentor.train.run_dir import RunDirectory
 from mentor.train.trainer import Trainer
 
+logger = logging.getLogger(__name__)
 TEACHER_CACHE = "teacher_samples.jsonl"
 
 
@@ -87,7 +88,7 @@ def teacher_examples(
             for r in records:
                 handle.write(json.dumps(r) + "\n")
     if cached:
-        console.print(f"teacher samples: {len(records)} read from {cache} (not re-sampled)")
+        logger.info(f"teacher samples: {len(records)} read from {cache} (not re-sampled)")
     by_text = {p.text: p for p in prompts}
     examples = [
         EncodedExample(r["prompt_ids"], r["completion_ids"], r["prompt"], by_text[r["prompt"]].reference)
@@ -138,7 +139,7 @@ def _sample_teacher(config: SFTConfig, tokenizer, student, prompts: list[Encoded
     params = MatmulParams.of(teacher).total
     sampler = make_sampler(config, teacher, tokenizer, config.from_teacher, temperature=config.teacher_temperature)
     repeated = [p for p in prompts for _ in range(config.teacher_samples)]
-    console.print(
+    logger.info(
         f"teacher samples: drawing {len(repeated)} completions ({config.teacher_samples} per prompt) "
         f"from {config.from_teacher}"
     )

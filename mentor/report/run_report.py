@@ -12,15 +12,16 @@ run still in progress, or one stopped early).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import yaml
 
 from mentor.errors import MentorError
 
+logger = logging.getLogger(__name__)
 REPORT_DIR = "report"
 
 # (metric keys, first found is plotted; panel title; y label)
@@ -273,8 +274,7 @@ def write_report_after_training(run: str | Path) -> None:
     try:
         write_report(run)
     except Exception as exc:  # noqa: BLE001 - the model is saved after this returns; say why and go on
-        print(
+        logger.warning(
             f"mentor: warning: the run report was not written ({type(exc).__name__}: {exc}); "
-            f"`mentor report {run}` tries again",
-            file=sys.stderr,
+            f"`mentor report {run}` tries again"
         )

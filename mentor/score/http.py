@@ -42,6 +42,7 @@ import base64
 import contextlib
 import http.client
 import json
+import logging
 import math
 import random
 import socket
@@ -59,6 +60,7 @@ from mentor.errors import MentorError
 from mentor.files import is_url
 from mentor.score.top_k import TeacherTopK, top_k_from_sequences
 
+logger = logging.getLogger(__name__)
 _JITTER = random.Random()
 
 # Our own server's extra endpoint: the tokenizer files, so a remote teacher's vocabulary can be checked.
@@ -285,12 +287,7 @@ class HTTPTeacher:
             except RetryableError as exc:
                 last_error = str(exc)
                 if time.perf_counter() - started >= SLOW_ATTEMPT and attempt < self.max_retries:
-                    from mentor.train.progress import console
-
-                    console.print(
-                        f"[yellow]{self.role} server {url}: {last_error}; retry {attempt + 1} of {self.max_retries}[/]",
-                        highlight=False,
-                    )
+                    logger.warning(f"{self.role} server {url}: {last_error}; retry {attempt + 1} of {self.max_retries}")
         raise MentorError(
             f"{self.role} server {url} failed {self.max_retries + 1} times (last: {last_error}): "
             "check that it is running and reachable, or raise --teacher-timeout"
@@ -349,13 +346,9 @@ class HTTPTeacher:
 
     def _waiting(self, url: str) -> _WaitNotice:
         def say(waited: float) -> None:
-            from mentor.train.progress import console
-
-            console.print(
-                f"[yellow]waiting for the {self.role} server at {url} to answer ({waited:g} s of "
-                f"--teacher-timeout {self.timeout:g} s)[/]",
-                highlight=False,
-                soft_wrap=True,
+            logger.warning(
+                f"waiting for the {self.role} server at {url} to answer ({waited:g} s of "
+                f"--teacher-timeout {self.timeout:g} s)"
             )
 
         return _WaitNotice(say, self.notice_after, self.notice_every, self._speaker)
