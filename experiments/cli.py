@@ -68,6 +68,7 @@ def add_bench_parsers(bench_sub) -> None:
     add_bench_paper(bench_sub)
     add_bench_coe(bench_sub)
     add_bench_continual(bench_sub)
+    add_bench_privileged(bench_sub)
 
 
 def add_bench_continual(bench_sub) -> None:
@@ -99,6 +100,24 @@ def _run_continual(args) -> None:
 
     knobs = {k: getattr(args, k) for k in RealScale.__dataclass_fields__}
     run_continual_real(args.out, quick=args.quick, quiet=args.quiet, model=args.model, ifeval=args.ifeval, **knobs)
+
+
+def add_bench_privileged(bench_sub) -> None:
+    from experiments.privileged_context.run import add_arguments  # light: the heavy imports wait for the run
+
+    bench = bench_sub.add_parser(
+        "privileged",
+        help="issue 22: privileged-context OPD (the memo in a frozen self-teacher's "
+        "prompt) vs mid-training on SmolLM2-135M-Instruct (QA, IFEval)",
+    )
+    add_arguments(bench)
+    bench.set_defaults(func=_run_privileged)
+
+
+def _run_privileged(args) -> None:
+    from experiments.privileged_context.run import run_from_args
+
+    run_from_args(args)
 
 
 def add_bench_coe(bench_sub) -> None:

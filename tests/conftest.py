@@ -13,9 +13,9 @@ quiet_transformers()
 torch.set_num_threads(2)
 
 
-def make_model_dir(path, arch="qwen3", hidden=32, layers=2, heads=4, seed=0, alphabet=None):
+def make_model_dir(path, arch="qwen3", hidden=32, layers=2, heads=4, seed=0, alphabet=None, max_positions=64):
     tokenizer = build_char_tokenizer(alphabet) if alphabet else build_char_tokenizer()
-    config = tiny_config(arch, len(tokenizer), hidden, layers, heads, tokenizer=tokenizer, max_positions=64)
+    config = tiny_config(arch, len(tokenizer), hidden, layers, heads, tokenizer=tokenizer, max_positions=max_positions)
     save_tiny(build_tiny_model(config, seed=seed), tokenizer, path)
     return str(path)
 
@@ -55,6 +55,7 @@ MARKED_FILES = {
     "test_bench_paper.py": ("slow",),
     "test_bench_coe.py": ("slow",),
     "test_bench_continual.py": ("real", "slow"),
+    "test_bench_privileged.py": ("real", "slow"),
     "test_bad_input_corpus.py": ("slow",),
     "test_coe.py": ("slow",),
     "test_privileged_context.py": ("slow",),
