@@ -97,7 +97,9 @@ def _cell(entry: dict, digits: int = 3, percent: bool = False) -> str:
 
 
 def _multiple(m: float | None) -> str:
-    return "not reached on the fit" if m is None else f"{m:.1f}x"
+    if m is None:
+        return "not reached on the fit"
+    return "SFT-n0 is already there" if m == 0 else f"{m:.1f}x"
 
 
 def write_report(result: dict, out: Path) -> Path:
@@ -170,7 +172,8 @@ def write_report(result: dict, out: Path) -> Path:
             )
     lines += [
         "",
-        "Multiple: (SFT FLOPs at the crossing - SFT-n0's) / (OPD's own FLOPs). 'Not reached on the fit': SFT's line "
+        "Multiple: (SFT FLOPs at the crossing - SFT-n0's) / (OPD's own FLOPs). 'SFT-n0 is already there': OPD's value "
+        "is no better than SFT-n0's. 'Not reached on the fit': SFT's line "
         f"moves away from OPD's value with more data, or meets it only beyond {EXTRAPOLATION_LIMIT:.0f}x SFT-4n0's "
         "FLOPs (protocol).",
         "",
@@ -197,6 +200,7 @@ def write_report(result: dict, out: Path) -> Path:
 def plot_curves(result: dict, out: Path) -> Path:
     """One panel per claim (agreement, reverse KL): quality against FLOPs (student + teacher), SFT's fit dashed."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -238,6 +242,7 @@ def plot_curves(result: dict, out: Path) -> Path:
         for arm, style in (("teacher", ":"), ("start", "-.")):
             axis.axhline(rows[arm][metric]["value"], linestyle=style, color="grey", label=LABELS[arm])
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
         axis.set_xlabel("FLOPs from the pruned start (student + teacher)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
