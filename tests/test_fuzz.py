@@ -22,7 +22,8 @@ from mentor.serve import TeacherServer
 from mentor.serve.server import RequestError
 from mentor.tasks.loaders import SCHEMAS, load_problems
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomized: the same examples on every run, so CI never depends on what a random draw happens to try
+FAST = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -147,7 +148,7 @@ def test_request_parsing_answers_or_refuses_with_a_4xx(server):
     assert outcomes.count(200) >= 5 and len(set(outcomes)) >= 3, sorted(set(outcomes))  # both paths explored
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(data=st.binary(max_size=200) | completion_bodies.map(lambda b: json.dumps(b).encode()))
 def test_the_real_socket_never_answers_500_or_drops_the_connection(server, data):
     request = urllib.request.Request(

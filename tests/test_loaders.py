@@ -184,3 +184,21 @@ def test_eval_chat_template_by_default_when_the_tokenizer_has_one(tiny_dirs, tmp
     assert "chat template off" in capsys.readouterr().err
     assert main(["eval", str(plain), "--chat-template", *args]) == 2
     assert "has no chat template" in capsys.readouterr().err
+
+
+def test_a_record_whose_text_field_is_not_text_is_one_line(tmp_path):
+    """Found by tests/test_fuzz.py: a MATH record with ``"solution": null`` crashed in last_boxed."""
+    import json
+
+    from mentor.errors import MentorError
+    from mentor.tasks.loaders import load_problems
+
+    path = tmp_path / "math.jsonl"
+    path.write_text(json.dumps({"problem": None, "solution": None}) + "\n")
+    with pytest.raises(
+        MentorError, match=r"math.jsonl:1: not a valid math record \(problem must be a string, not NoneType\)"
+    ):
+        load_problems("math", path)
+    path.write_text(json.dumps({"question": 3, "answer": "#### 3"}) + "\n")
+    with pytest.raises(MentorError, match=r"question must be a string, not int"):
+        load_problems("gsm8k", path)

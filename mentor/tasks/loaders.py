@@ -39,15 +39,24 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def _text(record: dict, field: str) -> str:
+    """A field that must hold text (a prompt, a solution): anything else is the record's error, not a crash later."""
+    value = record[field]
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a string, not {type(value).__name__}")
+    return value
+
+
 def _gsm8k(record: dict) -> Problem:
     answer = str(record["answer"])
     final = answer.split("####")[-1].strip().replace(",", "")
-    return Problem(prompt=record["question"], answer=final, solution=answer)
+    return Problem(prompt=_text(record, "question"), answer=final, solution=answer)
 
 
 def _math(record: dict) -> Problem:
     """MATH-500 gives the answer in ``answer``; MATH only as the last ``\\boxed{}`` of the solution."""
-    answer = record.get("answer") or last_boxed(record["solution"])
+    _text(record, "problem")
+    answer = record.get("answer") or last_boxed(_text(record, "solution"))
     if answer is None:
         raise ValueError("the solution has no \\boxed{} answer")
     return Problem(
@@ -60,12 +69,12 @@ def _math(record: dict) -> Problem:
 
 def _humaneval(record: dict) -> Problem:
     meta = {k: record[k] for k in ("task_id", "prompt", "test", "entry_point")}
-    return Problem(prompt=record["prompt"], answer="", solution=record.get("canonical_solution", ""), meta=meta)
+    return Problem(prompt=_text(record, "prompt"), answer="", solution=record.get("canonical_solution", ""), meta=meta)
 
 
 def _ifeval(record: dict) -> Problem:
     meta = {"key": record.get("key"), "instruction_id_list": record["instruction_id_list"], "kwargs": record["kwargs"]}
-    return Problem(prompt=record["prompt"], answer="", meta=meta)
+    return Problem(prompt=_text(record, "prompt"), answer="", meta=meta)
 
 
 # schema -> (record -> Problem, required fields, grader)
