@@ -31,19 +31,24 @@ def with_interval(cell: dict, signed: bool = False) -> str:
     return f"{cell['value'] * 100:{sign}.1f}% [{low * 100:{sign}.1f}, {high * 100:{sign}.1f}]"
 
 
-def real_tables(result: dict) -> tuple[list[list[str]], list[list[str]]]:
-    rows = [
-        [label] + [with_interval(v[key]) for key, _ in METRICS] + [" / ".join(PAPER.get(label, ("", "")))]
-        for label, v in result["rows"].items()
-    ]
-    changes = [
+def change_rows(changes: list[dict]) -> list[list[str]]:
+    """The paired changes' table rows: which rows, and each change with its interval."""
+    return [
         [
             f"{c['row']} vs {c['against']}",
             with_interval(c["internal_qa"], signed=True),
             with_interval(c["ifeval_prompt_strict"], signed=True),
         ]
-        for c in result["changes"]
+        for c in changes
     ]
+
+
+def real_tables(result: dict) -> tuple[list[list[str]], list[list[str]]]:
+    rows = [
+        [label] + [with_interval(v[key]) for key, _ in METRICS] + [" / ".join(PAPER.get(label, ("", "")))]
+        for label, v in result["rows"].items()
+    ]
+    changes = change_rows(result["changes"])
     return rows, changes
 
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.continual.report import with_interval  # noqa: E402
+from experiments.continual.report import change_rows, with_interval  # noqa: E402
 from mentor.evaluation.tables import markdown_table  # noqa: E402
 
 METRICS = (
@@ -41,14 +41,7 @@ def tables(result: dict) -> tuple[list[list[str]], list[list[str]], list[list[st
         ]
         for label, v in result["rows"].items()
     ]
-    changes = [
-        [
-            f"{c['row']} vs {c['against']}",
-            with_interval(c["internal_qa"], signed=True),
-            with_interval(c["ifeval_prompt_strict"], signed=True),
-        ]
-        for c in result["changes"]
-    ]
+    changes = change_rows(result["changes"])
     cost_rows = [
         [
             label,

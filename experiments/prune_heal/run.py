@@ -247,7 +247,8 @@ class Evaluation:
         rng = np.random.default_rng(BOOTSTRAP["seed"])
         picks = rng.integers(0, len(counts), size=(BOOTSTRAP["replicates"], len(counts)))
         agreement = [rouge_l(c, r) for c, r in zip(chat, reference["chat"])]
-        facts_ok = [self._facts_ok(facts)[i] for i in kept]
+        answered = self._facts_ok(facts)
+        facts_ok = [answered[i] for i in kept]
         row = {
             "agreement": mean_interval(agreement),
             "facts": share(facts_ok),
