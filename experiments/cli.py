@@ -69,6 +69,7 @@ def add_bench_parsers(bench_sub) -> None:
     add_bench_coe(bench_sub)
     add_bench_continual(bench_sub)
     add_bench_privileged(bench_sub)
+    add_bench_rl_vs_opd(bench_sub)
 
 
 def add_bench_continual(bench_sub) -> None:
@@ -116,6 +117,24 @@ def add_bench_privileged(bench_sub) -> None:
 
 def _run_privileged(args) -> None:
     from experiments.privileged_context.run import run_from_args
+
+    run_from_args(args)
+
+
+def add_bench_rl_vs_opd(bench_sub) -> None:
+    from experiments.rl_vs_opd.run import add_arguments  # light: the heavy imports wait for the run
+
+    bench = bench_sub.add_parser(
+        "rl-vs-opd",
+        help="issue 20 A1: RL to a plateau on mul1 gives T_RL, then OPD from the same start with T_RL as teacher; "
+        "steps to T_RL's plateau (SmolLM2-135M-Instruct)",
+    )
+    add_arguments(bench)
+    bench.set_defaults(func=_run_rl_vs_opd)
+
+
+def _run_rl_vs_opd(args) -> None:
+    from experiments.rl_vs_opd.run import run_from_args
 
     run_from_args(args)
 
