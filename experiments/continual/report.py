@@ -123,3 +123,66 @@ def write_real_report(result: dict, out: Path) -> Path:
     path.write_text("\n".join(parts))
     console.print(f"results: {path}")
     return path
+
+
+def plot_recovery(result: dict, path: Path) -> None:
+    """B v4: each measure against the self-distillation steps, the base and the start as reference lines."""
+    rows = result["rows"]
+    steps = {label: int(label.split(", ")[1].split()[0]) for label in rows if label.startswith("+ self")}
+    fig, axis = plt.subplots(figsize=(7, 4))
+    for (key, name), color in zip(METRICS[:2], ("tab:green", "tab:blue")):
+        xs = [0, *steps.values()]
+        cells = [rows[label][key] for label in (list(rows)[1], *steps)]  # the start, then each checkpoint
+        values = [c["value"] for c in cells]
+        errors = [[v - c["ci"][0] for v, c in zip(values, cells)], [c["ci"][1] - v for v, c in zip(values, cells)]]
+        axis.errorbar(xs, values, yerr=errors, marker="o", capsize=3, color=color, label=f"{name} (from the start)")
+        axis.axhline(rows[list(rows)[0]][key]["value"], color=color, ls=":", lw=1, label=f"{name}, base")
+    axis.set(
+        xlabel="OPD self-distillation steps (4 prompts x 2 samples each)",
+        ylabel="accuracy (95% Wilson interval)",
+        title="B v4: recovery against the self-distillation budget",
+    )
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_recovery_report(result: dict, out: Path) -> Path:
+    """B v4's results.md: the rows, the paired changes, the plot, the cost, and the check against v3."""
+    rows = [[label] + [with_interval(v[key]) for key, _ in METRICS] for label, v in result["rows"].items()]
+    plot_recovery(result, out / "recovery.png")
+    s, same = result["scale"], result["same_as_v3"]
+    cost = ", ".join(f"{k} {v['wall'] / 60:.1f} ({v['cpu'] / 60:.1f} CPU)" for k, v in result["timings"].items())
+    check = (
+        "v3's results are not beside this run, so the base and the start were not checked against them."
+        if same is None
+        else "Evaluated again here, the base and the start give exactly v3's per-item outcomes: "
+        + ", ".join(f"{label}: {'yes' if ok else 'NO'}" for label, ok in same.items())
+        + "."
+    )
+    parts = [
+        f"# B v4{' (--quick)' if result['quick'] else ''}: the self-distillation budget",
+        "",
+        f"Protocol: [{result['protocol']}]({result['protocol']}), written before the run. From `{result['start']}`, "
+        f"OPD with the base as the frozen teacher: {s['self_distill_steps']} steps of {s['distill_prompts']} prompts "
+        f"x {s['group_size']} samples, learning rate {s['distill_lr']:g}, at most {s['distill_tokens']} new tokens. "
+        f"{s['ifeval_prompts']} IFEval prompts, {2 * s['people']} internal questions. One training seed. "
+        f"{result['minutes']:.1f} min wall (minutes, wall (CPU): {cost}).",
+        "",
+        check,
+        "",
+        "## Rows (95% intervals: Wilson; instruction level: bootstrap over prompts)",
+        "",
+        markdown_table(ROW_HEADERS[:4], rows),
+        "",
+        "![recovery](recovery.png)",
+        "",
+        "## Changes (paired bootstrap over the same questions / prompts)",
+        "",
+        markdown_table(CHANGE_HEADERS, change_rows(result["changes"])),
+        "",
+    ]
+    path = out / "results.md"
+    path.write_text("\n".join(parts))
+    return path
