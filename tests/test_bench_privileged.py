@@ -144,3 +144,23 @@ def test_bench_privileged_says_how_to_get_a_missing_model(tmp_path, capsys):
 def test_the_records_are_the_protocols_sixty_or_quick_twenty_four(quick):
     docs = CompanyDocs((QUICK if quick else FULL).people)
     assert len(question_records(docs, with_context=True)) == (24 if quick else 60)
+
+
+def test_the_diagnostic_answer_logprob_is_the_answer_turns_mean_log_prob(tmp_path):
+    import torch
+
+    from experiments.privileged_context.diagnose import answer_logprobs
+    from mentor.data.prompts import Example, encode_prompt, encode_target
+    from mentor.models.chat import stop_token_ids
+    from mentor.models.loading import load_model, load_tokenizer
+
+    path = make_model_dir(tmp_path / "tiny", arch="llama", hidden=32, layers=2, heads=4, seed=3, max_positions=256)
+    tokenizer, model = load_tokenizer(path), load_model(path).eval()
+    got = answer_logprobs(model, tokenizer, ["Which room?"], ["Room 354."])
+    example = Example(prompt="Which room?", completion="Room 354.")
+    prompt = encode_prompt(tokenizer, example, True)
+    target = encode_target(tokenizer, example, True, stop_token_ids(tokenizer, model))
+    with torch.no_grad():  # the whole sequence at once, each target token's log-prob read where it is predicted
+        logprobs = torch.log_softmax(model(torch.tensor([prompt + target])).logits[0].float(), -1)
+    expected = sum(float(logprobs[len(prompt) - 1 + i, t]) for i, t in enumerate(target)) / len(target)
+    assert got == [pytest.approx(expected, abs=1e-5)]

@@ -29,6 +29,7 @@ def seed_rows(state: dict) -> list[dict]:
             continue
         rl, opd = runs[rl_key], runs[opd_key]
         rl_steps = next(step for step, acc in rl["curve"] if acc >= rl["plateau_accuracy"] - 1e-9)
+        rl_test, s0_test = tests.get(rl_key), tests["s0"]
         rows.append(
             {
                 "seed": seed,
@@ -39,7 +40,9 @@ def seed_rows(state: dict) -> list[dict]:
                 "rl_steps_to_target": rl_steps,
                 "opd_steps_to_target": opd["steps_to_target"],
                 "ratio": (rl_steps / opd["steps_to_target"]) if opd["steps_to_target"] else None,
-                "rl_test": tests.get(rl_key),
+                "rl_test": rl_test,
+                # the protocol's precondition: T_RL's test interval lies above S0's test accuracy
+                "rl_above_s0": rl_test["ci"][0] > s0_test["accuracy"] if rl_test else None,
                 "opd_test": tests.get(opd_key),
                 "rl_flops": rl["flops"],
                 "opd_flops": opd["flops"],
@@ -94,6 +97,16 @@ def markdown(state: dict) -> str:
             f"{row['rl_steps_to_target']} | {opd_steps} | {ratio} | {tests[0]} | {tests[1]} | "
             f"{row['rl_flops']:.2g} / {row['opd_flops']:.2g} |"
         )
+    lines += [""]
+    for row in seed_rows(state):
+        if row["rl_above_s0"] is False:
+            lines.append(
+                f"**Seed {row['seed']}: RL did not rise above S0** (T_RL's test interval includes S0's "
+                f"{_pct(state['test']['s0']['accuracy'])}), so there is no better teacher to distil and the steps "
+                "above do not compare methods (the protocol's 'what would not')."
+            )
+        elif row["rl_above_s0"]:
+            lines.append(f"Seed {row['seed']}: T_RL's test interval lies above S0's test accuracy.")
     lines += ["", "## Cost", "", "| stage | wall min | CPU min |", "|---|---|---|"]
     for stage, t in state["timings"].items():
         lines.append(f"| {stage} | {t['wall_s'] / 60:.1f} | {t['cpu_s'] / 60:.1f} |")
