@@ -131,6 +131,16 @@ def test_bench_privileged_end_to_end_on_a_tiny_llama_and_a_rerun_skips_every_sta
     assert (out / "state.json").read_text() == state
     # other sizes in the same --out: one line, nothing overwritten
     assert main([*argv, "--people", "3"]) == 2
+    # follow-up 1: P with the teacher's top 20, one more row on the same items, compared with P, base, midtrain
+    from experiments.privileged_context.top_k import ROW, run
+
+    sizes = {k.replace("-", "_"): v for k, v in knobs.items()}
+    follow = run(out, tmp_path, model=model, ifeval=str(IFEVAL_SAMPLE), **sizes)
+    assert [c["against"] for c in follow["changes"]] == [PRIVILEGED, *list(ROWS)[:2]]
+    assert follow["costs"]["steps"] == 2 and len(follow["items"][ROW]["qa"]) == 4
+    config = (out / "privileged_top_k" / "config.yaml").read_text()
+    assert "divergence: top_k" in config and "kl_top_k: 20" in config
+    assert "top 20" in (tmp_path / "top_k_results.md").read_text()
     shutil.rmtree(out)  # weights and optimizer state: not left in pytest's kept temporary directories
 
 
