@@ -99,7 +99,7 @@ def run(
         f"Log-prob per token of the reference answers after the student's prompt: {result['answer_logprob_student_prompt']:.2f}"
         " (v1's diagnostic: base -4.39, P -3.09, midtrain 100% -0.60, the teacher with the memo -0.62).",
         "",
-        f"Cost: {result['costs']['teacher_tokens']:,} teacher tokens, {result['costs']['sampled_tokens']:,.0f} sampled, "
+        f"Cost: {result['costs']['teacher_tokens']:,.0f} teacher tokens, {result['costs']['sampled_tokens']:,.0f} sampled, "
         f"{100 * result['costs']['truncated_fraction']:.0f}% cut at {scale.distill_tokens} tokens.",
         "",
     ]
