@@ -100,3 +100,12 @@ def test_a1_end_to_end_at_quick_sizes_and_a_rerun_skips_what_is_done(tmp_path):
     before = (out / "state.json").read_text()
     main(["--quick", "--quiet", "--out", str(out), "--model", model])  # everything done: nothing re-runs
     assert json.loads((out / "state.json").read_text())["runs"] == json.loads(before)["runs"]
+
+
+def test_a_model_that_does_not_exist_is_one_line_and_writes_nothing(tmp_path):
+    import pytest
+
+    out = tmp_path / "a1"
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["--out", str(out), "--model", str(tmp_path / "none.gguf")])
+    assert not out.exists()

@@ -225,7 +225,11 @@ def run(out: Path, quick: bool, sampler: str = "hf", quiet: bool = True, model: 
 
     quiet_transformers()
     scale = QUICK if quick else FULL
-    out.mkdir(parents=True, exist_ok=True)
+    if model is None and not REAL_MODEL.exists():
+        from experiments.continual.run import FETCH_MODEL
+        from mentor.errors import MentorError
+
+        raise MentorError(f"model {REAL_MODEL} not found: pass --model, or fetch SmolLM2-135M-Instruct: {FETCH_MODEL}")
     state_file = out / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {"timings": {}, "runs": {}, "test": {}}
     state.update(scale=asdict(scale), quick=quick, sampler=sampler, protocol_version=PROTOCOL_VERSION)
@@ -236,7 +240,7 @@ def run(out: Path, quick: bool, sampler: str = "hf", quiet: bool = True, model: 
 
     start = out / "s0"
     with timed(timings, "convert S0") if not (start / "config.json").exists() else contextlib.nullcontext():
-        convert_start(str(model or REAL_MODEL), start)
+        convert_start(str(model or REAL_MODEL), start)  # a model that does not load leaves --out as it was
     data = write_data(scale, out / "data")
     if "s0" not in tests:
         with timed(timings, "test s0"):
