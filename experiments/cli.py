@@ -104,39 +104,34 @@ def _run_continual(args) -> None:
 
 
 def add_bench_privileged(bench_sub) -> None:
-    from experiments.privileged_context.run import add_arguments  # light: the heavy imports wait for the run
-
-    bench = bench_sub.add_parser(
+    _add_bench_module(
+        bench_sub,
         "privileged",
-        help="issue 22: privileged-context OPD (the memo in a frozen self-teacher's "
-        "prompt) vs mid-training on SmolLM2-135M-Instruct (QA, IFEval)",
+        "experiments.privileged_context.run",
+        "issue 22: privileged-context OPD (the memo in a frozen self-teacher's prompt) vs mid-training on "
+        "SmolLM2-135M-Instruct (QA, IFEval)",
     )
-    add_arguments(bench)
-    bench.set_defaults(func=_run_privileged)
-
-
-def _run_privileged(args) -> None:
-    from experiments.privileged_context.run import run_from_args
-
-    run_from_args(args)
 
 
 def add_bench_rl_vs_opd(bench_sub) -> None:
-    from experiments.rl_vs_opd.run import add_arguments  # light: the heavy imports wait for the run
-
-    bench = bench_sub.add_parser(
+    _add_bench_module(
+        bench_sub,
         "rl-vs-opd",
-        help="issue 20 A1: RL to a plateau on mul1 gives T_RL, then OPD from the same start with T_RL as teacher; "
+        "experiments.rl_vs_opd.run",
+        "issue 20 A1: RL to a plateau on mul1 gives T_RL, then OPD from the same start with T_RL as teacher; "
         "steps to T_RL's plateau (SmolLM2-135M-Instruct)",
     )
-    add_arguments(bench)
-    bench.set_defaults(func=_run_rl_vs_opd)
 
 
-def _run_rl_vs_opd(args) -> None:
-    from experiments.rl_vs_opd.run import run_from_args
+def _add_bench_module(bench_sub, name: str, module: str, help: str) -> None:
+    """An experiment whose module has ``add_arguments(parser)`` (light: the heavy imports wait for the run) and
+    ``run_from_args(args)``."""
+    import importlib
 
-    run_from_args(args)
+    experiment = importlib.import_module(module)
+    bench = bench_sub.add_parser(name, help=help)
+    experiment.add_arguments(bench)
+    bench.set_defaults(func=lambda args: experiment.run_from_args(args))
 
 
 def add_bench_coe(bench_sub) -> None:

@@ -139,18 +139,7 @@ def summarize(state: dict) -> dict:
     whether the base and the start measure exactly as in v3 (greedy, so they must)."""
     items = state["items"]
     labels = [label for label in items if label not in (BASE, START)]
-    changes = []
-    for label in labels:
-        for against in (START, BASE):
-            a, b = items[label], items[against]
-            changes.append(
-                {
-                    "row": label,
-                    "against": against,
-                    "internal_qa": continual._paired(a["qa"], b["qa"]),
-                    "ifeval_prompt_strict": continual._paired(a["prompt_strict"], b["prompt_strict"]),
-                }
-            )
+    changes = [continual.paired_change(items, label, against) for label in labels for against in (START, BASE)]
     return {
         **{k: state[k] for k in ("scale", "quick", "start", "protocol", "timings")},
         "rows": {label: continual.summarize(e) for label, e in items.items()},

@@ -62,17 +62,19 @@ ROW_HEADERS = [
 CHANGE_HEADERS = ["change (paired, same items)", "internal QA", "IFEval prompt strict"]
 
 
+def _bars(cells: list[dict]) -> tuple[list[float], list[list[float]]]:
+    """Each cell's value, and its interval as matplotlib's ``yerr`` (distances below and above)."""
+    values = [c["value"] for c in cells]
+    return values, [[v - c["ci"][0] for v, c in zip(values, cells)], [c["ci"][1] - v for v, c in zip(values, cells)]]
+
+
 def plot_real(result: dict, path: Path) -> None:
     rows = result["rows"]
     labels = list(rows)
     fig, axis = plt.subplots(figsize=(9, 4))
     width = 0.27
     for i, (key, name) in enumerate(METRICS):
-        values = [rows[label][key]["value"] for label in labels]
-        errors = [
-            [v - rows[label][key]["ci"][0] for v, label in zip(values, labels)],
-            [rows[label][key]["ci"][1] - v for v, label in zip(values, labels)],
-        ]
+        values, errors = _bars([rows[label][key] for label in labels])
         axis.bar([j + (i - 1) * width for j in range(len(labels))], values, width, yerr=errors, capsize=3, label=name)
     axis.set_xticks(
         range(len(labels)), [label.replace(", ", ",\n").replace(" + OPD", "\n+ OPD") for label in labels], fontsize=7
@@ -133,8 +135,7 @@ def plot_recovery(result: dict, path: Path) -> None:
     for (key, name), color in zip(METRICS[:2], ("tab:green", "tab:blue")):
         xs = [0, *steps.values()]
         cells = [rows[label][key] for label in (list(rows)[1], *steps)]  # the start, then each checkpoint
-        values = [c["value"] for c in cells]
-        errors = [[v - c["ci"][0] for v, c in zip(values, cells)], [c["ci"][1] - v for v, c in zip(values, cells)]]
+        values, errors = _bars(cells)
         axis.errorbar(xs, values, yerr=errors, marker="o", capsize=3, color=color, label=f"{name} (from the start)")
         axis.axhline(rows[list(rows)[0]][key]["value"], color=color, ls=":", lw=1, label=f"{name}, base")
     axis.set(

@@ -517,16 +517,19 @@ def paired_changes(evaluations: dict[str, dict]) -> list[dict]:
     for row, against in CHANGES:
         if max(row, against) >= len(labels):
             continue
-        a, b = evaluations[labels[row]], evaluations[labels[against]]
-        changes.append(
-            {
-                "row": labels[row],
-                "against": labels[against],
-                "internal_qa": _paired(a["qa"], b["qa"]),
-                "ifeval_prompt_strict": _paired(a["prompt_strict"], b["prompt_strict"]),
-            }
-        )
+        changes.append(paired_change(evaluations, labels[row], labels[against]))
     return changes
+
+
+def paired_change(items: dict[str, dict], row: str, against: str) -> dict:
+    """``row`` minus ``against`` on the same questions and prompts, each with its paired bootstrap interval."""
+    a, b = items[row], items[against]
+    return {
+        "row": row,
+        "against": against,
+        "internal_qa": _paired(a["qa"], b["qa"]),
+        "ifeval_prompt_strict": _paired(a["prompt_strict"], b["prompt_strict"]),
+    }
 
 
 def _paired(a: list, b: list) -> dict:

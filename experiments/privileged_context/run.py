@@ -37,10 +37,10 @@ from experiments.continual.run import (
     _evaluate_row,
     _midtrain,
     _own_replies,
-    _paired,
     _timed,
     _with_wilson,
     ifeval_subset,
+    paired_change,
     resolve_inputs,
     summarize,
 )
@@ -191,15 +191,7 @@ def run_costs(run: Path) -> dict:
 
 def paired_rows(items: dict[str, dict]) -> list[dict]:
     """The protocol's paired changes (P against base, C and both mid-training rows), on the same items."""
-    return [
-        {
-            "row": row,
-            "against": against,
-            "internal_qa": _paired(items[row]["qa"], items[against]["qa"]),
-            "ifeval_prompt_strict": _paired(items[row]["prompt_strict"], items[against]["prompt_strict"]),
-        }
-        for row, against in CHANGES
-    ]
+    return [paired_change(items, row, against) for row, against in CHANGES]
 
 
 def summarize_row(e: dict) -> dict:

@@ -42,35 +42,26 @@ def run(
     docs = continual.CompanyDocs(scale.people)
     items, timings = state["items"], state["timings"]
     run_dir = out / "privileged_top_k"
+    if ROW not in items and not (run_dir / "final").exists():
+        config = replace(v1.distill_config(run_dir, model_path, scale, quiet), divergence="top_k", kl_top_k=TOP_K)
+        examples = v1.encode_records(tokenizer, v1.question_records(docs, with_context=True))
+        with continual._timed(timings, "train privileged_top_k"):
+            run_distill(config, tokenizer=tokenizer, examples=examples)
+    trained = load_model(str(run_dir / "final")).eval()  # evaluated (once) and diagnosed
     if ROW not in items:
-        if not (run_dir / "final").exists():
-            config = replace(v1.distill_config(run_dir, model_path, scale, quiet), divergence="top_k", kl_top_k=TOP_K)
-            examples = v1.encode_records(tokenizer, v1.question_records(docs, with_context=True))
-            with continual._timed(timings, "train privileged_top_k"):
-                run_distill(config, tokenizer=tokenizer, examples=examples)
         ifeval_problems = continual.ifeval_subset(ifeval_path, scale.ifeval_prompts)
         with continual._timed(timings, f"evaluate {ROW}"):
-            items[ROW] = continual._evaluate_row(
-                load_model(str(run_dir / "final")), tokenizer, docs, ifeval_problems, scale
-            )
+            items[ROW] = continual._evaluate_row(trained, tokenizer, docs, ifeval_problems, scale)
         state_file.write_text(json.dumps(state, indent=1))
     questions = docs.test_problems()
     logprobs = answer_logprobs(
-        load_model(str(run_dir / "final")).eval(),
+        trained,
         tokenizer,
         [p.prompt for p in questions],
         [continual.CompanyDocs.chat_answer(p) for p in questions],
     )
     against = [v1.PRIVILEGED, v1.BASE, v1.MID_100]
-    changes = [
-        {
-            "row": ROW,
-            "against": other,
-            "internal_qa": continual._paired(items[ROW]["qa"], items[other]["qa"]),
-            "ifeval_prompt_strict": continual._paired(items[ROW]["prompt_strict"], items[other]["prompt_strict"]),
-        }
-        for other in against
-    ]
+    changes = [continual.paired_change(items, ROW, other) for other in against]
     rows = {label: continual.summarize(items[label]) for label in [v1.BASE, v1.MID_100, v1.PRIVILEGED, ROW]}
     result = {
         "protocol": "experiments/privileged_context/protocol_top_k.md",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from experiments.rl_vs_opd.run import first_step_reaching
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
@@ -28,7 +30,7 @@ def seed_rows(state: dict) -> list[dict]:
         if rl_key not in runs or opd_key not in runs:
             continue
         rl, opd = runs[rl_key], runs[opd_key]
-        rl_steps = next(step for step, acc in rl["curve"] if acc >= rl["plateau_accuracy"] - 1e-9)
+        rl_steps = first_step_reaching(rl["curve"], rl["plateau_accuracy"])
         rl_test, s0_test = tests.get(rl_key), tests["s0"]
         rows.append(
             {

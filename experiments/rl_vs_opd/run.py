@@ -190,7 +190,7 @@ def test_accuracy(model_path: Path, test_file: Path, scale: Scale) -> dict:
     tokenizer, model = load_tokenizer(str(model_path)), load_model(str(model_path)).eval()
     with torch.no_grad():
         result = evaluate(model, tokenizer, task, task.problems, scale.new_tokens, batch_size=100, chat_template=True)
-    correct = round(result.accuracy * len(task.problems))
+    correct = sum(result.correct)
     return {
         "accuracy": result.accuracy,
         "correct": correct,
